@@ -1,0 +1,22 @@
+"""Model bundles: save, load, and score with them."""
+
+from __future__ import annotations
+
+from streamvae.bundle.detector import Detector, Scored
+from streamvae.bundle.io import (
+    ModelBundle,
+    TabularPreprocess,
+    load_bundle,
+    runtime_versions,
+    save_bundle,
+)
+
+__all__ = [
+    "Detector",
+    "ModelBundle",
+    "Scored",
+    "TabularPreprocess",
+    "load_bundle",
+    "runtime_versions",
+    "save_bundle",
+]

@@ -1,0 +1,212 @@
+"""The model bundle: a plain directory, no pickles (``weights_only=True``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import streamvae
+from streamvae.data.schema import FeatureSchema, StandardScaler
+from streamvae.errors import ModelLoadError
+from streamvae.models import MODEL_REGISTRY, config_from_dict
+from streamvae.thresholds import Threshold
+from streamvae.types import SCORE_KINDS, ScoreKind
+
+logger = logging.getLogger(__name__)
+
+BUNDLE_SCHEMA_VERSION = 1
+WEIGHTS, CONFIG, PREPROCESS, THRESHOLD, META = (
+    "weights.pt",
+    "config.json",
+    "preprocess.json",
+    "threshold.json",
+    "meta.json",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TabularPreprocess:
+    """Feature schema and scaler of a tabular model."""
+
+    schema: FeatureSchema
+    scaler: StandardScaler
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values."""
+        return {"kind": "tabular", "schema": self.schema.to_dict(), "scaler": self.scaler.to_dict()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TabularPreprocess:
+        """Inverse of :meth:`to_dict`."""
+        if values.get("kind") != "tabular":
+            msg = f"unsupported preprocessing kind {values.get('kind')!r}"
+            raise ValueError(msg)
+        schema = FeatureSchema.from_dict(values["schema"])
+        scaler = StandardScaler.from_dict(values["scaler"])
+        if len(scaler.mean) != schema.dim:
+            msg = f"scaler has {len(scaler.mean)} features, schema {schema.dim}"
+            raise ValueError(msg)
+        return cls(schema, scaler)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelBundle:
+    """Everything the service needs to score: model, preprocessing, score kind, threshold.
+
+    Attributes:
+        model_key: registry key of the model family.
+        model_config: the family's config as plain values (``dataclasses.asdict``).
+        state_dict: the trained weights.
+        preprocess: feature schema and scaler.
+        score_kind: the score the threshold applies to.
+        threshold: the calibrated threshold, or ``None`` before calibration.
+        meta: provenance (versions, training summary).
+    """
+
+    model_key: str
+    model_config: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    preprocess: TabularPreprocess
+    score_kind: ScoreKind = "neg_elbo"
+    threshold: Threshold | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def with_threshold(self, threshold: Threshold) -> ModelBundle:
+        """The same bundle with ``threshold`` in force.
+
+        Raises:
+            ValueError: the threshold was calibrated for another score kind.
+        """
+        if threshold.score_kind != self.score_kind:
+            msg = (
+                f"threshold is for score {threshold.score_kind!r} but the model scores "
+                f"{self.score_kind!r}"
+            )
+            raise ValueError(msg)
+        return replace(self, threshold=threshold)
+
+
+def runtime_versions() -> dict[str, str]:
+    """Versions recorded in ``meta.json`` and compared at load time."""
+    return {
+        "streamvae_version": streamvae.__version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+    }
+
+
+def _write_json(path: Path, values: dict[str, Any]) -> None:
+    path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def save_bundle(bundle: ModelBundle, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write ``bundle`` as a directory, atomically (a temporary sibling renamed into place).
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is false.
+    """
+    target = Path(path)
+    if target.exists() and not overwrite:
+        msg = f"bundle directory {str(target)!r} already exists"
+        raise FileExistsError(msg)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=target.parent))
+    try:
+        cpu_state = {k: v.detach().cpu() for k, v in bundle.state_dict.items()}
+        torch.save(cpu_state, tmp / WEIGHTS)
+        config = {"model": bundle.model_key, "config": bundle.model_config}
+        _write_json(tmp / CONFIG, config | {"score_kind": bundle.score_kind})
+        _write_json(tmp / PREPROCESS, bundle.preprocess.to_dict())
+        if bundle.threshold is not None:
+            _write_json(tmp / THRESHOLD, bundle.threshold.to_dict())
+        meta = {"schema_version": BUNDLE_SCHEMA_VERSION} | runtime_versions() | bundle.meta
+        meta["feature_names"] = list(bundle.preprocess.schema.names)
+        _write_json(tmp / META, meta)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return target
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        msg = f"model bundle is missing {path.name} (looked in {str(path.parent)!r})"
+        raise ModelLoadError(msg) from None
+    except json.JSONDecodeError as exc:
+        msg = f"{str(path)!r} is not valid JSON: {exc}"
+        raise ModelLoadError(msg) from exc
+    if not isinstance(values, dict):
+        msg = f"{str(path)!r} must hold a JSON object"
+        raise ModelLoadError(msg)
+    return values
+
+
+def _check_versions(meta: dict[str, Any], strict: bool) -> None:
+    if meta.get("schema_version") != BUNDLE_SCHEMA_VERSION:
+        msg = (
+            f"bundle schema_version {meta.get('schema_version')!r} is not supported "
+            f"(this streamvae reads {BUNDLE_SCHEMA_VERSION})"
+        )
+        raise ModelLoadError(msg)
+    for key, now in runtime_versions().items():
+        then = meta.get(key)
+        if then != now:
+            msg = f"bundle was saved with {key}={then!r}, running {now!r}"
+            if strict:
+                raise ModelLoadError(msg)
+            logger.warning("%s", msg)
+
+
+def load_bundle(path: str | Path, *, strict: bool = False) -> ModelBundle:
+    """Read a bundle directory written by :func:`save_bundle`.
+
+    Args:
+        path: the bundle directory.
+        strict: turn a streamvae/torch/python version drift into an error (else a warning).
+
+    Raises:
+        ModelLoadError: missing or invalid files, unknown model family, version drift
+            under ``strict``.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        msg = f"model bundle directory {str(root)!r} does not exist"
+        raise ModelLoadError(msg)
+    meta = _read_json(root / META)
+    _check_versions(meta, strict)
+    config = _read_json(root / CONFIG)
+    try:
+        key = config["model"]
+        if key not in MODEL_REGISTRY:
+            msg = f"bundle uses unknown model {key!r}; known: {sorted(MODEL_REGISTRY)}"
+            raise ModelLoadError(msg)
+        config_from_dict(key, config["config"])  # validates before any weights are read
+        score_kind = config.get("score_kind", "neg_elbo")
+        if score_kind not in SCORE_KINDS:
+            msg = f"bundle score_kind {score_kind!r} is not one of {SCORE_KINDS}"
+            raise ModelLoadError(msg)
+        preprocess = TabularPreprocess.from_dict(_read_json(root / PREPROCESS))
+        threshold = None
+        if (root / THRESHOLD).is_file():
+            threshold = Threshold.from_dict(_read_json(root / THRESHOLD))
+        state = torch.load(root / WEIGHTS, map_location="cpu", weights_only=True)
+    except (KeyError, ValueError, TypeError) as exc:
+        msg = f"invalid model bundle {str(root)!r}: {exc}"
+        raise ModelLoadError(msg) from exc
+    except (OSError, RuntimeError) as exc:  # torch raises these for unreadable weights
+        msg = f"cannot read weights of bundle {str(root)!r}: {exc}"
+        raise ModelLoadError(msg) from exc
+    return ModelBundle(key, config["config"], state, preprocess, score_kind, threshold, meta)

@@ -1,0 +1,163 @@
+"""Feature schema (names, order) and the standard scaler stored in every tabular bundle."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamvae.errors import PayloadDecodeError, SchemaMismatchError
+
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSchema:
+    """The ordered feature names a model was trained on."""
+
+    names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.names:
+            msg = "a feature schema needs at least one feature"
+            raise ValueError(msg)
+        if len(set(self.names)) != len(self.names):
+            dupes = sorted({n for n in self.names if self.names.count(n) > 1})
+            msg = f"duplicate feature names {dupes}"
+            raise ValueError(msg)
+
+    @property
+    def dim(self) -> int:
+        """Number of features."""
+        return len(self.names)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values."""
+        return {"names": list(self.names)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> FeatureSchema:
+        """Inverse of :meth:`to_dict`."""
+        return cls(names=tuple(values["names"]))
+
+    def vector(self, features: object) -> list[float]:
+        """One record's features in schema order, type-checked.
+
+        Args:
+            features: a ``name -> number`` mapping, or a list of numbers in schema order.
+
+        Returns:
+            The values as floats (not yet checked for NaN/Inf: see :func:`finite_rows`).
+
+        Raises:
+            PayloadDecodeError: ``schema_mismatch`` for missing, extra or too few/many
+                features; ``invalid_record`` for a value that is not a number.
+        """
+        if isinstance(features, dict):
+            values = self._from_mapping(features)
+        elif isinstance(features, list):
+            if len(features) != self.dim:
+                detail = f"expected {self.dim} feature values, got {len(features)}"
+                raise PayloadDecodeError(reason="schema_mismatch", detail=detail)
+            values = features
+        else:
+            detail = f"'features' must be an object or a list, got {type(features).__name__}"
+            raise PayloadDecodeError(reason="invalid_record", detail=detail)
+        for name, value in zip(self.names, values, strict=True):
+            # bool is an int subclass: true/false are not feature values
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                detail = f"feature {name!r} must be a number, got {value!r:.40}"
+                raise PayloadDecodeError(reason="invalid_record", detail=detail)
+        return values  # type: ignore[return-value]
+
+    def _from_mapping(self, features: dict[str, object]) -> list[object]:
+        try:
+            values = [features[name] for name in self.names]
+        except KeyError:
+            missing = [n for n in self.names if n not in features]
+            detail = f"missing feature(s) {missing[:5]}"
+            raise PayloadDecodeError(reason="schema_mismatch", detail=detail) from None
+        if len(features) != self.dim:
+            extra = sorted(set(features) - set(self.names))
+            detail = f"unexpected feature(s) {extra[:5]}"
+            raise PayloadDecodeError(reason="schema_mismatch", detail=detail)
+        return values
+
+    def check_columns(self, columns: tuple[str, ...]) -> None:
+        """Check a table's feature columns against the schema (order may differ).
+
+        Raises:
+            SchemaMismatchError: naming missing and unexpected columns.
+        """
+        missing = [n for n in self.names if n not in columns]
+        extra = [c for c in columns if c not in self.names]
+        if missing or extra:
+            msg = f"feature columns do not match the model: missing {missing}, unexpected {extra}"
+            raise SchemaMismatchError(msg)
+
+
+def finite_rows(matrix: F32) -> npt.NDArray[np.bool_]:
+    """``(n,)`` True where every value of the row is finite."""
+    return np.isfinite(matrix).all(axis=1)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
+class StandardScaler:
+    """Per-feature standardisation fitted on the training split: ``(x - mean) / scale``."""
+
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+
+    @classmethod
+    def fit(cls, x: F32) -> StandardScaler:
+        """Fit on ``x (n, d)``; constant features get scale 1 (so they stay finite).
+
+        Raises:
+            ValueError: empty or non-finite input.
+        """
+        if x.ndim != 2 or x.shape[0] == 0:
+            msg = f"need a non-empty (n, d) matrix to fit a scaler, got shape {x.shape}"
+            raise ValueError(msg)
+        if not np.isfinite(x).all():
+            msg = "cannot fit a scaler on NaN or infinite values"
+            raise ValueError(msg)
+        mean = x.astype(np.float64).mean(axis=0)
+        std = x.astype(np.float64).std(axis=0)
+        scale = np.where(std > 1e-12, std, 1.0)
+        return cls(tuple(float(v) for v in mean), tuple(float(v) for v in scale))
+
+    def transform(self, x: F32) -> F32:
+        """``(x - mean) / scale`` as float32."""
+        mean = np.asarray(self.mean, dtype=np.float32)
+        scale = np.asarray(self.scale, dtype=np.float32)
+        return ((x - mean) / scale).astype(np.float32, copy=False)
+
+    def inverse_transform(self, z: F32) -> F32:
+        """Back to raw units: ``z * scale + mean``."""
+        mean = np.asarray(self.mean, dtype=np.float32)
+        scale = np.asarray(self.scale, dtype=np.float32)
+        return (z * scale + mean).astype(np.float32, copy=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values."""
+        return {"kind": "standard", "mean": list(self.mean), "scale": list(self.scale)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> StandardScaler:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: lengths differ or a value is not finite / positive.
+        """
+        mean = tuple(float(v) for v in values["mean"])
+        scale = tuple(float(v) for v in values["scale"])
+        if len(mean) != len(scale):
+            msg = f"scaler mean ({len(mean)}) and scale ({len(scale)}) lengths differ"
+            raise ValueError(msg)
+        if not all(math.isfinite(m) for m in mean) or not all(s > 0 for s in scale):
+            msg = "scaler values must be finite with positive scales"
+            raise ValueError(msg)
+        return cls(mean, scale)

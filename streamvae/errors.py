@@ -1,0 +1,45 @@
+"""The exception hierarchy: every error a user can cause is a ``StreamVAEError``."""
+
+from __future__ import annotations
+
+
+class StreamVAEError(Exception):
+    """Root of every error streamvae raises on purpose (bad input, config, data)."""
+
+
+class ConfigError(StreamVAEError):
+    """A configuration value or CLI argument is invalid."""
+
+
+class DataError(StreamVAEError):
+    """A data file cannot be read or does not hold what is expected."""
+
+
+class SchemaMismatchError(DataError):
+    """Records do not match the model's feature schema (missing, extra or mistyped)."""
+
+
+class ModelLoadError(StreamVAEError):
+    """A model bundle or registry entry cannot be found or loaded."""
+
+
+class NotCalibratedError(StreamVAEError):
+    """A model has no threshold, so it cannot decide what is anomalous."""
+
+
+class BrokerError(StreamVAEError):
+    """The Kafka broker cannot be reached, started or used."""
+
+
+class PayloadDecodeError(StreamVAEError):
+    """One consumed record cannot be decoded or validated; it goes to the dead-letter topic.
+
+    Attributes:
+        reason: short, low-cardinality reason code (``invalid_json``, ``schema_mismatch``, ...).
+        detail: human-readable detail naming the bad value.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

@@ -1,0 +1,8 @@
+"""Training: the fit loop, early stopping, seeding, device choice."""
+
+from __future__ import annotations
+
+from streamvae.training.callbacks import CallbackList, TrainingCallback
+from streamvae.training.fit import FitResult, TrainConfig, fit, resolve_device
+
+__all__ = ["CallbackList", "FitResult", "TrainConfig", "TrainingCallback", "fit", "resolve_device"]

@@ -1,0 +1,219 @@
+"""The fit loop: mini-batch Adam on normal data, validation split, early stopping, seeding."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from streamvae.models import BaseVAE
+from streamvae.training.callbacks import CallbackList, TrainingCallback
+
+DeviceName = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainConfig:
+    """Optimisation settings.
+
+    Attributes:
+        epochs: maximum number of epochs.
+        batch_size: mini-batch size.
+        learning_rate: Adam learning rate.
+        weight_decay: Adam weight decay.
+        val_fraction: share of the training rows held out for early stopping (0 = none).
+        patience: epochs without a ``min_delta`` improvement of the validation loss before
+            stopping (0 = never stop early).
+        min_delta: smallest improvement that counts.
+        grad_clip: max gradient norm (0 = no clipping).
+        seed: seeds the split, the initial weights, shuffling and sampling.
+        device: ``auto`` picks CUDA when present.
+    """
+
+    epochs: int = 100
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    val_fraction: float = 0.2
+    patience: int = 10
+    min_delta: float = 1e-4
+    grad_clip: float = 10.0
+    seed: int = 0
+    device: DeviceName = "auto"
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "learning_rate": self.learning_rate > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "val_fraction": 0.0 <= self.val_fraction < 1.0,
+            "patience": self.patience >= 0,
+            "min_delta": self.min_delta >= 0,
+            "grad_clip": self.grad_clip >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                msg = f"invalid training setting {name}={getattr(self, name)!r}"
+                raise ValueError(msg)
+        if self.device not in ("auto", "cpu", "cuda"):
+            msg = f"device must be auto, cpu or cuda, got {self.device!r}"
+            raise ValueError(msg)
+
+
+@dataclass(slots=True)
+class FitResult:
+    """The outcome of :func:`fit` (the model holds the best weights, in eval mode)."""
+
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    device: str
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def best_metrics(self) -> dict[str, float]:
+        """Metrics of the best epoch."""
+        return self.history[self.best_epoch]
+
+
+def resolve_device(name: DeviceName) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU.
+
+    Raises:
+        ValueError: CUDA requested but not available.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        msg = "device 'cuda' requested but no CUDA device is available; use 'auto' or 'cpu'"
+        raise ValueError(msg)
+    return torch.device(name)
+
+
+def _run_epoch(
+    model: BaseVAE,
+    x: torch.Tensor,
+    config: TrainConfig,
+    optimizer: torch.optim.Optimizer | None,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """One pass over ``x``; trains when an optimizer is given, else evaluates."""
+    training = optimizer is not None
+    model.train(training)
+    order = (
+        torch.randperm(x.shape[0], generator=generator) if training else torch.arange(x.shape[0])
+    )
+    totals = {"loss": 0.0, "recon_nll": 0.0, "kl": 0.0}
+    with torch.set_grad_enabled(training):
+        for start in range(0, x.shape[0], config.batch_size):
+            batch = x[order[start : start + config.batch_size].to(x.device)]
+            terms = model.loss(batch, model(batch))
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
+                terms.loss.backward()
+                if config.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+            weight = batch.shape[0]
+            totals["loss"] += float(terms.loss.detach()) * weight
+            totals["recon_nll"] += float(terms.recon_nll.detach()) * weight
+            totals["kl"] += float(terms.kl.detach()) * weight
+    return {k: v / x.shape[0] for k, v in totals.items()}
+
+
+def fit(
+    build: Callable[[], BaseVAE],
+    x: npt.NDArray[np.float32],
+    config: TrainConfig,
+    callbacks: list[TrainingCallback] | None = None,
+) -> tuple[BaseVAE, FitResult]:
+    """Build a model and train it on normal rows ``x`` (already scaled), with early stopping.
+
+    The model is built inside the seeded region, so the same seed gives the same initial
+    weights, split, shuffling and samples, hence the same trained weights on the same
+    device. The global random state is forked: the caller's RNG is left as it was.
+
+    Args:
+        build: makes a fresh model, e.g. ``lambda: VAE(VAEConfig(input_dim=d))``.
+        x: ``(n, d)`` float32 training rows, normal only.
+        config: optimisation settings.
+        callbacks: progress listeners.
+
+    Returns:
+        The model holding its best-validation weights, in eval mode, and the
+        :class:`FitResult`.
+
+    Raises:
+        ValueError: empty or non-finite data, a validation split that leaves nothing, or
+            a diverging loss.
+    """
+    if x.ndim != 2 or x.shape[0] < 2 or not np.isfinite(x).all():
+        msg = f"training data must be a finite (n >= 2, d) matrix, got shape {x.shape}"
+        raise ValueError(msg)
+    device = resolve_device(config.device)
+    events = CallbackList(callbacks or [])
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        generator = torch.Generator().manual_seed(config.seed)
+        n_val = math.floor(x.shape[0] * config.val_fraction)
+        perm = torch.randperm(x.shape[0], generator=generator).numpy()
+        x_all = torch.from_numpy(np.ascontiguousarray(x[perm], dtype=np.float32)).to(device)
+        x_val, x_train = x_all[:n_val], x_all[n_val:]
+        if x_train.shape[0] == 0:
+            msg = f"val_fraction {config.val_fraction} leaves no training rows out of {x.shape[0]}"
+            raise ValueError(msg)
+        model = build().to(device)
+        result = _fit_loop(model, x_train, x_val, config, events, generator, str(device))
+    return model, result
+
+
+def _fit_loop(
+    model: BaseVAE,
+    x_train: torch.Tensor,
+    x_val: torch.Tensor,
+    config: TrainConfig,
+    events: CallbackList,
+    generator: torch.Generator,
+    device: str,
+) -> FitResult:
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    result = FitResult(best_epoch=0, epochs_run=0, stopped_early=False, device=device)
+    best_loss, best_state, waited = math.inf, None, 0
+    events.on_train_start(config.epochs)
+    for epoch in range(config.epochs):
+        train = _run_epoch(model, x_train, config, optimizer, generator)
+        metrics = {f"train_{k}": v for k, v in train.items()}
+        monitored = train["loss"]
+        if x_val.shape[0]:
+            val = _run_epoch(model, x_val, config, None, generator)
+            metrics.update({f"val_{k}": v for k, v in val.items()})
+            monitored = val["loss"]
+        if not math.isfinite(monitored):
+            msg = f"training diverged at epoch {epoch} (loss {monitored}); lower the learning rate"
+            raise ValueError(msg)
+        result.history.append(metrics)
+        result.epochs_run = epoch + 1
+        events.on_epoch_end(epoch, metrics)
+        if monitored < best_loss - config.min_delta:
+            best_loss, waited, result.best_epoch = monitored, 0, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            waited += 1
+            if config.patience and waited >= config.patience:
+                result.stopped_early = True
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    events.on_train_end(result.best_epoch, result.stopped_early)
+    return result

@@ -1,0 +1,98 @@
+"""Frozen payload and result dataclasses shared by every layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+ScoreKind = Literal["neg_elbo", "recon_error", "kl"]
+"""The per-sample scores a detector can threshold; higher is always more anomalous."""
+
+SCORE_KINDS: tuple[ScoreKind, ...] = ("neg_elbo", "recon_error", "kl")
+
+Severity = Literal["warning", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("warning", "critical")
+
+DeadLetterReason = Literal[
+    "invalid_json",
+    "invalid_record",
+    "schema_mismatch",
+    "non_finite",
+    "too_large",
+    "invalid_encoding",
+]
+DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = (
+    "invalid_json",
+    "invalid_record",
+    "schema_mismatch",
+    "non_finite",
+    "too_large",
+    "invalid_encoding",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """One consumed Kafka record, as the service sees it (no client types leak out)."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    key: bytes | None = None
+    timestamp_ms: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """One record to produce: an alert, a score or a dead letter."""
+
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    """Which registered model produced a score (travels in every alert)."""
+
+    name: str
+    version: str
+    alias: str | None = None
+    uri: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureBatch:
+    """Decoded feature vectors of one poll, aligned to the model's schema.
+
+    Attributes:
+        matrix: ``(n, d)`` float32 raw (unscaled) features in schema order.
+        ids: record id per row (``None`` when the record carried none).
+        keys: record key per row (entity, merchant, ...), or ``None``.
+        ts_ms: event timestamp per row in epoch milliseconds, or ``None``.
+        sources: ``(topic, partition, offset, index-in-message)`` per row.
+    """
+
+    matrix: npt.NDArray[np.float32]
+    ids: tuple[str | None, ...]
+    keys: tuple[str | None, ...]
+    ts_ms: tuple[int | None, ...]
+    sources: tuple[tuple[str, int, int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RunStats:
+    """What one bounded service run did (returned by the runner, printed by the CLI)."""
+
+    consumed: int = 0
+    scored: int = 0
+    alerted: int = 0
+    dead_lettered: int = 0
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
