@@ -90,6 +90,7 @@ class FeatureBatch:
 class RunStats:
     """What one bounded service run did (returned by the runner, printed by the CLI)."""
 
+    messages: int = 0
     consumed: int = 0
     scored: int = 0
     alerted: int = 0

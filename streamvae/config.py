@@ -1,0 +1,244 @@
+"""Runtime settings: YAML files, ``STREAMVAE_*`` environment variables and ``--set`` overrides.
+
+Precedence, highest first: ``--set key=value`` > environment (``STREAMVAE_SECTION__KEY``) >
+YAML file > built-in defaults. Settings are loaded once in the CLI and passed down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+from streamvae.errors import ConfigError
+from streamvae.types import ScoreKind
+
+_SECTION = ConfigDict(frozen=True, extra="forbid")
+ENV_PREFIX = "STREAMVAE_"
+SettingsT = TypeVar("SettingsT", bound="BaseSettings")
+
+
+class DataSettings(BaseModel):
+    """Where the training data is and which columns to use."""
+
+    model_config = _SECTION
+    path: str | None = None
+    builtin: str | None = Field(None, description="a data set shipped in the package, e.g. cardio")
+    label_column: str = "label"
+    feature_columns: tuple[str, ...] | None = None
+    normal_only: bool = True
+    calibration_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    seed: int = 0
+
+
+class ModelSettings(BaseModel):
+    """Which registered model family and its hyper-parameters."""
+
+    model_config = _SECTION
+    name: str = "vae"
+    latent_dim: int = Field(8, ge=1)
+    hidden_dims: tuple[int, ...] = (64, 32)
+    beta: float = Field(1.0, ge=0.0)
+    activation: Literal["relu", "leaky_relu", "elu", "tanh", "gelu"] = "relu"
+    score_kind: ScoreKind = "neg_elbo"
+
+
+class OptimSettings(BaseModel):
+    """Optimisation settings (see ``streamvae.training.TrainConfig``)."""
+
+    model_config = _SECTION
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(128, ge=1)
+    learning_rate: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    patience: int = Field(10, ge=0)
+    min_delta: float = Field(1e-4, ge=0.0)
+    grad_clip: float = Field(10.0, ge=0.0)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class CalibrationSettings(BaseModel):
+    """Threshold calibration after training (on the held-out normal split)."""
+
+    model_config = _SECTION
+    percentile: float = Field(99.0, gt=0.0, lt=100.0)
+    critical_percentile: float | None = Field(None, gt=0.0, lt=100.0)
+
+
+class TrackingSettings(BaseModel):
+    """MLflow tracking store and registry."""
+
+    model_config = _SECTION
+    tracking_uri: str | None = Field(
+        None, description="default: MLFLOW_TRACKING_URI, else a SQLite file under work_dir"
+    )
+    work_dir: str = ".streamvae"
+    experiment: str = "streamvae"
+    registered_model: str | None = "streamvae-tabular"
+    alias: str | None = None
+
+
+class TrainSettings(BaseSettings):
+    """Everything ``streamvae train`` needs."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+    data: DataSettings = DataSettings()
+    model: ModelSettings = ModelSettings()
+    training: OptimSettings = OptimSettings()
+    calibration: CalibrationSettings = CalibrationSettings()
+    tracking: TrackingSettings = TrackingSettings()
+
+
+class KafkaSettings(BaseModel):
+    """Kafka connection, topics and consumer-group behaviour."""
+
+    model_config = _SECTION
+    bootstrap_servers: str = "127.0.0.1:9092"
+    input_topic: str = "features"
+    alert_topic: str = "alerts"
+    dead_letter_topic: str = "dead-letters"
+    score_topic: str | None = Field(None, description="optional: every score, not just alerts")
+    group_id: str = "streamvae"
+    client_id: str = "streamvae"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    max_poll_records: int = Field(2_000, ge=1)
+    fetch_max_bytes: int = Field(52_428_800, ge=1024)
+    max_partition_fetch_bytes: int = Field(8_388_608, ge=1024)
+    max_request_size: int = Field(8_388_608, ge=1024)
+    linger_ms: int = Field(5, ge=0)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+
+class ServeSettings(BaseSettings):
+    """Everything ``streamvae serve`` needs."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+    model_uri: str = "models:/streamvae-tabular@champion"
+    kafka: KafkaSettings = KafkaSettings()
+    tracking: TrackingSettings = TrackingSettings()
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9108, ge=0, le=65535)
+    poll_timeout_ms: int = Field(200, ge=1)
+    commit_interval_s: float = Field(0.0, ge=0.0, description="0 = commit after every batch")
+    max_message_bytes: int = Field(1_048_576, ge=64)
+    max_records_per_message: int = Field(10_000, ge=1)
+    top_features: int = Field(3, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    strict_versions: bool = False
+
+    @field_validator("model_uri")
+    @classmethod
+    def _uri_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            msg = "model_uri must not be empty"
+            raise ValueError(msg)
+        return value
+
+
+def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Turn ``["training.epochs=50", "model.hidden_dims=[32,16]"]`` into a nested dict.
+
+    Values are parsed as YAML scalars or flow collections.
+
+    Raises:
+        ConfigError: a pair without ``=`` or with an empty key.
+    """
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip() or any(not part for part in key.split(".")):
+            msg = f"bad --set {pair!r}: expected key.path=value"
+            raise ConfigError(msg)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node = nested
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                msg = f"bad --set {pair!r}: {part!r} is set both as a value and a section"
+                raise ConfigError(msg)
+        node[leaf] = value
+    return nested
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping.
+
+    Raises:
+        ConfigError: missing file, invalid YAML, or not a mapping.
+    """
+    file = Path(path)
+    try:
+        values = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        msg = f"config file {str(file)!r} does not exist"
+        raise ConfigError(msg) from None
+    except yaml.YAMLError as exc:
+        msg = f"config file {str(file)!r} is not valid YAML: {exc}".splitlines()[0]
+        raise ConfigError(msg) from exc
+    if not isinstance(values, dict):
+        msg = f"config file {str(file)!r} must hold a mapping at the top level"
+        raise ConfigError(msg)
+    return values
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(root)"
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r:.60})"
+    return f"invalid setting {where}: {err['msg']}{shown}"
+
+
+def load_settings(
+    cls: type[SettingsT],
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    extra: dict[str, Any] | None = None,
+) -> SettingsT:
+    """Load settings of type ``cls`` from defaults, YAML, environment and overrides.
+
+    Args:
+        cls: ``TrainSettings`` or ``ServeSettings``.
+        config_file: optional YAML file.
+        overrides: ``key.path=value`` pairs (``--set``).
+        extra: values set by dedicated CLI options (same precedence as ``--set``).
+
+    Raises:
+        ConfigError: one line naming the first bad value.
+    """
+    file_values = read_yaml(config_file) if config_file else {}
+    env_values = EnvSettingsSource(cls, env_prefix=ENV_PREFIX, env_nested_delimiter="__")()
+    merged = _deep_merge(_deep_merge(file_values, env_values), parse_overrides(overrides))
+    merged = _deep_merge(merged, extra or {})
+    try:
+        return cls(**merged)
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc)) from exc

@@ -1,0 +1,77 @@
+"""The HTTP endpoint: ``/metrics`` (Prometheus text format), ``/healthz`` and ``/readyz``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+logger = logging.getLogger(__name__)
+
+HealthCheck = Callable[[], tuple[bool, dict[str, object]]]
+
+
+class MetricsServer:
+    """Serves metrics and health in a daemon thread.
+
+    ``health`` returns ``(ok, details)``; ``/healthz`` answers 200 when ok, else 503.
+    ``/readyz`` answers the same (the service is ready once its model is loaded and the
+    loop runs, which is what ``health`` reports).
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry, health: HealthCheck, host: str, port: int
+    ) -> None:
+        handler = _handler_for(registry, health)
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics-http", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        """Base URL of the endpoint."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> MetricsServer:
+        """Start serving."""
+        self._thread.start()
+        logger.info("metrics endpoint started url=%s/metrics", self.url)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler_for(registry: CollectorRegistry, health: HealthCheck) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._reply(200, CONTENT_TYPE_LATEST, generate_latest(registry))
+            elif path in ("/healthz", "/readyz"):
+                ok, details = health()
+                body = json.dumps({"status": "ok" if ok else "unavailable"} | details).encode()
+                self._reply(200 if ok else 503, "application/json", body)
+            else:
+                self._reply(404, "text/plain", b"not found: try /metrics or /healthz\n")
+
+        def _reply(self, code: int, content_type: str, body: bytes) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            logger.debug("http " + format, *args)
+
+    return Handler

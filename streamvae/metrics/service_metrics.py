@@ -1,0 +1,127 @@
+"""Every Prometheus metric the scoring service exports, on an injected registry."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from streamvae.types import DEAD_LETTER_REASONS, SEVERITIES, ModelRef
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+# score / threshold: 1.0 is the decision boundary, so one bucket set fits every model
+RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+
+class ServiceMetrics:
+    """The service's metrics; construct once per registry (tests pass a fresh one)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        registry = CollectorRegistry() if registry is None else registry
+        self.registry = registry
+        ns = "streamvae"
+        self.messages_consumed = Counter(
+            "messages_consumed", "Kafka messages consumed.", namespace=ns, registry=registry
+        )
+        self.records_consumed = Counter(
+            "records_consumed",
+            "Records received (batch elements; an undecodable message counts as one).",
+            namespace=ns,
+            registry=registry,
+        )
+        self.records_scored = Counter(
+            "records_scored", "Records scored.", namespace=ns, registry=registry
+        )
+        self.records_dead_lettered = Counter(
+            "records_dead_lettered",
+            "Records sent to the dead-letter topic, by reason.",
+            ["reason"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.alerts = Counter(
+            "alerts", "Alerts produced, by severity.", ["severity"], namespace=ns, registry=registry
+        )
+        self.score_ratio = Histogram(
+            "score_threshold_ratio",
+            "Score divided by the threshold in force (> 1 alerts).",
+            buckets=RATIO_BUCKETS,
+            namespace=ns,
+            registry=registry,
+        )
+        self.threshold = Gauge("threshold", "Threshold in force.", namespace=ns, registry=registry)
+        self.expected_alert_ratio = Gauge(
+            "expected_alert_ratio",
+            "Alert rate on normal traffic expected from calibration.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.scoring_seconds = Histogram(
+            "scoring_duration_seconds",
+            "Time to decode, score and decide one batch.",
+            buckets=LATENCY_BUCKETS_S,
+            namespace=ns,
+            registry=registry,
+        )
+        self.end_to_end_seconds = Histogram(
+            "end_to_end_latency_seconds",
+            "Record timestamp to its score being produced.",
+            buckets=LATENCY_BUCKETS_S,
+            namespace=ns,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "batch_size_records", "Records per scored batch.", buckets=BATCH_BUCKETS, namespace=ns,
+            registry=registry,
+        )  # fmt: skip
+        self.consumer_lag = Gauge(
+            "consumer_lag_records",
+            "Records behind the high watermark, per partition.",
+            ["topic", "partition"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.model_info = Gauge(
+            "model_info",
+            "The model being served (value 1).",
+            ["name", "version", "alias", "score_kind"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.model_loads = Counter(
+            "model_loads", "Models loaded (start and reloads).", namespace=ns, registry=registry
+        )
+        self.errors = Counter(
+            "errors", "Internal errors, by kind.", ["kind"], namespace=ns, registry=registry
+        )
+        self.up = Gauge("up", "1 while the scoring loop runs.", namespace=ns, registry=registry)
+        self.last_batch_timestamp = Gauge(
+            "last_batch_timestamp_seconds",
+            "Unix time of the last processed batch.",
+            namespace=ns,
+            registry=registry,
+        )
+        for reason in DEAD_LETTER_REASONS:
+            self.records_dead_lettered.labels(reason=reason)
+        for severity in SEVERITIES:
+            self.alerts.labels(severity=severity)
+        for kind in ("produce", "commit", "scoring"):
+            self.errors.labels(kind=kind)
+
+    def set_model(
+        self, model: ModelRef, score_kind: str, threshold: float, expected_rate: float
+    ) -> None:
+        """Publish the model and threshold now in force."""
+        self.model_info.clear()
+        self.model_info.labels(
+            name=model.name, version=model.version, alias=model.alias or "", score_kind=score_kind
+        ).set(1)
+        self.threshold.set(threshold)
+        self.expected_alert_ratio.set(expected_rate)
+        self.model_loads.inc()
+
+    def set_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
+        """Publish consumer lag per partition."""
+        for (topic, partition), lag in lags.items():
+            self.consumer_lag.labels(topic=topic, partition=str(partition)).set(lag)

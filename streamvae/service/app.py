@@ -1,0 +1,136 @@
+"""The composition root of the online path: model + Kafka + metrics wired into a runner."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from types import TracebackType
+
+from streamvae.bundle import Detector
+from streamvae.config import ServeSettings
+from streamvae.metrics import MetricsServer, Registry, ServiceMetrics
+from streamvae.service.pipeline import FeaturePipeline, PipelineConfig
+from streamvae.service.runner import RunnerConfig, ServiceRunner
+from streamvae.stream.consumer import KafkaMessageSource
+from streamvae.stream.producer import KafkaMessageSink
+from streamvae.tracking import configure, load_resolved, resolve
+from streamvae.training import resolve_device
+from streamvae.types import ModelRef, RunStats
+
+logger = logging.getLogger(__name__)
+
+
+class ScoringService:
+    """Loads the model, connects to Kafka, serves metrics; ``run`` scores until stopped.
+
+    Use as a context manager: entering loads and connects (raising a ``StreamVAEError`` on
+    a bad model URI, a missing threshold or an unreachable broker), leaving closes the
+    consumer (leaving the group), the producer and the metrics endpoint.
+    """
+
+    def __init__(
+        self, settings: ServeSettings, *, registry: CollectorRegistry | None = None
+    ) -> None:
+        self.settings = settings
+        self.metrics = ServiceMetrics(registry)
+        self.model: ModelRef | None = None
+        self.runner: ServiceRunner | None = None
+        self.metrics_server: MetricsServer | None = None
+        self._stack = ExitStack()
+
+    def __enter__(self) -> ScoringService:
+        try:
+            self._open()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def _open(self) -> None:
+        s = self.settings
+        configure(s.tracking)
+        workdir = Path(
+            self._stack.enter_context(tempfile.TemporaryDirectory(prefix="streamvae-model-"))
+        )
+        resolved = resolve(s.model_uri, workdir)
+        bundle = load_resolved(resolved, strict=s.strict_versions)
+        detector = Detector(bundle, device=str(resolve_device(s.device)))
+        self.model = resolved.ref
+        pipeline = FeaturePipeline(
+            detector,
+            resolved.ref,
+            PipelineConfig(
+                alert_topic=s.kafka.alert_topic,
+                dead_letter_topic=s.kafka.dead_letter_topic,
+                score_topic=s.kafka.score_topic,
+                max_message_bytes=s.max_message_bytes,
+                max_records_per_message=s.max_records_per_message,
+                top_features=s.top_features,
+            ),
+        )
+        threshold = pipeline.threshold
+        self.metrics.set_model(
+            resolved.ref, bundle.score_kind, threshold.value, threshold.expected_alert_rate
+        )
+        logger.info(
+            "model loaded uri=%s name=%s version=%s score_kind=%s threshold=%.6g",
+            s.model_uri, resolved.ref.name, resolved.ref.version, bundle.score_kind, threshold.value,
+        )  # fmt: skip
+        sink = KafkaMessageSink(s.kafka)
+        self._stack.callback(sink.close)
+        source = KafkaMessageSource(s.kafka, (s.kafka.input_topic,))
+        self._stack.callback(source.close)
+        self.runner = ServiceRunner(
+            source,
+            sink,
+            pipeline,
+            self.metrics,
+            RunnerConfig(
+                poll_timeout_ms=s.poll_timeout_ms,
+                max_poll_records=s.kafka.max_poll_records,
+                commit_interval_s=s.commit_interval_s,
+            ),
+        )
+        server = MetricsServer(self.metrics.registry, self.health, s.metrics_host, s.metrics_port)
+        self.metrics_server = server.start()
+        self._stack.callback(server.stop)
+
+    def health(self) -> tuple[bool, dict[str, object]]:
+        """Healthy while the loop runs with a model loaded."""
+        runner = self.runner
+        details: dict[str, object] = {
+            "model": None if self.model is None else f"{self.model.name}/{self.model.version}",
+            "running": bool(runner and runner.running),
+        }
+        if runner is not None and runner.last_batch_monotonic is not None:
+            details["last_batch_age_s"] = round(time.monotonic() - runner.last_batch_monotonic, 3)
+        return bool(self.model is not None and runner is not None and runner.running), details
+
+    @property
+    def metrics_url(self) -> str:
+        """``http://host:port/metrics``."""
+        return "" if self.metrics_server is None else f"{self.metrics_server.url}/metrics"
+
+    def run(self, max_messages: int | None = None, idle_timeout_s: float | None = None) -> RunStats:
+        """Score until stopped (SIGTERM/SIGINT in the main thread), a limit, or idleness."""
+        if self.runner is None:
+            msg = "ScoringService.run called outside its context manager"
+            raise RuntimeError(msg)
+        with self.runner.signals_stop():
+            return self.runner.run(max_messages=max_messages, idle_timeout_s=idle_timeout_s)
+
+    def stop(self) -> None:
+        """Ask the loop to stop after its current batch."""
+        if self.runner is not None:
+            self.runner.stop()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stack.close()

@@ -1,0 +1,215 @@
+"""Per-batch handling of feature-vector messages: decode, validate, score, decide. No I/O."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamvae.bundle import Detector, Scored
+from streamvae.data.schema import finite_rows
+from streamvae.errors import PayloadDecodeError
+from streamvae.scoring import top_contributions
+from streamvae.stream.codecs import decode_json, encode_json, split_records
+from streamvae.thresholds import severities
+from streamvae.types import InboundMessage, ModelRef, OutboundMessage
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PipelineConfig:
+    """Topics and limits of the feature-vector pipeline."""
+
+    alert_topic: str
+    dead_letter_topic: str
+    score_topic: str | None = None
+    max_message_bytes: int = 1_048_576
+    max_records_per_message: int = 10_000
+    top_features: int = 3
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What one batch produced; the runner sends ``outbound``, then commits ``offsets``.
+
+    ``records_consumed == records_scored + sum(dead_letters.values())`` always holds.
+    """
+
+    outbound: list[OutboundMessage] = field(default_factory=list)
+    records_consumed: int = 0
+    records_scored: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    alerts: Counter[str] = field(default_factory=Counter)
+    event_ts_ms: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    score_ratios: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Rows:
+    values: list[list[float]] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    sources: list[tuple[InboundMessage, int]] = field(default_factory=list)
+
+
+def _record_ts(record: dict[str, Any], message: InboundMessage) -> int:
+    ts = record.get("ts")
+    if isinstance(ts, int) and not isinstance(ts, bool):
+        return ts
+    return message.timestamp_ms or 0
+
+
+def _features_of(record: object) -> object:
+    if not isinstance(record, dict) or "features" not in record:
+        detail = "each record must be an object with a 'features' field"
+        raise PayloadDecodeError(reason="invalid_record", detail=detail)
+    return record["features"]
+
+
+class FeaturePipeline:
+    """Turns polled feature-vector messages into alerts, scores and dead letters."""
+
+    def __init__(self, detector: Detector, model: ModelRef, config: PipelineConfig) -> None:
+        self.detector = detector
+        self.model = model
+        self.config = config
+        self.threshold = detector.threshold  # raises NotCalibratedError without one
+        self._schema = detector.bundle.preprocess.schema
+
+    def handle(self, messages: list[InboundMessage], now_ms: int) -> BatchOutcome:
+        """Handle one poll's messages; never raises for bad input (it is dead-lettered)."""
+        outcome = BatchOutcome()
+        rows = _Rows()
+        for message in messages:
+            key = (message.topic, message.partition)
+            outcome.offsets[key] = max(outcome.offsets.get(key, 0), message.offset + 1)
+            self._collect(message, rows, outcome)
+        if rows.values:
+            self._score(rows, outcome, now_ms)
+        return outcome
+
+    def _collect(self, message: InboundMessage, rows: _Rows, outcome: BatchOutcome) -> None:
+        try:
+            records = split_records(
+                decode_json(message.value, max_bytes=self.config.max_message_bytes),
+                max_records=self.config.max_records_per_message,
+            )
+        except PayloadDecodeError as exc:
+            outcome.records_consumed += 1
+            self._dead_letter(outcome, message, -1, message.value or b"", exc)
+            return
+        outcome.records_consumed += len(records)
+        for index, record in enumerate(records):
+            try:
+                rows.values.append(self._schema.vector(_features_of(record)))
+            except PayloadDecodeError as exc:
+                self._dead_letter(outcome, message, index, encode_json(record), exc)
+                continue
+            rows.records.append(record)
+            rows.sources.append((message, index))
+
+    def _dead_letter(
+        self,
+        outcome: BatchOutcome,
+        message: InboundMessage,
+        index: int,
+        value: bytes,
+        exc: PayloadDecodeError,
+    ) -> None:
+        headers = (
+            ("error", exc.reason.encode()),
+            ("detail", exc.detail[:500].encode()),
+            ("source", f"{message.topic}:{message.partition}:{message.offset}:{index}".encode()),
+            *message.headers,
+        )
+        outcome.outbound.append(
+            OutboundMessage(self.config.dead_letter_topic, value, message.key, headers)
+        )
+        outcome.dead_letters[exc.reason] += 1
+
+    def _score(self, rows: _Rows, outcome: BatchOutcome, now_ms: int) -> None:
+        with np.errstate(over="ignore"):  # values beyond float32 become inf: caught below
+            matrix = np.asarray(rows.values, dtype=np.float32)
+        finite = finite_rows(matrix)
+        for i in np.flatnonzero(~finite):
+            message, index = rows.sources[i]
+            exc = PayloadDecodeError(
+                reason="non_finite", detail="a feature value is NaN or out of float32 range"
+            )
+            self._dead_letter(outcome, message, index, encode_json(rows.records[i]), exc)
+        keep = np.flatnonzero(finite)
+        if keep.size == 0:
+            return
+        scored = self.detector.score(matrix[keep])
+        score = self.detector.select(scored)
+        levels = severities(score, self.threshold)
+        outcome.records_scored += int(keep.size)
+        outcome.score_ratios = score / self.threshold.value if self.threshold.value > 0 else score
+        ts = np.array([_record_ts(rows.records[i], rows.sources[i][0]) for i in keep], np.int64)
+        outcome.event_ts_ms = ts
+        flagged = np.flatnonzero(levels != "")
+        top_idx, top_share = top_contributions(
+            scored.scores.per_feature[flagged], self.config.top_features
+        )
+        for j, pos in enumerate(flagged):
+            alert = self._record(rows, int(keep[pos]), scored, int(pos), now_ms, str(levels[pos]))
+            alert["explanation"] = self._explain(
+                matrix[keep[pos]], scored.expected[pos], top_idx[j], top_share[j]
+            )
+            outcome.alerts[alert["severity"]] += 1
+            outcome.outbound.append(self._out(self.config.alert_topic, alert, rows, int(keep[pos])))
+        if self.config.score_topic is not None:
+            for pos, row in enumerate(keep):
+                record = self._record(rows, int(row), scored, pos, now_ms, str(levels[pos]))
+                outcome.outbound.append(self._out(self.config.score_topic, record, rows, int(row)))
+
+    def _record(
+        self, rows: _Rows, row: int, scored: Scored, pos: int, now_ms: int, severity: str
+    ) -> dict[str, Any]:
+        """The alert (or score) record of scored row ``pos`` (input row ``row``)."""
+        message, index = rows.sources[row]
+        record = rows.records[row]
+        return {
+            "alert_id": f"{message.topic}:{message.partition}:{message.offset}:{index}",
+            "id": None if record.get("id") is None else str(record["id"]),
+            "key": record.get("key", message.key.decode(errors="replace") if message.key else None),
+            "ts": _record_ts(record, message),
+            "scored_at": now_ms,
+            "model": {"name": self.model.name, "version": self.model.version},
+            "score_kind": self.detector.bundle.score_kind,
+            "score": float(self.detector.select(scored)[pos]),
+            "threshold": self.threshold.value,
+            "severity": severity or "normal",
+            "components": {
+                "recon": float(scored.scores.recon_nll[pos]),
+                "kl": float(scored.scores.kl[pos]),
+            },
+        }
+
+    def _explain(
+        self,
+        values: npt.NDArray[np.float32],
+        expected: npt.NDArray[np.float32],
+        top_idx: npt.NDArray[np.intp],
+        top_share: npt.NDArray[np.float64],
+    ) -> dict[str, Any]:
+        names = self._schema.names
+        return {
+            "top_features": [
+                {
+                    "feature": names[i],
+                    "value": float(values[i]),
+                    "expected": float(expected[i]),
+                    "contribution": round(float(share), 4),
+                }
+                for i, share in zip(top_idx, top_share, strict=True)
+            ]
+        }
+
+    @staticmethod
+    def _out(topic: str, payload: dict[str, Any], rows: _Rows, row: int) -> OutboundMessage:
+        message, _ = rows.sources[row]
+        key = payload["key"]
+        return OutboundMessage(topic, encode_json(payload), key.encode() if key else message.key)

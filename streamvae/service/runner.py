@@ -1,0 +1,184 @@
+"""The poll -> handle -> produce -> flush -> commit loop (at-least-once), with stop conditions."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from streamvae.metrics import ServiceMetrics
+from streamvae.service.pipeline import BatchOutcome
+from streamvae.service.ports import MessageSink, MessageSource
+from streamvae.types import InboundMessage, RunStats
+
+logger = logging.getLogger(__name__)
+
+
+class BatchHandler(Protocol):
+    """A pipeline: messages of one poll in, everything to produce out."""
+
+    def handle(self, messages: list[InboundMessage], now_ms: int) -> BatchOutcome:
+        """Handle one poll."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunnerConfig:
+    """Loop settings."""
+
+    poll_timeout_ms: int = 200
+    max_poll_records: int = 2_000
+    commit_interval_s: float = 0.0  # 0: commit after every batch
+
+
+def wall_clock_ms() -> int:
+    """Current Unix time in milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+class ServiceRunner:
+    """Runs the scoring loop until stopped, ``max_messages`` consumed or idle too long.
+
+    Per batch: handle, send every output, flush (raises if a send failed), mark the
+    offsets processed, commit when due. A crash before the flush succeeds commits nothing,
+    so those records are consumed again: at-least-once, nothing lost.
+    """
+
+    def __init__(
+        self,
+        source: MessageSource,
+        sink: MessageSink,
+        handler: BatchHandler,
+        metrics: ServiceMetrics,
+        config: RunnerConfig,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.source, self.sink, self.handler = source, sink, handler
+        self.metrics, self.config, self.clock_ms = metrics, config, clock_ms
+        self._stop = threading.Event()
+        self.running = False
+        self.last_batch_monotonic: float | None = None
+
+    def stop(self) -> None:
+        """Ask the loop to finish its batch, flush, commit and return."""
+        self._stop.set()
+
+    @contextmanager
+    def signals_stop(self) -> Iterator[None]:
+        """While active, SIGTERM and SIGINT stop the loop gracefully (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        for sig in previous:
+            signal.signal(sig, lambda signum, frame: self.stop())
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def run(self, max_messages: int | None = None, idle_timeout_s: float | None = None) -> RunStats:
+        """Loop until stopped; returns what was done.
+
+        Args:
+            max_messages: stop after this many Kafka messages (``None``: no limit).
+            idle_timeout_s: stop after this long without a message (``None``: never).
+        """
+        totals = _Totals()
+        started = last_activity = time.monotonic()
+        last_commit = started
+        self.running = True
+        self.metrics.up.set(1)
+        try:
+            while not self._stop.is_set():
+                remaining = None if max_messages is None else max_messages - totals.messages
+                if remaining is not None and remaining <= 0:
+                    break
+                limit = min(self.config.max_poll_records, remaining or self.config.max_poll_records)
+                messages = self.source.poll(self.config.poll_timeout_ms, limit)
+                now = time.monotonic()
+                if not messages:
+                    if idle_timeout_s is not None and now - last_activity >= idle_timeout_s:
+                        break
+                    continue
+                last_activity = now
+                self._process(messages, totals)
+                if now - last_commit >= self.config.commit_interval_s:
+                    self.source.commit()
+                    last_commit = now
+            self.source.commit()
+        finally:
+            self.running = False
+            self.metrics.up.set(0)
+        return totals.stats(time.monotonic() - started)
+
+    def _process(self, messages: list[InboundMessage], totals: _Totals) -> None:
+        start = time.perf_counter()
+        outcome = self.handler.handle(messages, self.clock_ms())
+        for message in outcome.outbound:
+            self.sink.send(message)
+        try:
+            self.sink.flush()
+        except Exception:
+            self.metrics.errors.labels(kind="produce").inc()
+            raise
+        self.source.mark_processed(outcome.offsets)
+        self.last_batch_monotonic = time.monotonic()
+        self._observe(outcome, len(messages), time.perf_counter() - start)
+        totals.add(outcome, len(messages))
+
+    def _observe(self, outcome: BatchOutcome, n_messages: int, elapsed_s: float) -> None:
+        m = self.metrics
+        m.messages_consumed.inc(n_messages)
+        m.records_consumed.inc(outcome.records_consumed)
+        m.records_scored.inc(outcome.records_scored)
+        for reason, count in outcome.dead_letters.items():
+            m.records_dead_lettered.labels(reason=reason).inc(count)
+        for severity, count in outcome.alerts.items():
+            m.alerts.labels(severity=severity).inc(count)
+        m.scoring_seconds.observe(elapsed_s)
+        m.batch_size.observe(outcome.records_consumed)
+        for ratio in outcome.score_ratios:
+            m.score_ratio.observe(float(ratio))
+        if outcome.event_ts_ms.size:
+            latencies = (self.clock_ms() - outcome.event_ts_ms[outcome.event_ts_ms > 0]) / 1000.0
+            for latency in np.maximum(latencies, 0.0):
+                m.end_to_end_seconds.observe(float(latency))
+        m.set_lag(self.source.lag())
+        m.last_batch_timestamp.set(self.clock_ms() / 1000.0)
+
+
+class _Totals:
+    def __init__(self) -> None:
+        self.messages = 0
+        self.consumed = 0
+        self.scored = 0
+        self.alerted = 0
+        self.dead: Counter[str] = Counter()
+
+    def add(self, outcome: BatchOutcome, n_messages: int) -> None:
+        self.messages += n_messages
+        self.consumed += outcome.records_consumed
+        self.scored += outcome.records_scored
+        self.alerted += sum(outcome.alerts.values())
+        self.dead.update(outcome.dead_letters)
+
+    def stats(self, elapsed_s: float) -> RunStats:
+        return RunStats(
+            messages=self.messages,
+            consumed=self.consumed,
+            scored=self.scored,
+            alerted=self.alerted,
+            dead_lettered=sum(self.dead.values()),
+            dead_letter_reasons=dict(self.dead),
+            elapsed_s=elapsed_s,
+        )

@@ -1,0 +1,1 @@
+"""The only kafka-python code: codecs, consumer, producer, admin, embedded broker."""

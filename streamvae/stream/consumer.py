@@ -1,0 +1,145 @@
+"""KafkaMessageSource: a kafka-python consumer with manual, at-least-once commits."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from streamvae.config import KafkaSettings
+from streamvae.errors import BrokerError
+from streamvae.types import InboundMessage
+
+logger = logging.getLogger(__name__)
+
+Offsets = Mapping[tuple[str, int], int]
+
+
+def security_options(settings: KafkaSettings) -> dict[str, object]:
+    """Client options shared by consumer, producer and admin (TLS / SASL)."""
+    options: dict[str, object] = {"security_protocol": settings.security_protocol}
+    if settings.sasl_mechanism:
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        password = settings.sasl_password
+        options["sasl_plain_password"] = password.get_secret_value() if password else None
+    return options
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, source: KafkaMessageSource) -> None:
+        self._source = source
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self._source.commit_revoked(revoked)
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        parts = sorted((tp.topic, tp.partition) for tp in assigned)
+        logger.info("partitions assigned partitions=%s", parts)
+        self._source.on_assigned(assigned)
+
+
+class KafkaMessageSource:
+    """Polls records and commits only offsets the caller marked as processed.
+
+    ``mark_processed`` is called after the outputs of those records were flushed; ``commit``
+    sends the marked offsets. When partitions are revoked in a rebalance, their marked
+    offsets are committed first, so the next owner resumes exactly after them.
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topics: tuple[str, ...],
+        *,
+        on_assignment: Callable[[list[tuple[str, int]]], None] | None = None,
+    ) -> None:
+        self._pending: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._next: dict[TopicPartition, int] = {}
+        self._on_assignment = on_assignment
+        try:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=settings.bootstrap_servers.split(","),
+                client_id=settings.client_id,
+                group_id=settings.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset=settings.auto_offset_reset,
+                session_timeout_ms=settings.session_timeout_ms,
+                heartbeat_interval_ms=settings.heartbeat_interval_ms,
+                max_poll_records=settings.max_poll_records,
+                fetch_max_bytes=settings.fetch_max_bytes,
+                max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
+                **security_options(settings),
+            )
+        except KafkaError as exc:
+            msg = f"cannot connect to Kafka at {settings.bootstrap_servers!r}: {exc}"
+            raise BrokerError(msg) from exc
+        self._consumer.subscribe(list(topics), listener=_CommitOnRevoke(self))
+
+    def poll(self, timeout_ms: int, max_records: int | None = None) -> list[InboundMessage]:
+        """Fetch up to ``max_records`` records (blocks at most ``timeout_ms``)."""
+        batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        out: list[InboundMessage] = []
+        for tp, records in batches.items():
+            for r in records:
+                out.append(
+                    InboundMessage(
+                        tp.topic,
+                        tp.partition,
+                        r.offset,
+                        r.value,
+                        r.key,
+                        r.timestamp,
+                        tuple((k, v) for k, v in (r.headers or ())),
+                    )
+                )
+            self._next[tp] = records[-1].offset + 1
+        return out
+
+    def mark_processed(self, offsets: Offsets) -> None:
+        """Record that every record before ``offsets[(topic, partition)]`` is done."""
+        for (topic, partition), offset in offsets.items():
+            self._pending[TopicPartition(topic, partition)] = OffsetAndMetadata(offset, "", -1)
+
+    def commit(self) -> None:
+        """Commit the marked offsets synchronously (no-op when nothing is marked)."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        self._consumer.commit(offsets=pending)
+
+    def commit_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Commit marked offsets of partitions being taken away (rebalance listener)."""
+        offsets = {tp: self._pending.pop(tp) for tp in revoked if tp in self._pending}
+        for tp in revoked:
+            self._next.pop(tp, None)
+        if offsets:
+            self._consumer.commit(offsets=offsets)
+        logger.info(
+            "partitions revoked partitions=%s", sorted((t.topic, t.partition) for t in revoked)
+        )
+
+    def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Forward an assignment to the optional observer."""
+        if self._on_assignment is not None:
+            self._on_assignment([(tp.topic, tp.partition) for tp in assigned])
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records behind the high watermark per partition fetched so far.
+
+        The high watermark returned with fetched records is used, not ListOffsets, which
+        some Kafka-protocol brokers (Tansu) answer wrongly.
+        """
+        lags: dict[tuple[str, int], int] = {}
+        for tp, next_offset in self._next.items():
+            high = self._consumer.highwater(tp)
+            if high is not None:
+                lags[(tp.topic, tp.partition)] = max(0, high - next_offset)
+        return lags
+
+    def close(self) -> None:
+        """Leave the group (commits nothing that was not marked and committed)."""
+        self._consumer.close(autocommit=False)

@@ -1,0 +1,33 @@
+"""The only mlflow code: tracking store, runs, model logging, registry and thresholds."""
+
+from __future__ import annotations
+
+from streamvae.tracking.resolve import (
+    ResolvedModel,
+    load_resolved,
+    record_threshold,
+    resolve,
+)
+from streamvae.tracking.store import (
+    MlflowCallback,
+    configure,
+    ensure_experiment,
+    flatten,
+    log_bundle,
+    set_alias,
+    tracking_uri,
+)
+
+__all__ = [
+    "MlflowCallback",
+    "ResolvedModel",
+    "configure",
+    "ensure_experiment",
+    "flatten",
+    "load_resolved",
+    "log_bundle",
+    "record_threshold",
+    "resolve",
+    "set_alias",
+    "tracking_uri",
+]

@@ -1,0 +1,54 @@
+"""MLflow "models from code" entry point: a pyfunc that scores a DataFrame with a bundle.
+
+MLflow loads this file by path (no pickle is stored). ``predict`` takes a DataFrame with
+the model's feature columns and returns one row per input: every score, the threshold in
+force and ``is_anomaly`` (``score > threshold``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.pyfunc import PythonContext, PythonModel
+
+
+class StreamVAEPyfunc(PythonModel):  # type: ignore[misc]
+    """Batch scoring of a streamvae bundle through ``mlflow.pyfunc``."""
+
+    def load_context(self, context: PythonContext) -> None:
+        """Load the bundle directory logged as the ``bundle`` artifact."""
+        from streamvae.bundle import Detector, load_bundle
+
+        self.detector = Detector(load_bundle(context.artifacts["bundle"]))
+
+    def predict(
+        self, context: PythonContext, model_input: Any, params: dict[str, Any] | None = None
+    ) -> Any:
+        """Score ``model_input`` (DataFrame with the feature columns, or an (n, d) array)."""
+        del context, params
+        names = list(self.detector.bundle.preprocess.schema.names)
+        if isinstance(model_input, pd.DataFrame):
+            matrix = model_input[names].to_numpy(dtype=np.float32)
+        else:
+            matrix = np.asarray(model_input, dtype=np.float32)
+        scored = self.detector.score(matrix)
+        score = self.detector.select(scored)
+        out = pd.DataFrame(
+            {
+                "score": score,
+                "neg_elbo": scored.scores.neg_elbo,
+                "recon_error": scored.scores.recon_error,
+                "kl": scored.scores.kl,
+            }
+        )
+        threshold = self.detector.bundle.threshold
+        if threshold is not None:
+            out["threshold"] = threshold.value
+            out["is_anomaly"] = score > threshold.value
+        return out
+
+
+mlflow.models.set_model(StreamVAEPyfunc())

@@ -1,0 +1,141 @@
+"""MLflow tracking: store set-up, training runs, model logging, registry aliases."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from streamvae.config import TrackingSettings
+from streamvae.errors import ConfigError, ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
+THRESHOLD_TAG = "streamvae.threshold"
+BUNDLE_ARTIFACT = "bundle"
+
+
+def tracking_uri(settings: TrackingSettings) -> str:
+    """The tracking URI in force: the setting, else ``MLFLOW_TRACKING_URI``, else SQLite."""
+    if settings.tracking_uri:
+        return settings.tracking_uri
+    from_env = os.environ.get("MLFLOW_TRACKING_URI")
+    if from_env:
+        return from_env
+    work = Path(settings.work_dir).resolve()
+    return f"sqlite:///{work / 'mlflow.db'}"
+
+
+def configure(settings: TrackingSettings) -> str:
+    """Point MLflow at the store (creating the local work directory) and return its URI."""
+    uri = tracking_uri(settings)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def ensure_experiment(settings: TrackingSettings) -> str:
+    """Create the experiment if needed (local artifacts under ``work_dir`` for SQLite stores)."""
+    client = MlflowClient()
+    found = client.get_experiment_by_name(settings.experiment)
+    if found is not None:
+        return str(found.experiment_id)
+    location = None
+    if tracking_uri(settings).startswith("sqlite:"):
+        location = (Path(settings.work_dir).resolve() / "artifacts").as_uri()
+    return str(client.create_experiment(settings.experiment, artifact_location=location))
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (for ``log_params``)."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat |= flatten(value, f"{name}.")
+        else:
+            flat[name] = value
+    return flat
+
+
+class MlflowCallback:
+    """A ``TrainingCallback`` that logs every epoch's metrics to the active run."""
+
+    def on_train_start(self, max_epochs: int) -> None:
+        """Log the epoch budget."""
+        mlflow.log_param("max_epochs", max_epochs)
+
+    def on_epoch_end(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        """Log the epoch's metrics with ``step=epoch``."""
+        mlflow.log_metrics(dict(metrics), step=epoch)
+
+    def on_train_end(self, best_epoch: int, stopped_early: bool) -> None:
+        """Log where training stopped."""
+        mlflow.log_metrics({"best_epoch": best_epoch, "stopped_early": float(stopped_early)})
+
+
+def log_bundle(bundle_dir: Path, registered_model: str | None) -> tuple[str, str | None]:
+    """Log the bundle as a pyfunc model (models from code) and optionally register it.
+
+    Returns:
+        ``(model_uri, version)``; ``version`` is ``None`` when not registered.
+    """
+    import streamvae
+
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(PYFUNC_FILE),
+        artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
+        pip_requirements=[f"streamvae=={streamvae.__version__}"],
+        registered_model_name=registered_model,
+    )
+    version = None if info.registered_model_version is None else str(info.registered_model_version)
+    return info.model_uri, version
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    """Point ``models:/name@alias`` at ``version``.
+
+    Raises:
+        ModelLoadError: unknown model or version.
+    """
+    try:
+        MlflowClient().set_registered_model_alias(name, alias, version)
+    except MlflowException as exc:
+        msg = f"cannot set alias {alias!r} of model {name!r} to version {version!r}: {exc.message}"
+        raise ModelLoadError(msg) from exc
+
+
+def threshold_tag_value(values: dict[str, Any]) -> str:
+    """Serialise a threshold for a registry tag."""
+    return json.dumps(values, sort_keys=True)
+
+
+def check_uri(uri: str) -> None:
+    """Reject obviously malformed model URIs early, with the bad value.
+
+    Raises:
+        ConfigError: empty or malformed URI.
+    """
+    if uri.startswith("models:/"):
+        rest = uri.removeprefix("models:/")
+        if not rest or ("@" not in rest and "/" not in rest):
+            msg = f"bad model URI {uri!r}: use models:/NAME@ALIAS or models:/NAME/VERSION"
+            raise ConfigError(msg)
+    elif uri.startswith("runs:/"):
+        if len(uri.removeprefix("runs:/").split("/")) < 1 or uri == "runs:/":
+            msg = f"bad model URI {uri!r}: use runs:/RUN_ID"
+            raise ConfigError(msg)
+    elif not Path(uri).exists():
+        msg = f"model {uri!r} is neither models:/..., runs:/... nor an existing bundle directory"
+        raise ConfigError(msg)
