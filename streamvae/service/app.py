@@ -31,9 +31,7 @@ class ScoringService:
     consumer (leaving the group), the producer and the metrics endpoint.
     """
 
-    def __init__(
-        self, settings: ServeSettings, *, registry: CollectorRegistry | None = None
-    ) -> None:
+    def __init__(self, settings: ServeSettings, *, registry: Registry | None = None) -> None:
         self.settings = settings
         self.metrics = ServiceMetrics(registry)
         self.model: ModelRef | None = None
@@ -75,9 +73,10 @@ class ScoringService:
         self.metrics.set_model(
             resolved.ref, bundle.score_kind, threshold.value, threshold.expected_alert_rate
         )
+        ref = resolved.ref
         logger.info(
             "model loaded uri=%s name=%s version=%s score_kind=%s threshold=%.6g",
-            s.model_uri, resolved.ref.name, resolved.ref.version, bundle.score_kind, threshold.value,
+            s.model_uri, ref.name, ref.version, bundle.score_kind, threshold.value,
         )  # fmt: skip
         sink = KafkaMessageSink(s.kafka)
         self._stack.callback(sink.close)
