@@ -111,6 +111,7 @@ class KafkaSettings(BaseModel):
     session_timeout_ms: int = Field(10_000, ge=1000)
     heartbeat_interval_ms: int = Field(3_000, ge=100)
     max_poll_records: int = Field(2_000, ge=1)
+    fetch_max_wait_ms: int = Field(50, ge=0, description="broker-side wait for more data per fetch")
     fetch_max_bytes: int = Field(52_428_800, ge=1024)
     max_partition_fetch_bytes: int = Field(8_388_608, ge=1024)
     max_request_size: int = Field(8_388_608, ge=1024)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -37,6 +38,7 @@ class ScoringService:
         self.model: ModelRef | None = None
         self.runner: ServiceRunner | None = None
         self.metrics_server: MetricsServer | None = None
+        self.assigned = threading.Event()  # set once the consumer owns partitions
         self._stack = ExitStack()
 
     def __enter__(self) -> ScoringService:
@@ -80,7 +82,9 @@ class ScoringService:
         )  # fmt: skip
         sink = KafkaMessageSink(s.kafka)
         self._stack.callback(sink.close)
-        source = KafkaMessageSource(s.kafka, (s.kafka.input_topic,))
+        source = KafkaMessageSource(
+            s.kafka, (s.kafka.input_topic,), on_assignment=lambda parts: self.assigned.set()
+        )
         self._stack.callback(source.close)
         self.runner = ServiceRunner(
             source,

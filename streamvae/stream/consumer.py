@@ -70,6 +70,7 @@ class KafkaMessageSource:
                 session_timeout_ms=settings.session_timeout_ms,
                 heartbeat_interval_ms=settings.heartbeat_interval_ms,
                 max_poll_records=settings.max_poll_records,
+                fetch_max_wait_ms=settings.fetch_max_wait_ms,
                 fetch_max_bytes=settings.fetch_max_bytes,
                 max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
                 **security_options(settings),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from streamvae.tracking.resolve import (
     ResolvedModel,
+    bind_threshold,
     load_resolved,
     record_threshold,
     resolve,
@@ -21,6 +22,7 @@ from streamvae.tracking.store import (
 __all__ = [
     "MlflowCallback",
     "ResolvedModel",
+    "bind_threshold",
     "configure",
     "ensure_experiment",
     "flatten",

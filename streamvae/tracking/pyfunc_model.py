@@ -12,20 +12,20 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.pyfunc import PythonContext, PythonModel
+from mlflow.pyfunc import PythonModel, PythonModelContext
 
 
 class StreamVAEPyfunc(PythonModel):  # type: ignore[misc]
     """Batch scoring of a streamvae bundle through ``mlflow.pyfunc``."""
 
-    def load_context(self, context: PythonContext) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         """Load the bundle directory logged as the ``bundle`` artifact."""
         from streamvae.bundle import Detector, load_bundle
 
         self.detector = Detector(load_bundle(context.artifacts["bundle"]))
 
     def predict(
-        self, context: PythonContext, model_input: Any, params: dict[str, Any] | None = None
+        self, context: PythonModelContext, model_input: Any, params: dict[str, Any] | None = None
     ) -> Any:
         """Score ``model_input`` (DataFrame with the feature columns, or an (n, d) array)."""
         del context, params

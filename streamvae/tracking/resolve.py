@@ -134,19 +134,25 @@ def load_resolved(resolved: ResolvedModel, *, strict: bool = False) -> ModelBund
         raise ModelLoadError(str(exc)) from exc
 
 
+def bind_threshold(name: str, version: str, threshold: Threshold) -> Threshold:
+    """Tag registered version ``name/version`` with ``threshold``; returns it as bound."""
+    bound = threshold.for_model(name, version)
+    value = threshold_tag_value(bound.to_dict())
+    MlflowClient().set_model_version_tag(name, version, THRESHOLD_TAG, value)
+    return bound
+
+
 def record_threshold(resolved: ResolvedModel, threshold: Threshold) -> Threshold:
     """Store ``threshold`` with the model it was calibrated on; returns it as bound.
 
     Registry versions get a version tag, runs a run tag, local bundles a new
     ``threshold.json``.
     """
-    bound = threshold.for_model(resolved.ref.name, resolved.ref.version)
-    client = MlflowClient()
     if resolved.kind == "registry":
-        value = threshold_tag_value(bound.to_dict())
-        client.set_model_version_tag(resolved.ref.name, resolved.ref.version, THRESHOLD_TAG, value)
-    elif resolved.kind == "run" and resolved.run_id is not None:
-        client.set_tag(resolved.run_id, THRESHOLD_TAG, threshold_tag_value(bound.to_dict()))
+        return bind_threshold(resolved.ref.name, resolved.ref.version, threshold)
+    bound = threshold.for_model(resolved.ref.name, resolved.ref.version)
+    if resolved.kind == "run" and resolved.run_id is not None:
+        MlflowClient().set_tag(resolved.run_id, THRESHOLD_TAG, threshold_tag_value(bound.to_dict()))
     else:
         path = resolved.bundle_dir / THRESHOLD
         tmp = path.with_suffix(".tmp")

@@ -1,0 +1,1 @@
+"""Workflows that combine the layers: train, calibrate, evaluate, promote, demo."""
