@@ -101,7 +101,7 @@ class FeatureSchema:
 
 def finite_rows(matrix: F32) -> npt.NDArray[np.bool_]:
     """``(n,)`` True where every value of the row is finite."""
-    return np.isfinite(matrix).all(axis=1)  # type: ignore[no-any-return]
+    return np.asarray(np.isfinite(matrix).all(axis=1), dtype=np.bool_)
 
 
 @dataclass(frozen=True, slots=True)

@@ -149,26 +149,34 @@ class FeaturePipeline:
         outcome.score_ratios = score / self.threshold.value if self.threshold.value > 0 else score
         ts = np.array([_record_ts(rows.records[i], rows.sources[i][0]) for i in keep], np.int64)
         outcome.event_ts_ms = ts
-        flagged = np.flatnonzero(levels != "")
+        flagged = levels != ""
         top_idx, top_share = top_contributions(
             scored.scores.per_feature[flagged], self.config.top_features
         )
-        for j, pos in enumerate(flagged):
-            alert = self._record(rows, int(keep[pos]), scored, int(pos), now_ms, str(levels[pos]))
-            alert["explanation"] = self._explain(
-                matrix[keep[pos]], scored.expected[pos], top_idx[j], top_share[j]
-            )
-            outcome.alerts[alert["severity"]] += 1
-            outcome.outbound.append(self._out(self.config.alert_topic, alert, rows, int(keep[pos])))
-        if self.config.score_topic is not None:
-            for pos, row in enumerate(keep):
-                record = self._record(rows, int(row), scored, pos, now_ms, str(levels[pos]))
-                outcome.outbound.append(self._out(self.config.score_topic, record, rows, int(row)))
+        explained = dict(
+            zip(np.flatnonzero(flagged).tolist(), zip(top_idx, top_share, strict=True), strict=True)
+        )
+        for pos, row in enumerate(keep.tolist()):
+            record = self._record(rows, row, scored, score, pos, now_ms, str(levels[pos]))
+            if self.config.score_topic is not None:
+                outcome.outbound.append(self._out(self.config.score_topic, record, rows, row))
+            if pos in explained:
+                idx, share = explained[pos]
+                record["explanation"] = self._explain(matrix[row], scored.expected[pos], idx, share)
+                outcome.alerts[record["severity"]] += 1
+                outcome.outbound.append(self._out(self.config.alert_topic, record, rows, row))
 
     def _record(
-        self, rows: _Rows, row: int, scored: Scored, pos: int, now_ms: int, severity: str
+        self,
+        rows: _Rows,
+        row: int,
+        scored: Scored,
+        score: npt.NDArray[np.float64],
+        pos: int,
+        now_ms: int,
+        severity: str,
     ) -> dict[str, Any]:
-        """The alert (or score) record of scored row ``pos`` (input row ``row``)."""
+        """The score record of scored row ``pos`` (input row ``row``); alerts add an explanation."""
         message, index = rows.sources[row]
         record = rows.records[row]
         return {
@@ -179,7 +187,7 @@ class FeaturePipeline:
             "scored_at": now_ms,
             "model": {"name": self.model.name, "version": self.model.version},
             "score_kind": self.detector.bundle.score_kind,
-            "score": float(self.detector.select(scored)[pos]),
+            "score": float(score[pos]),
             "threshold": self.threshold.value,
             "severity": severity or "normal",
             "components": {

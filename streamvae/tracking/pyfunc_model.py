@@ -12,10 +12,10 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.pyfunc import PythonModel, PythonModelContext
+from mlflow.pyfunc.model import PythonModel, PythonModelContext
 
 
-class StreamVAEPyfunc(PythonModel):  # type: ignore[misc]
+class StreamVAEPyfunc(PythonModel):
     """Batch scoring of a streamvae bundle through ``mlflow.pyfunc``."""
 
     def load_context(self, context: PythonModelContext) -> None:

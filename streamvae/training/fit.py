@@ -118,7 +118,7 @@ def _run_epoch(
             terms = model.loss(batch, model(batch))
             if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)
-                terms.loss.backward()
+                terms.loss.backward()  # type: ignore[no-untyped-call]
                 if config.grad_clip > 0:
                     nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()

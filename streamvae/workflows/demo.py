@@ -76,13 +76,15 @@ class DemoReport:
 def _train(
     normals: Table, cfg: DemoSettings, work: Path, callbacks: list[TrainingCallback]
 ) -> TrainOutcome:
-    settings = TrainSettings(
-        data={"builtin": "cardio", "calibration_fraction": 0.25, "seed": cfg.seed},
-        model={"beta": cfg.beta, "latent_dim": 8, "hidden_dims": (64, 32)},
-        training={"epochs": cfg.epochs, "patience": 15, "seed": cfg.seed},
-        calibration={"percentile": cfg.percentile},
-        tracking={"work_dir": str(work), "registered_model": MODEL_NAME, "alias": "champion",
-                  "experiment": "streamvae-demo"},
+    settings = TrainSettings.model_validate(
+        {
+            "data": {"builtin": "cardio", "calibration_fraction": 0.25, "seed": cfg.seed},
+            "model": {"beta": cfg.beta, "latent_dim": 8, "hidden_dims": (64, 32)},
+            "training": {"epochs": cfg.epochs, "patience": 15, "seed": cfg.seed},
+            "calibration": {"percentile": cfg.percentile},
+            "tracking": {"work_dir": str(work), "registered_model": MODEL_NAME,
+                         "alias": "champion", "experiment": "streamvae-demo"},
+        }
     )  # fmt: skip
     return train(settings, callbacks, normals)
 
