@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import platform
 import shutil
 import tempfile
@@ -206,7 +207,8 @@ def load_bundle(path: str | Path, *, strict: bool = False) -> ModelBundle:
     except (KeyError, ValueError, TypeError) as exc:
         msg = f"invalid model bundle {str(root)!r}: {exc}"
         raise ModelLoadError(msg) from exc
-    except (OSError, RuntimeError) as exc:  # torch raises these for unreadable weights
+    # torch raises these for unreadable weights; UnpicklingError for anything beyond tensors
+    except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
         msg = f"cannot read weights of bundle {str(root)!r}: {exc}"
         raise ModelLoadError(msg) from exc
     return ModelBundle(key, config["config"], state, preprocess, score_kind, threshold, meta)

@@ -1,0 +1,40 @@
+# streamvae: `make demo` and `make test` work on a fresh machine (Python >= 3.11 on PATH).
+PYTHON ?= python3
+VENV ?= .venv
+# torch is installed first, on its own, when absent: a plain `torch` requirement would pull
+# several GB of CUDA wheels. Override for a GPU build, e.g. TORCH_SPEC="torch==2.13.0 --index-url ...".
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+
+.PHONY: install demo test lint unit bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Creates or refreshes the virtualenv: torch when absent, then the package with its extras.
+install: $(BIN)/python
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_SPEC)
+	$(PIP) install -q -e ".[embedded,dev]"
+
+demo: install
+	$(BIN)/streamvae demo
+
+lint: install
+	$(BIN)/ruff check streamvae tests
+	$(BIN)/ruff format --check streamvae tests
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+unit: install
+	$(BIN)/python -m pytest tests/unit tests/contract $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m pytest -m benchmark tests/benchmarks -s -p no:randomly $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .streamvae .pytest_cache .ruff_cache .mypy_cache bench-results

@@ -1,0 +1,140 @@
+"""Builders shared by the tests: seeded data, small trained bundles, fakes behind the ports."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict
+
+import numpy as np
+import orjson
+
+from streamvae.bundle import ModelBundle, TabularPreprocess
+from streamvae.data import FeatureSchema, StandardScaler
+from streamvae.models import VAE, VAEConfig
+from streamvae.thresholds import calibrate_percentile
+from streamvae.training import TrainConfig, fit
+from streamvae.types import InboundMessage, OutboundMessage
+
+
+def make_normal(n: int = 512, d: int = 6, seed: int = 0) -> np.ndarray:
+    """Correlated Gaussian 'normal' data: d features driven by 2 latent factors plus noise."""
+    rng = np.random.default_rng(seed)
+    factors = rng.normal(size=(n, 2))
+    mixing = np.random.default_rng(1234).normal(size=(2, d))
+    return (factors @ mixing + 0.1 * rng.normal(size=(n, d)) + 5.0).astype(np.float32)
+
+
+def make_anomalies(n: int = 64, d: int = 6, seed: int = 1) -> np.ndarray:
+    """Rows that break the normal correlation structure (independent, wider noise)."""
+    rng = np.random.default_rng(seed)
+    return (rng.normal(scale=3.0, size=(n, d)) + 5.0).astype(np.float32)
+
+
+def feature_names(d: int) -> tuple[str, ...]:
+    return tuple(f"x{i}" for i in range(d))
+
+
+def make_bundle(
+    d: int = 6,
+    *,
+    seed: int = 0,
+    epochs: int = 30,
+    calibrated: bool = True,
+    percentile: float = 99.0,
+    model_key: str = "vae",
+) -> ModelBundle:
+    """A small VAE trained on ``make_normal`` (a couple of seconds on CPU)."""
+    x = make_normal(600, d, seed)
+    train, cal = x[:500], x[500:]
+    scaler = StandardScaler.fit(train)
+    config = VAEConfig(input_dim=d, latent_dim=2, hidden_dims=(16,))
+    model, _ = fit(
+        lambda: VAE(config),
+        scaler.transform(train),
+        TrainConfig(epochs=epochs, patience=0, seed=seed, device="cpu", batch_size=64),
+    )
+    bundle = ModelBundle(
+        model_key=model_key,
+        model_config=asdict(config),
+        state_dict=model.state_dict(),
+        preprocess=TabularPreprocess(FeatureSchema(feature_names(d)), scaler),
+    )
+    if not calibrated:
+        return bundle
+    from streamvae.bundle import Detector
+
+    detector = Detector(bundle)
+    scores = detector.select(detector.score(cal))
+    return bundle.with_threshold(calibrate_percentile(scores, percentile, score_kind="neg_elbo"))
+
+
+def feature_message(
+    values: np.ndarray, *, rid: str = "r", ts: int = 1_000, as_list: bool = False
+) -> dict[str, object]:
+    names = feature_names(values.shape[0])
+    features: object = (
+        values.tolist() if as_list else dict(zip(names, values.tolist(), strict=True))
+    )
+    return {"id": rid, "ts": ts, "features": features}
+
+
+def inbound(
+    values: list[bytes | None], *, topic: str = "in", partition: int = 0, start: int = 0
+) -> list[InboundMessage]:
+    return [
+        InboundMessage(topic, partition, start + i, v, None, 1_000) for i, v in enumerate(values)
+    ]
+
+
+def encode(obj: object) -> bytes:
+    return orjson.dumps(obj)
+
+
+class FakeSource:
+    """An in-memory MessageSource: serves pre-loaded messages, records commits."""
+
+    def __init__(self, messages: list[InboundMessage], batch: int = 10) -> None:
+        self.messages = list(messages)
+        self.batch = batch
+        self.position = 0
+        self.marked: dict[tuple[str, int], int] = {}
+        self.committed: dict[tuple[str, int], int] = {}
+        self.commits = 0
+
+    def poll(self, timeout_ms: int, max_records: int | None = None) -> list[InboundMessage]:
+        limit = min(self.batch, max_records or self.batch)
+        out = self.messages[self.position : self.position + limit]
+        self.position += len(out)
+        return out
+
+    def mark_processed(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        self.marked.update(offsets)
+
+    def commit(self) -> None:
+        self.commits += 1
+        self.committed.update(self.marked)
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        return {}
+
+
+class ListSink:
+    """An in-memory MessageSink; ``fail_on_flush`` simulates an undeliverable batch."""
+
+    def __init__(self, fail_on_flush: int | None = None) -> None:
+        self.sent: list[OutboundMessage] = []
+        self.flushed: list[OutboundMessage] = []
+        self.flushes = 0
+        self.fail_on_flush = fail_on_flush
+
+    def send(self, message: OutboundMessage) -> None:
+        self.sent.append(message)
+
+    def flush(self) -> None:
+        self.flushes += 1
+        if self.fail_on_flush is not None and self.flushes >= self.fail_on_flush:
+            raise ConnectionError("broker unavailable")
+        self.flushed = list(self.sent)
+
+    def on(self, topic: str) -> list[OutboundMessage]:
+        return [m for m in self.flushed if m.topic == topic]

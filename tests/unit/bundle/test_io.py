@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from streamvae.bundle import Detector, load_bundle, save_bundle
+from streamvae.errors import ModelLoadError, NotCalibratedError, SchemaMismatchError
+from tests.factories import make_anomalies, make_bundle, make_normal
+
+
+def test_round_trip_gives_identical_scores(tmp_path, small_bundle):
+    x = np.vstack([make_normal(50, seed=3), make_anomalies(10)])
+    before = Detector(small_bundle).score(x)
+    path = save_bundle(small_bundle, tmp_path / "b")
+    assert sorted(p.name for p in path.iterdir()) == [
+        "config.json", "meta.json", "preprocess.json", "threshold.json", "weights.pt",
+    ]  # fmt: skip
+    loaded = load_bundle(path)
+    after = Detector(loaded).score(x)
+    for kind in ("neg_elbo", "recon_error", "kl", "recon_nll", "per_feature"):
+        assert np.array_equal(getattr(before.scores, kind), getattr(after.scores, kind)), kind
+    assert loaded.threshold == small_bundle.threshold
+    assert loaded.preprocess == small_bundle.preprocess
+
+
+def test_scores_are_deterministic_and_chunking_does_not_change_them(small_bundle):
+    x = make_normal(100, seed=5)
+    a = Detector(small_bundle).score(x).scores.neg_elbo
+    b = Detector(small_bundle, chunk_size=7).score(x).scores.neg_elbo
+    assert np.allclose(a, b, rtol=1e-6)
+    assert np.array_equal(a, Detector(small_bundle).score(x).scores.neg_elbo)
+
+
+def test_anomalies_score_higher(small_bundle):
+    det = Detector(small_bundle)
+    normal = det.select(det.score(make_normal(200, seed=9)))
+    odd = det.select(det.score(make_anomalies(200)))
+    assert np.median(odd) > np.quantile(normal, 0.99)
+
+
+def test_weights_file_is_a_plain_state_dict(tmp_path, small_bundle):
+    path = save_bundle(small_bundle, tmp_path / "b")
+    state = torch.load(path / "weights.pt", weights_only=True)
+    assert set(state) == set(small_bundle.state_dict)
+
+
+def test_pickled_object_in_weights_is_refused(tmp_path, small_bundle):
+    path = save_bundle(small_bundle, tmp_path / "b")
+    with (path / "weights.pt").open("wb") as f:
+        pickle.dump({"x": object()}, f)
+    with pytest.raises(ModelLoadError, match="cannot read weights"):
+        load_bundle(path)
+
+
+def test_save_refuses_to_overwrite_unless_asked(tmp_path, small_bundle):
+    path = save_bundle(small_bundle, tmp_path / "b")
+    with pytest.raises(FileExistsError):
+        save_bundle(small_bundle, path)
+    save_bundle(small_bundle, path, overwrite=True)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bundle-")]
+
+
+@pytest.mark.parametrize(
+    ("file", "change", "message"),
+    [
+        ("config.json", {"model": "nope"}, "unknown model"),
+        ("config.json", {"score_kind": "nope"}, "score_kind"),
+        ("meta.json", {"schema_version": 99}, "schema_version"),
+        ("preprocess.json", {"kind": "image"}, "unsupported preprocessing"),
+    ],
+)
+def test_invalid_bundles_are_refused(tmp_path, small_bundle, file, change, message):
+    path = save_bundle(small_bundle, tmp_path / "b")
+    values = json.loads((path / file).read_text())
+    (path / file).write_text(json.dumps(values | change))
+    with pytest.raises(ModelLoadError, match=message):
+        load_bundle(path)
+
+
+def test_missing_files_and_directories(tmp_path, small_bundle):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_bundle(tmp_path / "nope")
+    path = save_bundle(small_bundle, tmp_path / "b")
+    (path / "preprocess.json").unlink()
+    with pytest.raises(ModelLoadError, match="missing preprocess.json"):
+        load_bundle(path)
+
+
+def test_version_drift_warns_or_fails_under_strict(tmp_path, small_bundle, caplog):
+    path = save_bundle(small_bundle, tmp_path / "b")
+    meta = json.loads((path / "meta.json").read_text())
+    (path / "meta.json").write_text(json.dumps(meta | {"torch_version": "0.0.1"}))
+    load_bundle(path)
+    assert "torch_version='0.0.1'" in caplog.text
+    with pytest.raises(ModelLoadError, match="torch_version"):
+        load_bundle(path, strict=True)
+
+
+def test_uncalibrated_bundle_has_no_threshold():
+    bundle = make_bundle(epochs=1, calibrated=False)
+    with pytest.raises(NotCalibratedError, match="calibrate"):
+        _ = Detector(bundle).threshold
+
+
+def test_wrong_width_is_a_schema_error(small_bundle):
+    with pytest.raises(SchemaMismatchError, match="6 feature columns"):
+        Detector(small_bundle).score(np.zeros((2, 5), np.float32))
+
+
+def test_threshold_for_another_score_kind_is_refused(small_bundle):
+    from dataclasses import replace
+
+    other = replace(small_bundle.threshold, score_kind="kl")
+    with pytest.raises(ValueError, match="score 'kl'"):
+        small_bundle.with_threshold(other)

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from streamvae.metrics import MetricsServer, ServiceMetrics
+from streamvae.types import ModelRef
+
+
+@pytest.fixture
+def server():
+    metrics = ServiceMetrics(CollectorRegistry())
+    metrics.set_model(ModelRef("fraud", "3", "champion"), "neg_elbo", 12.5, 0.01)
+    state = {"ok": True}
+    srv = MetricsServer(
+        metrics.registry, lambda: (state["ok"], {"model": "fraud/3"}), "127.0.0.1", 0
+    ).start()
+    yield srv, state, metrics
+    srv.stop()
+
+
+def _get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_metrics_endpoint_exports_model_and_threshold(server):
+    srv, _, _ = server
+    status, body = _get(srv.url + "/metrics")
+    assert status == 200
+    assert (
+        'streamvae_model_info{alias="champion",name="fraud",score_kind="neg_elbo",version="3"} 1.0'
+        in body
+    )
+    assert "streamvae_threshold 12.5" in body
+    assert 'streamvae_records_dead_lettered_total{reason="non_finite"} 0.0' in body
+    assert "streamvae_model_loads_total 1.0" in body
+
+
+def test_health_follows_the_check(server):
+    srv, state, _ = server
+    status, body = _get(srv.url + "/healthz")
+    assert status == 200 and json.loads(body) == {"status": "ok", "model": "fraud/3"}
+    state["ok"] = False
+    status, body = _get(srv.url + "/readyz")
+    assert status == 503 and json.loads(body)["status"] == "unavailable"
+    assert _get(srv.url + "/nope")[0] == 404
+
+
+def test_two_instances_do_not_collide():
+    ServiceMetrics(CollectorRegistry())
+    ServiceMetrics(CollectorRegistry())
+    ServiceMetrics()

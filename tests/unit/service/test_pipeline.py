@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import orjson
+import pytest
+
+from streamvae.bundle import Detector
+from streamvae.service import FeaturePipeline, PipelineConfig
+from streamvae.types import ModelRef
+from tests.factories import encode, feature_message, inbound, make_anomalies, make_normal
+
+CONFIG = PipelineConfig(
+    alert_topic="alerts", dead_letter_topic="dlq", score_topic="scores", max_message_bytes=4096
+)
+
+
+@pytest.fixture
+def pipeline(small_bundle):
+    return FeaturePipeline(Detector(small_bundle), ModelRef("m", "1", "champion"), CONFIG)
+
+
+def _decode(messages, topic):
+    return [orjson.loads(m.value) for m in messages if m.topic == topic]
+
+
+def test_normal_records_score_without_alerts(pipeline):
+    rows = make_normal(20, seed=11)
+    out = pipeline.handle(
+        inbound([encode(feature_message(r, rid=f"n{i}")) for i, r in enumerate(rows)]), 5_000
+    )
+    assert out.records_consumed == out.records_scored == 20
+    assert len(_decode(out.outbound, "scores")) == 20
+    assert sum(out.alerts.values()) <= 2
+    assert out.offsets == {("in", 0): 20}
+
+
+def test_anomalies_alert_with_the_contract_fields(pipeline):
+    out = pipeline.handle(
+        inbound([encode(feature_message(make_anomalies(1, seed=4)[0] * 3, rid="odd", ts=900))]),
+        5_000,
+    )
+    (alert,) = _decode(out.outbound, "alerts")
+    assert set(alert) == {
+        "alert_id", "id", "key", "ts", "scored_at", "model", "score_kind", "score", "threshold",
+        "severity", "components", "explanation",
+    }  # fmt: skip
+    assert alert["alert_id"] == "in:0:0:0"
+    assert (alert["id"], alert["ts"], alert["scored_at"]) == ("odd", 900, 5_000)
+    assert alert["model"] == {"name": "m", "version": "1"}
+    assert alert["score"] > alert["threshold"]
+    assert alert["severity"] in ("warning", "critical")
+    assert alert["components"]["recon"] + alert["components"]["kl"] == pytest.approx(
+        alert["score"], rel=1e-6
+    )
+    top = alert["explanation"]["top_features"]
+    assert len(top) == 3
+    assert {"feature", "value", "expected", "contribution"} == set(top[0])
+    assert top[0]["contribution"] >= top[1]["contribution"] >= top[2]["contribution"]
+
+
+def test_list_features_and_batches(pipeline):
+    rows = make_normal(5, seed=2)
+    batch = [feature_message(r, rid=f"b{i}", as_list=True) for i, r in enumerate(rows)]
+    out = pipeline.handle(inbound([encode(batch)]), 1)
+    ids = [s["alert_id"] for s in _decode(out.outbound, "scores")]
+    assert ids == [f"in:0:0:{i}" for i in range(5)]
+
+
+def test_scores_equal_offline_scores(pipeline, small_bundle):
+    rows = make_normal(8, seed=21)
+    out = pipeline.handle(inbound([encode([feature_message(r) for r in rows])]), 1)
+    streamed = [s["score"] for s in _decode(out.outbound, "scores")]
+    det = Detector(small_bundle)
+    assert np.allclose(streamed, det.select(det.score(rows)), rtol=1e-6)
+
+
+BAD = {
+    "invalid_json": b"{oops",
+    "non_finite": json.dumps({"features": [float("nan")] * 6}).encode(),
+    "too_large": b'{"features": [' + b"1.0," * 2000 + b"1.0]}",
+    "invalid_record": b'{"no_features": 1}',
+    "schema_mismatch": b'{"features": {"x0": 1.0}}',
+    "invalid_encoding": b'{"features": "\xff"}',
+}
+
+
+@pytest.mark.parametrize("reason", sorted(BAD))
+def test_each_bad_input_is_dead_lettered_with_its_reason(pipeline, reason):
+    out = pipeline.handle(inbound([BAD[reason]]), 1)
+    (dead,) = [m for m in out.outbound if m.topic == "dlq"]
+    headers = dict(dead.headers)
+    assert headers["error"] == reason.encode()
+    assert headers["detail"]
+    assert headers["source"] == b"in:0:0:-1" or headers["source"].startswith(b"in:0:0:")
+    assert out.dead_letters == {reason: 1}
+    assert out.records_consumed == 1 and out.records_scored == 0
+
+
+def test_float32_overflow_is_non_finite(pipeline):
+    record = {"features": [1e300] + [1.0] * 5}
+    out = pipeline.handle(inbound([encode(record)]), 1)
+    assert out.dead_letters == {"non_finite": 1}
+
+
+def test_one_bad_element_does_not_sink_its_batch(pipeline):
+    good = [feature_message(r) for r in make_normal(3, seed=1)]
+    batch = [good[0], {"features": {"x0": 1}}, good[1], "junk", good[2]]
+    out = pipeline.handle(inbound([encode(batch)]), 1)
+    assert out.records_consumed == 5
+    assert out.records_scored == 3
+    assert out.dead_letters == {"schema_mismatch": 1, "invalid_record": 1}
+    dlq = [dict(m.headers)["source"] for m in out.outbound if m.topic == "dlq"]
+    assert dlq == [b"in:0:0:1", b"in:0:0:3"]
+
+
+def test_accounting_invariant_on_a_mixed_stream(pipeline):
+    values = [encode(feature_message(r)) for r in make_normal(10, seed=3)] + list(BAD.values())
+    values.append(encode([feature_message(r) for r in make_normal(4, seed=4)] + [{"x": 1}]))
+    out = pipeline.handle(inbound(values), 1)
+    assert out.records_consumed == out.records_scored + sum(out.dead_letters.values())
+    assert out.records_scored == 14

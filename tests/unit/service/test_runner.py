@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from streamvae.bundle import Detector
+from streamvae.metrics import ServiceMetrics
+from streamvae.service import FeaturePipeline, PipelineConfig, RunnerConfig, ServiceRunner
+from streamvae.types import ModelRef
+from tests.factories import (
+    FakeSource,
+    ListSink,
+    encode,
+    feature_message,
+    inbound,
+    make_anomalies,
+    make_normal,
+)
+
+
+def _runner(bundle, messages, sink=None, batch=4, **config):
+    source = FakeSource(messages, batch=batch)
+    sink = sink or ListSink()
+    pipeline = FeaturePipeline(
+        Detector(bundle),
+        ModelRef("m", "1"),
+        PipelineConfig(alert_topic="alerts", dead_letter_topic="dlq"),
+    )
+    metrics = ServiceMetrics(CollectorRegistry())
+    runner = ServiceRunner(
+        source, sink, pipeline, metrics, RunnerConfig(poll_timeout_ms=1, **config), lambda: 10_000
+    )
+    return runner, source, sink, metrics
+
+
+def _stream():
+    good = [encode(feature_message(r, ts=9_000)) for r in make_normal(8, seed=5)]
+    odd = [encode(feature_message(r * 3, ts=9_500)) for r in make_anomalies(2, seed=6)]
+    return inbound(good + odd + [b"{bad"])
+
+
+def test_runs_to_max_messages_then_commits_everything(small_bundle):
+    runner, source, sink, metrics = _runner(small_bundle, _stream())
+    stats = runner.run(max_messages=11)
+    assert (stats.messages, stats.consumed, stats.scored, stats.dead_lettered) == (11, 11, 10, 1)
+    assert stats.alerted >= 2
+    assert source.committed == {("in", 0): 11}
+    assert len(sink.on("alerts")) == stats.alerted
+    assert len(sink.on("dlq")) == 1
+    get = metrics.registry.get_sample_value
+    assert get("streamvae_records_consumed_total") == 11
+    assert get("streamvae_records_scored_total") == 10
+    assert get("streamvae_records_dead_lettered_total", {"reason": "invalid_json"}) == 1
+    assert get("streamvae_messages_consumed_total") == 11
+    assert get("streamvae_end_to_end_latency_seconds_count") == 10
+    assert get("streamvae_end_to_end_latency_seconds_sum") == pytest.approx(8 * 1.0 + 2 * 0.5)
+    assert get("streamvae_score_threshold_ratio_count") == 10
+    assert get("streamvae_up") == 0
+
+
+def test_max_messages_is_never_exceeded(small_bundle):
+    runner, source, _, _ = _runner(small_bundle, _stream(), batch=4)
+    assert runner.run(max_messages=6).messages == 6
+    assert source.position == 6
+
+
+def test_failed_flush_commits_nothing_and_propagates(small_bundle):
+    sink = ListSink(fail_on_flush=2)
+    runner, source, _, metrics = _runner(small_bundle, _stream(), sink=sink, batch=4)
+    with pytest.raises(ConnectionError):
+        runner.run(max_messages=11)
+    # the first batch was flushed and committed; the second never was, so it will be re-delivered
+    assert source.committed == {("in", 0): 4}
+    assert metrics.registry.get_sample_value("streamvae_errors_total", {"kind": "produce"}) == 1
+
+
+def test_commit_interval_defers_commits_but_the_final_commit_happens(small_bundle):
+    runner, source, _, _ = _runner(small_bundle, _stream(), batch=2, commit_interval_s=3600)
+    runner.run(max_messages=11)
+    assert source.commits == 1
+    assert source.committed == {("in", 0): 11}
+
+
+def test_idle_timeout_stops_an_empty_stream(small_bundle):
+    runner, _, _, _ = _runner(small_bundle, [])
+    stats = runner.run(idle_timeout_s=0.05)
+    assert stats.consumed == 0
+
+
+def test_stop_from_another_thread(small_bundle):
+    runner, _, _, _ = _runner(small_bundle, [])
+    timer = threading.Timer(0.1, runner.stop)
+    timer.start()
+    stats = runner.run()
+    timer.join()
+    assert stats.messages == 0

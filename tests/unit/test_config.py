@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import pytest
+
+from streamvae.config import ServeSettings, TrainSettings, load_settings, parse_overrides
+from streamvae.errors import ConfigError
+
+
+def test_overrides_parse_yaml_values():
+    assert parse_overrides(["a.b=1", "a.c=[1, 2]", "d=true", "e=text", "f="]) == {
+        "a": {"b": 1, "c": [1, 2]},
+        "d": True,
+        "e": "text",
+        "f": None,
+    }
+
+
+@pytest.mark.parametrize("pair", ["novalue", "=3", "a..b=1"])
+def test_bad_override_names_it(pair):
+    with pytest.raises(ConfigError, match="bad --set"):
+        parse_overrides([pair])
+
+
+def test_precedence_set_over_env_over_yaml(tmp_path, monkeypatch):
+    path = tmp_path / "c.yaml"
+    path.write_text("training:\n  epochs: 5\n  batch_size: 32\nmodel:\n  beta: 2.0\n")
+    monkeypatch.setenv("STREAMVAE_TRAINING__EPOCHS", "7")
+    monkeypatch.setenv("STREAMVAE_MODEL__LATENT_DIM", "3")
+    s = load_settings(TrainSettings, path, ["model.latent_dim=4"])
+    assert s.training.epochs == 7  # env beats YAML
+    assert s.training.batch_size == 32  # YAML beats default
+    assert s.model.latent_dim == 4  # --set beats env
+    assert s.model.beta == 2.0
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("training.epochs=0", "training.epochs"),
+        ("traning.epochs=3", "traning"),
+        ("model.score_kind=bogus", "model.score_kind"),
+        ("calibration.percentile=100", "calibration.percentile"),
+    ],
+)
+def test_invalid_values_are_one_line_errors_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        load_settings(TrainSettings, None, [override])
+    assert "\n" not in str(info.value)
+
+
+def test_yaml_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(TrainSettings, tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_settings(TrainSettings, bad)
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    load_settings(TrainSettings, root / "tabular.yaml")
+    serve = load_settings(ServeSettings, root / "serve.yaml")
+    assert serve.kafka.input_topic == "features"
+    assert serve.kafka.sasl_password is None
+
+
+def test_secrets_are_not_shown(monkeypatch):
+    monkeypatch.setenv("STREAMVAE_KAFKA__SASL_PASSWORD", "hunter2")
+    s = load_settings(ServeSettings)
+    assert "hunter2" not in repr(s)
+    assert s.kafka.sasl_password.get_secret_value() == "hunter2"

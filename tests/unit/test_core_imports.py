@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+CORE = ("models", "scoring", "thresholds", "training", "data", "bundle")
+SERVICE_LIBS = ("kafka", "mlflow", "prometheus_client", "typer", "pydantic_settings")
+
+
+def test_core_does_not_import_service_libraries():
+    code = "\n".join(
+        [
+            "import importlib, sys",
+            *(f"importlib.import_module('streamvae.{m}')" for m in CORE),
+            f"print(','.join(m for m in {SERVICE_LIBS!r} if m in sys.modules))",
+        ]
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
