@@ -57,3 +57,11 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def small_bundle():
     """A calibrated small VAE bundle (trained once per session; treat as read-only)."""
     return factories.make_bundle()
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory, small_bundle) -> Path:
+    """The session's small bundle saved as a local bundle directory (a valid model URI)."""
+    from streamvae.bundle import save_bundle
+
+    return save_bundle(small_bundle, tmp_path_factory.mktemp("model") / "bundle")

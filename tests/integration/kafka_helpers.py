@@ -1,0 +1,102 @@
+"""Helpers for tests against the real broker: unique topics, a service in a thread."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from streamvae.config import KafkaSettings, ServeSettings, TrackingSettings
+from streamvae.service import ScoringService
+from streamvae.stream.admin import ensure_topics
+from streamvae.stream.tools import read_topic
+from streamvae.types import InboundMessage, RunStats
+
+
+@dataclass(frozen=True)
+class Topics:
+    input: str
+    alerts: str
+    dead: str
+    scores: str
+    group: str
+
+    @classmethod
+    def unique(cls) -> Topics:
+        tag = uuid.uuid4().hex[:8]
+        return cls(f"in-{tag}", f"alerts-{tag}", f"dlq-{tag}", f"scores-{tag}", f"group-{tag}")
+
+
+def kafka_settings(bootstrap: str, topics: Topics) -> KafkaSettings:
+    return KafkaSettings(
+        bootstrap_servers=bootstrap,
+        input_topic=topics.input,
+        alert_topic=topics.alerts,
+        dead_letter_topic=topics.dead,
+        score_topic=topics.scores,
+        group_id=topics.group,
+        session_timeout_ms=2000,
+        heartbeat_interval_ms=500,
+    )
+
+
+def serve_settings(
+    bootstrap: str, topics: Topics, model_dir: Path, work: Path, partitions: int = 2
+) -> ServeSettings:
+    kafka = kafka_settings(bootstrap, topics)
+    ensure_topics(
+        kafka, (topics.input, topics.alerts, topics.dead, topics.scores), partitions=partitions
+    )
+    return ServeSettings(
+        model_uri=str(model_dir),
+        kafka=kafka,
+        tracking=TrackingSettings(work_dir=str(work)),
+        metrics_port=0,
+        poll_timeout_ms=50,
+    )
+
+
+@dataclass
+class RunningService:
+    service: ScoringService
+    thread: threading.Thread
+    stats: list[RunStats] = field(default_factory=list)
+
+
+@contextmanager
+def running_service(
+    settings: ServeSettings, max_messages: int | None = None, idle_timeout_s: float | None = None
+):
+    with ScoringService(settings) as service:
+        holder = RunningService(service, threading.Thread(target=lambda: None))
+        holder.thread = threading.Thread(
+            target=lambda: holder.stats.append(service.run(max_messages, idle_timeout_s)),
+            daemon=True,
+        )
+        holder.thread.start()
+        assert service.assigned.wait(timeout=30), "consumer never got partitions"
+        try:
+            yield holder
+        finally:
+            service.stop()
+            holder.thread.join(timeout=30)
+
+
+def read_json(
+    bootstrap: str, topic: str, expected: int, partitions: int = 2, timeout_s: float = 30
+) -> list[dict]:
+    return [
+        orjson.loads(m.value) for m in read_raw(bootstrap, topic, expected, partitions, timeout_s)
+    ]
+
+
+def read_raw(
+    bootstrap: str, topic: str, expected: int, partitions: int = 2, timeout_s: float = 30
+) -> list[InboundMessage]:
+    return read_topic(
+        bootstrap, topic, partitions=partitions, expected=expected, timeout_s=timeout_s
+    )
