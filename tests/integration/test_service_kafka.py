@@ -114,14 +114,21 @@ def test_restart_resumes_from_committed_offsets_without_loss(broker, bundle_dir,
 
 
 def _serve_cmd(bootstrap: str, topics: Topics, model_dir, work) -> list[str]:
-    return [
-        sys.executable, "-m", "streamvae", "serve", "--model-uri", str(model_dir),
-        "--bootstrap-servers", bootstrap, "--metrics-port", "0",
-        "--set", f"kafka.input_topic={topics.input}", "--set", f"kafka.alert_topic={topics.alerts}",
-        "--set", f"kafka.dead_letter_topic={topics.dead}", "--set", f"kafka.score_topic={topics.scores}",
-        "--set", f"kafka.group_id={topics.group}", "--set", "kafka.session_timeout_ms=2000",
-        "--set", "kafka.heartbeat_interval_ms=500", "--set", f"tracking.work_dir={work}",
-    ]  # fmt: skip
+    overrides = {
+        "kafka.input_topic": topics.input,
+        "kafka.alert_topic": topics.alerts,
+        "kafka.dead_letter_topic": topics.dead,
+        "kafka.score_topic": topics.scores,
+        "kafka.group_id": topics.group,
+        "kafka.session_timeout_ms": 2000,
+        "kafka.heartbeat_interval_ms": 500,
+        "tracking.work_dir": work,
+    }
+    cmd = [sys.executable, "-m", "streamvae", "serve", "--model-uri", str(model_dir)]
+    cmd += ["--bootstrap-servers", bootstrap, "--metrics-port", "0"]
+    for key, value in overrides.items():
+        cmd += ["--set", f"{key}={value}"]
+    return cmd
 
 
 def _wait_for_scores(bootstrap, topic, n, timeout_s=60):
