@@ -7,8 +7,6 @@ force and ``is_anomaly`` (``score > threshold``).
 
 from __future__ import annotations
 
-from typing import Any
-
 import mlflow
 import numpy as np
 import pandas as pd
@@ -24,9 +22,8 @@ class StreamVAEPyfunc(PythonModel):
 
         self.detector = Detector(load_bundle(context.artifacts["bundle"]))
 
-    def predict(
-        self, context: PythonModelContext, model_input: Any, params: dict[str, Any] | None = None
-    ) -> Any:
+    # No type hints: MLflow would try (and fail) to infer a model signature from them.
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN201
         """Score ``model_input`` (DataFrame with the feature columns, or an (n, d) array)."""
         del context, params
         names = list(self.detector.bundle.preprocess.schema.names)

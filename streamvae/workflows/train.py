@@ -18,7 +18,12 @@ from streamvae.data import FeatureSchema, StandardScaler, Table, load_builtin, l
 from streamvae.data.splits import shuffled, split_fraction
 from streamvae.errors import ConfigError, DataError
 from streamvae.models import build_model, config_from_dict
-from streamvae.thresholds import Threshold, calibrate_percentile, default_critical_percentile
+from streamvae.thresholds import (
+    Threshold,
+    calibrate_percentile,
+    default_critical_percentile,
+    min_calibration_size,
+)
 from streamvae.tracking import (
     MlflowCallback,
     bind_threshold,
@@ -87,6 +92,18 @@ def calibrate_scores(
         raise ConfigError(str(exc)) from exc
 
 
+def _check_calibration_size(n_calibration: int, percentile: float) -> None:
+    """Fail before training, not after, when the held-out normals cannot support the percentile."""
+    needed = min_calibration_size(percentile)
+    if 0 < n_calibration < needed:
+        msg = (
+            f"calibration percentile {percentile} needs at least {needed} held-out normal rows, "
+            f"but data.calibration_fraction leaves {n_calibration}: raise it, lower the "
+            "percentile, or set data.calibration_fraction=0 and run `streamvae calibrate` later"
+        )
+        raise ConfigError(msg)
+
+
 def build_bundle(settings: TrainSettings, table: Table, callbacks: list[TrainingCallback]) -> tuple[
     ModelBundle, FitResult, np.ndarray
 ]:  # fmt: skip
@@ -97,6 +114,7 @@ def build_bundle(settings: TrainSettings, table: Table, callbacks: list[Training
         raise DataError(msg)
     order = shuffled(len(normals), settings.data.seed)
     train_idx, cal_idx = split_fraction(order, settings.data.calibration_fraction)
+    _check_calibration_size(len(cal_idx), settings.calibration.percentile)
     x_train = normals.features[np.sort(train_idx)]
     if not np.isfinite(x_train).all():
         msg = "training data holds NaN or infinite values"
