@@ -155,25 +155,31 @@ def _run(
         scores = read_topic(
             bootstrap, SCORES, partitions=cfg.partitions, expected=len(records), timeout_s=60
         )
+        n_flagged = sum(b'"severity":"normal"' not in (m.value or b"") for m in scores)
+        alerts = read_topic(
+            bootstrap, ALERTS, partitions=cfg.partitions, expected=n_flagged, timeout_s=30
+        )
         if cfg.linger_s > 0:
             say(f"metrics at {service.metrics_url} for {cfg.linger_s:.0f} s")
             time.sleep(cfg.linger_s)
         metrics_url = service.metrics_url
         service.stop()
         thread.join(timeout=30)
-    return _report(outcome, serve.model_uri, scores, labels, stats[0] if stats else RunStats(),
-                   metrics_url, work)  # fmt: skip
+    return _report(outcome, serve.model_uri, scores, alerts, labels,
+                   stats[0] if stats else RunStats(), metrics_url, work)  # fmt: skip
 
 
 def _report(
-    outcome: TrainOutcome, uri: str, messages: list[InboundMessage], labels: dict[str, int],
-    run: RunStats, metrics_url: str, work: Path,
+    outcome: TrainOutcome, uri: str, messages: list[InboundMessage], alerts: list[InboundMessage],
+    labels: dict[str, int], run: RunStats, metrics_url: str, work: Path,
 ) -> DemoReport:  # fmt: skip
+    """Quality from the alert topic; AUROC and latency from every streamed score."""
     scores = [orjson.loads(m.value or b"{}") for m in messages]
+    alerted = {orjson.loads(m.value or b"{}")["id"] for m in alerts}
     produced_ms = np.array([m.timestamp_ms or 0 for m in messages], dtype=np.float64)
     y = np.array([labels[s["id"]] for s in scores], dtype=np.int8)
     score = np.array([s["score"] for s in scores])
-    flagged = np.array([s["severity"] != "normal" for s in scores], dtype=bool)
+    flagged = np.array([s["id"] in alerted for s in scores], dtype=bool)
     event_ms = np.array([s["ts"] for s in scores], dtype=np.float64)
     latency_ms = produced_ms - event_ms
     tp, n_pos = int(np.sum(flagged & (y == 1))), int(np.sum(y == 1))
@@ -182,7 +188,7 @@ def _report(
     return DemoReport(
         model_uri=uri, version=outcome.version or "",
         threshold=outcome.threshold.value if outcome.threshold else nan,
-        records=len(labels), scored=len(scores), alerts=int(flagged.sum()),
+        records=len(labels), scored=len(scores), alerts=len(alerts),
         precision=tp / flagged.sum() if flagged.any() else nan,
         recall=tp / n_pos if n_pos else nan,
         auroc=roc_auc(y, score) if scores else nan,

@@ -47,7 +47,7 @@ def test_loss_goes_down_in_a_few_steps(key):
     first = None
     for _ in range(30):
         loss = model.loss(x, model(x)).loss
-        first = float(loss) if first is None else first
+        first = float(loss.detach()) if first is None else first
         opt.zero_grad()
         loss.backward()
         opt.step()
