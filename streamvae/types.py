@@ -5,9 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
-import numpy.typing as npt
-
 ScoreKind = Literal["neg_elbo", "recon_error", "kl"]
 """The per-sample scores a detector can threshold; higher is always more anomalous."""
 
@@ -65,25 +62,6 @@ class ModelRef:
     version: str
     alias: str | None = None
     uri: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class FeatureBatch:
-    """Decoded feature vectors of one poll, aligned to the model's schema.
-
-    Attributes:
-        matrix: ``(n, d)`` float32 raw (unscaled) features in schema order.
-        ids: record id per row (``None`` when the record carried none).
-        keys: record key per row (entity, merchant, ...), or ``None``.
-        ts_ms: event timestamp per row in epoch milliseconds, or ``None``.
-        sources: ``(topic, partition, offset, index-in-message)`` per row.
-    """
-
-    matrix: npt.NDArray[np.float32]
-    ids: tuple[str | None, ...]
-    keys: tuple[str | None, ...]
-    ts_ms: tuple[int | None, ...]
-    sources: tuple[tuple[str, int, int, int], ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,17 +113,28 @@ class ServiceRunner:
                 last_activity = now
                 self._process(messages, totals)
                 if now - last_commit >= self.config.commit_interval_s:
-                    self.source.commit()
+                    self._commit()
                     last_commit = now
-            self.source.commit()
+            self._commit()
         finally:
             self.running = False
             self.metrics.up.set(0)
         return totals.stats(time.monotonic() - started)
 
+    def _commit(self) -> None:
+        try:
+            self.source.commit()
+        except Exception:
+            self.metrics.errors.labels(kind="commit").inc()
+            raise
+
     def _process(self, messages: list[InboundMessage], totals: _Totals) -> None:
         start = time.perf_counter()
-        outcome = self.handler.handle(messages, self.clock_ms())
+        try:
+            outcome = self.handler.handle(messages, self.clock_ms())
+        except Exception:  # a model or internal error: count it, then crash without committing
+            self.metrics.errors.labels(kind="scoring").inc()
+            raise
         for message in outcome.outbound:
             self.sink.send(message)
         try:

@@ -113,6 +113,7 @@ class EmbeddedBroker:
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGINT (SIGTERM would wait a grace period while clients are connected), then kill."""
         if self._process is None or self._process.poll() is not None:
+            self._log.close()
             return
         self._process.send_signal(signal.SIGINT)
         try:

@@ -96,3 +96,29 @@ def test_stop_from_another_thread(small_bundle):
     stats = runner.run()
     timer.join()
     assert stats.messages == 0
+
+
+class _Exploding:
+    def handle(self, messages, now_ms):
+        raise RuntimeError("model bug")
+
+
+def test_internal_errors_crash_without_committing_and_are_counted(small_bundle):
+    runner, source, _, metrics = _runner(small_bundle, _stream())
+    runner.handler = _Exploding()
+    with pytest.raises(RuntimeError, match="model bug"):
+        runner.run(max_messages=11)
+    assert source.commits == 0
+    assert metrics.registry.get_sample_value("streamvae_errors_total", {"kind": "scoring"}) == 1
+
+
+def test_commit_failures_are_counted_and_propagate(small_bundle):
+    runner, source, _, metrics = _runner(small_bundle, _stream())
+
+    def fail():
+        raise ConnectionError("commit refused")
+
+    source.commit = fail
+    with pytest.raises(ConnectionError):
+        runner.run(max_messages=11)
+    assert metrics.registry.get_sample_value("streamvae_errors_total", {"kind": "commit"}) == 1
