@@ -6,6 +6,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from streamvae.bundle import Detector, ModelBundle
 from streamvae.config import TrackingSettings
 from streamvae.data import Table, load_table
@@ -39,8 +41,15 @@ def _load(uri: str, tracking: TrackingSettings, tmp: Path) -> tuple[LoadedModel,
 
 
 def _table_for(bundle: ModelBundle, path: str | Path, label_column: str) -> Table:
+    """The model's feature columns of ``path``, in schema order, all finite."""
     names = bundle.preprocess.schema.names
-    return load_table(path, label_column=label_column, feature_columns=names)
+    table = load_table(path, label_column=label_column, feature_columns=names)
+    bad = ~np.isfinite(table.features)
+    if bad.any():
+        columns = [names[i] for i in np.flatnonzero(bad.any(axis=0))]
+        msg = f"{str(path)!r}: {int(bad.any(axis=1).sum())} row(s) hold NaN or Inf in {columns[:5]}"
+        raise DataError(msg)
+    return table
 
 
 @dataclass(frozen=True, slots=True)

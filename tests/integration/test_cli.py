@@ -92,6 +92,19 @@ def test_user_errors_are_one_line_with_exit_code_2(workdir, args, message):
     assert message in lines[0]
 
 
+def test_nan_in_scoring_data_is_a_one_line_error(workdir):
+    data = _csv(workdir / "train.csv", 600)
+    assert invoke("train", "--data", data, "--set", "training.epochs=1", "--quiet")[0] == 0
+    bad = workdir / "bad.csv"
+    text = (workdir / "train.csv").read_text().splitlines()
+    cells = text[5].split(",")
+    cells[2] = "NaN"
+    bad.write_text("\n".join([*text[:5], ",".join(cells), *text[6:]]) + "\n")
+    code, out = invoke("evaluate", "models:/streamvae-tabular/1", bad)
+    assert code == 2, out
+    assert "1 row(s) hold NaN or Inf in ['x2']" in out
+
+
 def test_train_refuses_a_percentile_the_calibration_split_cannot_support(workdir):
     data = _csv(workdir / "small.csv", 200)
     code, out = invoke("train", "--data", data, "--set", "training.epochs=1", "--quiet")
