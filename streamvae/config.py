@@ -10,10 +10,25 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from streamvae.errors import ConfigError
+from streamvae.thresholds import (
+    DEFAULT_BANDS,
+    Bootstrap,
+    CalibrationSpec,
+    check_bands,
+    fpr_for_alert_budget,
+)
 from streamvae.types import ScoreKind
 
 _SECTION = ConfigDict(frozen=True, extra="forbid")
@@ -63,11 +78,48 @@ class OptimSettings(BaseModel):
 
 
 class CalibrationSettings(BaseModel):
-    """Threshold calibration after training (on the held-out normal split)."""
+    """Threshold calibration on held-out normal scores.
+
+    A target (``target_fpr``, or ``alerts_per_day`` at ``records_per_second``) takes
+    precedence over ``percentile``.
+    """
 
     model_config = _SECTION
     percentile: float = Field(99.0, gt=0.0, lt=100.0)
-    critical_percentile: float | None = Field(None, gt=0.0, lt=100.0)
+    target_fpr: float | None = Field(None, gt=0.0, lt=1.0)
+    alerts_per_day: float | None = Field(None, gt=0.0)
+    records_per_second: float | None = Field(None, gt=0.0, description="normal traffic rate")
+    tail: bool = Field(False, description="fit a generalised Pareto tail (rates below 1/(n+1))")
+    tail_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    bootstrap: int = Field(500, ge=0, description="bootstrap resamples for the intervals")
+    interval_level: float = Field(0.9, gt=0.0, lt=1.0)
+    segment_field: str | None = None
+    min_segment_size: int = Field(200, ge=1)
+    severity_bands: tuple[tuple[Literal["warning", "critical"], float], ...] = DEFAULT_BANDS  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _budget_needs_a_rate(self) -> CalibrationSettings:
+        if self.alerts_per_day is not None and self.records_per_second is None:
+            msg = "alerts_per_day needs records_per_second (the normal traffic rate)"
+            raise ValueError(msg)
+        check_bands(self.severity_bands)
+        return self
+
+    def spec(self) -> CalibrationSpec:
+        """The core calibration spec these settings describe."""
+        target = self.target_fpr
+        if self.alerts_per_day is not None and self.records_per_second is not None:
+            target = fpr_for_alert_budget(self.alerts_per_day, self.records_per_second)
+        return CalibrationSpec(
+            percentile=None if target is not None else self.percentile,
+            target_fpr=target,
+            tail=self.tail,
+            tail_fraction=self.tail_fraction,
+            bootstrap=Bootstrap(n_resamples=self.bootstrap, level=self.interval_level),
+            segment_field=self.segment_field,
+            min_segment_size=self.min_segment_size,
+            severity_bands=self.severity_bands,
+        )
 
 
 class TrackingSettings(BaseModel):
@@ -140,6 +192,8 @@ class ServeSettings(BaseSettings):
     top_features: int = Field(3, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     strict_versions: bool = False
+    drift_window: int = Field(5_000, ge=1, description="live scores compared with calibration")
+    drift_min_count: int = Field(200, ge=1, description="scores before drift gauges are set")
 
     @field_validator("model_uri")
     @classmethod
@@ -210,7 +264,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def _first_error(exc: ValidationError) -> str:
+def first_error(exc: ValidationError) -> str:
+    """One line naming the first invalid setting and its value."""
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"]) or "(root)"
     value = err.get("input")
@@ -242,4 +297,4 @@ def load_settings(
     try:
         return cls(**merged)
     except ValidationError as exc:
-        raise ConfigError(_first_error(exc)) from exc
+        raise ConfigError(first_error(exc)) from exc

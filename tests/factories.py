@@ -11,7 +11,7 @@ import orjson
 from streamvae.bundle import ModelBundle, TabularPreprocess
 from streamvae.data import FeatureSchema, StandardScaler
 from streamvae.models import VAE, VAEConfig
-from streamvae.thresholds import calibrate_percentile
+from streamvae.thresholds import CalibrationSpec, calibrate_set
 from streamvae.training import TrainConfig, fit
 from streamvae.types import InboundMessage, OutboundMessage
 
@@ -65,7 +65,9 @@ def make_bundle(
 
     detector = Detector(bundle)
     scores = detector.select(detector.score(cal))
-    return bundle.with_threshold(calibrate_percentile(scores, percentile, score_kind="neg_elbo"))
+    spec = CalibrationSpec(percentile=percentile)
+    thresholds, _ = calibrate_set(scores, spec, score_kind="neg_elbo")
+    return bundle.with_threshold(thresholds)
 
 
 def feature_message(

@@ -7,8 +7,10 @@ from streamvae.bundle.io import (
     ModelBundle,
     TabularPreprocess,
     load_bundle,
+    read_thresholds,
     runtime_versions,
     save_bundle,
+    write_thresholds,
 )
 
 __all__ = [
@@ -17,6 +19,8 @@ __all__ = [
     "Scored",
     "TabularPreprocess",
     "load_bundle",
+    "read_thresholds",
     "runtime_versions",
     "save_bundle",
+    "write_thresholds",
 ]

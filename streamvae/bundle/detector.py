@@ -13,7 +13,7 @@ from streamvae.bundle.io import ModelBundle
 from streamvae.errors import ModelLoadError, NotCalibratedError, SchemaMismatchError
 from streamvae.models import BaseVAE, build_model, config_from_dict
 from streamvae.scoring import ScoreSet, concat_score_sets, score_set
-from streamvae.thresholds import Threshold
+from streamvae.thresholds import ThresholdSet
 
 F32 = npt.NDArray[np.float32]
 
@@ -58,8 +58,8 @@ class Detector:
         return model
 
     @property
-    def threshold(self) -> Threshold:
-        """The threshold in force.
+    def threshold(self) -> ThresholdSet:
+        """The thresholds in force.
 
         Raises:
             NotCalibratedError: the bundle has none.

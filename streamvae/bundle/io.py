@@ -12,13 +12,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import streamvae
 from streamvae.data.schema import FeatureSchema, StandardScaler
 from streamvae.errors import ModelLoadError
 from streamvae.models import MODEL_REGISTRY, config_from_dict
-from streamvae.thresholds import Threshold
+from streamvae.thresholds import ThresholdSet
 from streamvae.types import SCORE_KINDS, ScoreKind
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ WEIGHTS, CONFIG, PREPROCESS, THRESHOLD, META = (
     "threshold.json",
     "meta.json",
 )
+REFERENCE = "calibration_scores.npz"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +70,7 @@ class ModelBundle:
         state_dict: the trained weights.
         preprocess: feature schema and scaler.
         score_kind: the score the threshold applies to.
-        threshold: the calibrated threshold, or ``None`` before calibration.
+        threshold: the calibrated thresholds, or ``None`` before calibration.
         meta: provenance (versions, training summary).
     """
 
@@ -77,10 +79,10 @@ class ModelBundle:
     state_dict: dict[str, torch.Tensor]
     preprocess: TabularPreprocess
     score_kind: ScoreKind = "neg_elbo"
-    threshold: Threshold | None = None
+    threshold: ThresholdSet | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def with_threshold(self, threshold: Threshold) -> ModelBundle:
+    def with_threshold(self, threshold: ThresholdSet) -> ModelBundle:
         """The same bundle with ``threshold`` in force.
 
         Raises:
@@ -127,7 +129,7 @@ def save_bundle(bundle: ModelBundle, path: str | Path, *, overwrite: bool = Fals
         _write_json(tmp / CONFIG, config | {"score_kind": bundle.score_kind})
         _write_json(tmp / PREPROCESS, bundle.preprocess.to_dict())
         if bundle.threshold is not None:
-            _write_json(tmp / THRESHOLD, bundle.threshold.to_dict())
+            write_thresholds(tmp, bundle.threshold)
         meta = {"schema_version": BUNDLE_SCHEMA_VERSION} | runtime_versions() | bundle.meta
         meta["feature_names"] = list(bundle.preprocess.schema.names)
         _write_json(tmp / META, meta)
@@ -138,6 +140,39 @@ def save_bundle(bundle: ModelBundle, path: str | Path, *, overwrite: bool = Fals
         if tmp.exists():
             shutil.rmtree(tmp)
     return target
+
+
+def write_thresholds(directory: Path, thresholds: ThresholdSet) -> None:
+    """Write ``threshold.json`` and the calibration scores (``.npz``, no pickle) there."""
+    _write_json(directory / THRESHOLD, thresholds.to_dict())
+    keys = list(thresholds.reference)
+    arrays: dict[str, Any] = {"keys": np.asarray(keys, dtype=np.str_)}
+    for i, key in enumerate(keys):
+        arrays[f"r{i}"] = np.asarray(thresholds.reference[key], dtype=np.float64)
+    np.savez(directory / REFERENCE, **arrays)
+
+
+def read_thresholds(directory: Path) -> ThresholdSet:
+    """Inverse of :func:`write_thresholds` (the scores file is optional).
+
+    Raises:
+        ModelLoadError: unreadable or invalid files.
+    """
+    values = _read_json(directory / THRESHOLD)
+    reference: dict[str, np.ndarray] = {}
+    if (directory / REFERENCE).is_file():
+        try:
+            with np.load(directory / REFERENCE, allow_pickle=False) as npz:
+                keys = [str(k) for k in npz["keys"]]
+                reference = {k: np.sort(npz[f"r{i}"]) for i, k in enumerate(keys)}
+        except (OSError, ValueError, KeyError) as exc:
+            msg = f"cannot read calibration scores in {str(directory)!r}: {exc}"
+            raise ModelLoadError(msg) from exc
+    try:
+        return ThresholdSet.from_dict(values, reference)
+    except (KeyError, ValueError, TypeError) as exc:
+        msg = f"invalid thresholds in {str(directory)!r}: {exc}"
+        raise ModelLoadError(msg) from exc
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -200,9 +235,7 @@ def load_bundle(path: str | Path, *, strict: bool = False) -> ModelBundle:
             msg = f"bundle score_kind {score_kind!r} is not one of {SCORE_KINDS}"
             raise ModelLoadError(msg)
         preprocess = TabularPreprocess.from_dict(_read_json(root / PREPROCESS))
-        threshold = None
-        if (root / THRESHOLD).is_file():
-            threshold = Threshold.from_dict(_read_json(root / THRESHOLD))
+        threshold = read_thresholds(root) if (root / THRESHOLD).is_file() else None
         state = torch.load(root / WEIGHTS, map_location="cpu", weights_only=True)
     except (KeyError, ValueError, TypeError) as exc:
         msg = f"invalid model bundle {str(root)!r}: {exc}"

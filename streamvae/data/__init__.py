@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streamvae.data.loaders import Table, load_builtin, load_table
+from streamvae.data.loaders import Table, load_builtin, load_column, load_table
 from streamvae.data.schema import FeatureSchema, StandardScaler, finite_rows
 from streamvae.data.splits import NoveltySplit, novelty_split, shuffled, split_fraction
 
@@ -13,6 +13,7 @@ __all__ = [
     "Table",
     "finite_rows",
     "load_builtin",
+    "load_column",
     "load_table",
     "novelty_split",
     "shuffled",

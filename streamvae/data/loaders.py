@@ -155,6 +155,37 @@ def load_table(
     return _frame_to_table(frame, str(path), label_column, feature_columns)
 
 
+def load_column(path: str | Path, name: str) -> list[str]:
+    """One column of a CSV/Parquet file (or an array of an NPZ file) as strings.
+
+    Used for non-feature fields such as the segment of a record.
+
+    Raises:
+        DataError: missing file or column, or null values.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".npz":
+        with np.load(path, allow_pickle=False) as npz:
+            if name not in npz:
+                msg = f"{path}: no array {name!r}; has {list(npz)}"
+                raise DataError(msg)
+            return [str(v) for v in npz[name].tolist()]
+    try:
+        frame = (
+            pl.read_parquet(path, columns=[name])
+            if path.suffix.lower() in (".parquet", ".pq")
+            else (pl.read_csv(path, columns=[name], infer_schema_length=0))
+        )
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        msg = f"cannot read column {name!r} of {str(path)!r}: {exc}"
+        raise DataError(msg) from exc
+    column = frame[name]
+    if column.null_count():
+        msg = f"{path}: column {name!r} has {column.null_count()} missing value(s)"
+        raise DataError(msg)
+    return [str(v) for v in column.to_list()]
+
+
 def load_builtin(name: str) -> Table:
     """Load a data set shipped inside the package (see ``data/builtin/README.md``).
 

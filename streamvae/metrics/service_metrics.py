@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from streamvae.thresholds import DriftSnapshot
 from streamvae.types import DEAD_LETTER_REASONS, SEVERITIES, ModelRef
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -102,6 +103,30 @@ class ServiceMetrics:
             namespace=ns,
             registry=registry,
         )
+        self.drift_ks = Gauge(
+            "drift_ks_statistic",
+            "Kolmogorov-Smirnov distance of the live score window from the calibration scores.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.drift_psi = Gauge(
+            "drift_psi",
+            "Population stability index of the live score window vs the calibration scores.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.live_alert_ratio = Gauge(
+            "live_alert_ratio",
+            "Share of the live score window that alerted (compare expected_alert_ratio).",
+            namespace=ns,
+            registry=registry,
+        )
+        self.drift_window = Gauge(
+            "drift_window_records",
+            "Scores in the live drift window.",
+            namespace=ns,
+            registry=registry,
+        )
         for reason in DEAD_LETTER_REASONS:
             self.records_dead_lettered.labels(reason=reason)
         for severity in SEVERITIES:
@@ -120,6 +145,13 @@ class ServiceMetrics:
         self.threshold.set(threshold)
         self.expected_alert_ratio.set(expected_rate)
         self.model_loads.inc()
+
+    def set_drift(self, snapshot: DriftSnapshot) -> None:
+        """Publish drift statistics (NaN until the window holds enough scores)."""
+        self.drift_window.set(snapshot.count)
+        self.drift_ks.set(snapshot.ks)
+        self.drift_psi.set(snapshot.psi)
+        self.live_alert_ratio.set(snapshot.alert_rate)
 
     def set_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
         """Publish consumer lag per partition."""

@@ -69,9 +69,11 @@ class ScoringService:
                 max_message_bytes=s.max_message_bytes,
                 max_records_per_message=s.max_records_per_message,
                 top_features=s.top_features,
+                drift_window=s.drift_window,
+                drift_min_count=s.drift_min_count,
             ),
         )
-        threshold = pipeline.threshold
+        threshold = pipeline.threshold.default
         self.metrics.set_model(
             resolved.ref, bundle.score_kind, threshold.value, threshold.expected_alert_rate
         )

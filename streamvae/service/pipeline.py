@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,7 @@ from streamvae.data.schema import finite_rows
 from streamvae.errors import PayloadDecodeError
 from streamvae.scoring import top_contributions
 from streamvae.stream.codecs import decode_json, encode_json, split_records
-from streamvae.thresholds import severities
+from streamvae.thresholds import Decisions, DriftMonitor, DriftSnapshot
 from streamvae.types import InboundMessage, ModelRef, OutboundMessage
 
 
@@ -28,6 +29,8 @@ class PipelineConfig:
     max_message_bytes: int = 1_048_576
     max_records_per_message: int = 10_000
     top_features: int = 3
+    drift_window: int = 5_000
+    drift_min_count: int = 200
 
 
 @dataclass(slots=True)
@@ -61,6 +64,24 @@ def _record_ts(record: dict[str, Any], message: InboundMessage) -> int:
     return message.timestamp_ms or 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    scored: Scored
+    score: npt.NDArray[np.float64]
+    decided: Decisions
+    segments: list[str | None] | None
+
+
+def _segment_of(record: dict[str, Any], message: InboundMessage, field_name: str) -> str | None:
+    """The record's segment: a top-level field, a ``context`` field, or the message key."""
+    value = record.get(field_name)
+    if value is None and isinstance(record.get("context"), dict):
+        value = record["context"].get(field_name)
+    if value is None and field_name == "key" and message.key:
+        value = message.key.decode(errors="replace")
+    return None if value is None else str(value)
+
+
 def _features_of(record: object) -> object:
     if not isinstance(record, dict) or "features" not in record:
         detail = "each record must be an object with a 'features' field"
@@ -77,6 +98,16 @@ class FeaturePipeline:
         self.config = config
         self.threshold = detector.threshold  # raises NotCalibratedError without one
         self._schema = detector.bundle.preprocess.schema
+        self.drift = DriftMonitor(
+            self.threshold.reference.get("", np.zeros(0)),
+            self.threshold.default.expected_alert_rate,
+            window=config.drift_window,
+            min_count=config.drift_min_count,
+        )
+
+    def drift_snapshot(self) -> DriftSnapshot:
+        """Live scores against the calibration scores (see ``DriftMonitor``)."""
+        return self.drift.snapshot()
 
     def handle(self, messages: list[InboundMessage], now_ms: int) -> BatchOutcome:
         """Handle one poll's messages; never raises for bad input (it is dead-lettered)."""
@@ -144,20 +175,28 @@ class FeaturePipeline:
             return
         scored = self.detector.score(matrix[keep])
         score = self.detector.select(scored)
-        levels = severities(score, self.threshold)
+        segments = None
+        if self.threshold.segment_field is not None:
+            field_name = self.threshold.segment_field
+            segments = [_segment_of(rows.records[i], rows.sources[i][0], field_name) for i in keep]
+        decided = self.threshold.decide(score, segments)
+        flagged = decided.severities != ""
+        self.drift.update(score, flagged)
         outcome.records_scored += int(keep.size)
-        outcome.score_ratios = score / self.threshold.value if self.threshold.value > 0 else score
+        outcome.score_ratios = np.divide(
+            score, decided.thresholds, out=score.copy(), where=decided.thresholds > 0
+        )
         ts = np.array([_record_ts(rows.records[i], rows.sources[i][0]) for i in keep], np.int64)
         outcome.event_ts_ms = ts
-        flagged = levels != ""
         top_idx, top_share = top_contributions(
             scored.scores.per_feature[flagged], self.config.top_features
         )
         explained = dict(
             zip(np.flatnonzero(flagged).tolist(), zip(top_idx, top_share, strict=True), strict=True)
         )
+        batch = _Batch(scored, score, decided, segments)
         for pos, row in enumerate(keep.tolist()):
-            record = self._record(rows, row, scored, score, pos, now_ms, str(levels[pos]))
+            record = self._record(rows, row, batch, pos, now_ms)
             if self.config.score_topic is not None:
                 outcome.outbound.append(self._out(self.config.score_topic, record, rows, row))
             if pos in explained:
@@ -167,19 +206,13 @@ class FeaturePipeline:
                 outcome.outbound.append(self._out(self.config.alert_topic, record, rows, row))
 
     def _record(
-        self,
-        rows: _Rows,
-        row: int,
-        scored: Scored,
-        score: npt.NDArray[np.float64],
-        pos: int,
-        now_ms: int,
-        severity: str,
+        self, rows: _Rows, row: int, batch: _Batch, pos: int, now_ms: int
     ) -> dict[str, Any]:
         """The score record of scored row ``pos`` (input row ``row``); alerts add an explanation."""
         message, index = rows.sources[row]
         record = rows.records[row]
-        return {
+        p_value = float(batch.decided.p_values[pos])
+        out = {
             "alert_id": f"{message.topic}:{message.partition}:{message.offset}:{index}",
             "id": None if record.get("id") is None else str(record["id"]),
             "key": record.get("key", message.key.decode(errors="replace") if message.key else None),
@@ -187,14 +220,18 @@ class FeaturePipeline:
             "scored_at": now_ms,
             "model": {"name": self.model.name, "version": self.model.version},
             "score_kind": self.detector.bundle.score_kind,
-            "score": float(score[pos]),
-            "threshold": self.threshold.value,
-            "severity": severity or "normal",
+            "score": float(batch.score[pos]),
+            "threshold": float(batch.decided.thresholds[pos]),
+            "p_value": None if math.isnan(p_value) else p_value,
+            "severity": str(batch.decided.severities[pos]) or "normal",
             "components": {
-                "recon": float(scored.scores.recon_nll[pos]),
-                "kl": float(scored.scores.kl[pos]),
+                "recon": float(batch.scored.scores.recon_nll[pos]),
+                "kl": float(batch.scored.scores.kl[pos]),
             },
         }
+        if batch.segments is not None:
+            out["segment"] = batch.segments[pos]
+        return out
 
     def _explain(
         self,

@@ -17,6 +17,7 @@ import numpy as np
 from streamvae.metrics import ServiceMetrics
 from streamvae.service.pipeline import BatchOutcome
 from streamvae.service.ports import MessageSink, MessageSource
+from streamvae.thresholds import DriftSnapshot
 from streamvae.types import InboundMessage, RunStats
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,10 @@ class BatchHandler(Protocol):
         """Handle one poll."""
         ...
 
+    def drift_snapshot(self) -> DriftSnapshot:
+        """Live scores against the calibration scores."""
+        ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunnerConfig:
@@ -37,6 +42,7 @@ class RunnerConfig:
     poll_timeout_ms: int = 200
     max_poll_records: int = 2_000
     commit_interval_s: float = 0.0  # 0: commit after every batch
+    drift_interval_s: float = 1.0  # how often the drift gauges are recomputed
 
 
 def wall_clock_ms() -> int:
@@ -66,6 +72,7 @@ class ServiceRunner:
         self._stop = threading.Event()
         self.running = False
         self.last_batch_monotonic: float | None = None
+        self._last_drift = -float("inf")
 
     def stop(self) -> None:
         """Ask the loop to finish its batch, flush, commit and return."""
@@ -116,6 +123,7 @@ class ServiceRunner:
                     self._commit()
                     last_commit = now
             self._commit()
+            self.metrics.set_drift(self.handler.drift_snapshot())
         finally:
             self.running = False
             self.metrics.up.set(0)
@@ -166,6 +174,10 @@ class ServiceRunner:
                 m.end_to_end_seconds.observe(float(latency))
         m.set_lag(self.source.lag())
         m.last_batch_timestamp.set(self.clock_ms() / 1000.0)
+        now = time.monotonic()
+        if now - self._last_drift >= self.config.drift_interval_s:
+            m.set_drift(self.handler.drift_snapshot())
+            self._last_drift = now
 
 
 class _Totals:

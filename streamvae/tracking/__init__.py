@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from streamvae.tracking.resolve import (
     ResolvedModel,
-    bind_threshold,
     load_resolved,
-    record_threshold,
+    record_for_version,
+    record_thresholds,
     resolve,
 )
 from streamvae.tracking.store import (
@@ -22,13 +22,13 @@ from streamvae.tracking.store import (
 __all__ = [
     "MlflowCallback",
     "ResolvedModel",
-    "bind_threshold",
     "configure",
     "ensure_experiment",
     "flatten",
     "load_resolved",
     "log_bundle",
-    "record_threshold",
+    "record_for_version",
+    "record_thresholds",
     "resolve",
     "set_alias",
     "tracking_uri",

@@ -41,10 +41,13 @@ class StreamVAEPyfunc(PythonModel):
                 "kl": scored.scores.kl,
             }
         )
-        threshold = self.detector.bundle.threshold
-        if threshold is not None:
-            out["threshold"] = threshold.value
-            out["is_anomaly"] = score > threshold.value
+        thresholds = self.detector.bundle.threshold
+        if thresholds is not None:
+            decided = thresholds.decide(score)
+            out["threshold"] = decided.thresholds
+            out["p_value"] = decided.p_values
+            out["is_anomaly"] = decided.severities != ""
+            out["severity"] = decided.severities
         return out
 
 

@@ -1,16 +1,18 @@
 """Resolve a model URI to a local bundle, and bind calibrated thresholds to model versions.
 
 Accepted URIs: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/RUN_ID`` and a local
-bundle directory. A threshold calibrated for a registered version is stored as a tag *on
-that version*, so ``models:/NAME@champion`` always yields the (model, threshold) pair that
-was calibrated together; moving the alias moves both.
+bundle directory. Thresholds calibrated for a registered version are logged under its run and
+pointed at by a tag *on that version*, so ``models:/NAME@champion`` always yields the
+(model, thresholds) pair that was calibrated together; moving the alias moves both.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -18,11 +20,10 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from streamvae.bundle import ModelBundle, load_bundle
-from streamvae.bundle.io import THRESHOLD
+from streamvae.bundle import ModelBundle, load_bundle, read_thresholds, write_thresholds
 from streamvae.errors import ModelLoadError
-from streamvae.thresholds import Threshold
-from streamvae.tracking.store import BUNDLE_ARTIFACT, THRESHOLD_TAG, check_uri, threshold_tag_value
+from streamvae.thresholds import ThresholdSet
+from streamvae.tracking.store import BUNDLE_ARTIFACT, CALIBRATION_TAG, THRESHOLD_TAG, check_uri
 from streamvae.types import ModelRef
 
 logger = logging.getLogger(__name__)
@@ -98,67 +99,106 @@ def resolve(uri: str, dst: Path) -> ResolvedModel:
     return ResolvedModel(uri, "local", root, ref)
 
 
-def _stored_threshold(resolved: ResolvedModel) -> Threshold | None:
-    client = MlflowClient()
-    raw: str | None = None
+def _calibration_path(client: MlflowClient, resolved: ResolvedModel) -> str | None:
     if resolved.kind == "registry":
         mv = client.get_model_version(resolved.ref.name, resolved.ref.version)
-        raw = mv.tags.get(THRESHOLD_TAG)
-    elif resolved.kind == "run" and resolved.run_id is not None:
-        raw = client.get_run(resolved.run_id).data.tags.get(THRESHOLD_TAG)
-    if raw is None:
+        return mv.tags.get(CALIBRATION_TAG)
+    if resolved.kind == "run" and resolved.run_id is not None:
+        return client.get_run(resolved.run_id).data.tags.get(CALIBRATION_TAG)
+    return None
+
+
+def _stored_thresholds(resolved: ResolvedModel) -> ThresholdSet | None:
+    path = _calibration_path(MlflowClient(), resolved)
+    if path is None or resolved.run_id is None:
         return None
-    return Threshold.from_dict(json.loads(raw))
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                f"runs:/{resolved.run_id}/{path}", dst_path=tmp
+            )
+        except MlflowException as exc:
+            msg = f"cannot download the calibration {path!r} of {resolved.uri!r}: {exc.message}"
+            raise ModelLoadError(msg) from exc
+        return read_thresholds(Path(local))
 
 
 def load_resolved(resolved: ResolvedModel, *, strict: bool = False) -> ModelBundle:
-    """Load the bundle with the threshold calibrated for this exact model version.
+    """Load the bundle with the thresholds calibrated for this exact model version.
 
-    A threshold recorded on the registry version (or run) takes precedence over the
-    ``threshold.json`` written at training time.
+    Thresholds recorded on the registry version (or run) by ``calibrate`` take precedence
+    over the ``threshold.json`` written at training time.
 
     Raises:
-        ModelLoadError: unreadable bundle, or a threshold bound to another version.
+        ModelLoadError: unreadable bundle, or thresholds bound to another version.
     """
     bundle = load_bundle(resolved.bundle_dir, strict=strict)
-    threshold = _stored_threshold(resolved) if resolved.kind != "local" else None
-    if threshold is None:
+    thresholds = _stored_thresholds(resolved)
+    if thresholds is None:
         return bundle
-    bound = threshold.model_name, threshold.model_version
+    bound = thresholds.default.model_name, thresholds.default.model_version
     if resolved.kind == "registry" and bound != (resolved.ref.name, resolved.ref.version):
         msg = f"threshold on {resolved.uri!r} was calibrated for {bound}, not this version"
         raise ModelLoadError(msg)
     try:
-        return bundle.with_threshold(threshold)
+        return bundle.with_threshold(thresholds)
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from exc
 
 
-def bind_threshold(name: str, version: str, threshold: Threshold) -> Threshold:
-    """Tag registered version ``name/version`` with ``threshold``; returns it as bound."""
-    bound = threshold.for_model(name, version)
-    value = threshold_tag_value(bound.to_dict())
-    MlflowClient().set_model_version_tag(name, version, THRESHOLD_TAG, value)
+def _summary(thresholds: ThresholdSet) -> str:
+    """A short JSON for people reading the registry (the full record is the artifact)."""
+    d = thresholds.default
+    fields = ("value", "method", "target_fpr", "percentile", "n_calibration", "created_at")
+    summary = {f: getattr(d, f) for f in fields} | {"segments": len(thresholds.segments)}
+    return json.dumps(summary, sort_keys=True)
+
+
+def record_for_version(
+    name: str, version: str, run_id: str, thresholds: ThresholdSet
+) -> ThresholdSet:
+    """Store ``thresholds`` with registered version ``name/version`` (logged under its run).
+
+    The set (JSON and calibration scores) is logged as run artifacts under
+    ``calibrations/``; the version's tags point at it and summarise it.
+    """
+    bound = thresholds.for_model(name, version)
+    client = MlflowClient()
+    path = _log_calibration(client, run_id, bound, f"v{version}")
+    client.set_model_version_tag(name, version, CALIBRATION_TAG, path)
+    client.set_model_version_tag(name, version, THRESHOLD_TAG, _summary(bound))
     return bound
 
 
-def record_threshold(resolved: ResolvedModel, threshold: Threshold) -> Threshold:
-    """Store ``threshold`` with the model it was calibrated on; returns it as bound.
+def _log_calibration(
+    client: MlflowClient, run_id: str, thresholds: ThresholdSet, label: str
+) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    path = f"calibrations/{label}-{stamp}"
+    with tempfile.TemporaryDirectory() as tmp:
+        write_thresholds(Path(tmp), thresholds)
+        client.log_artifacts(run_id, tmp, artifact_path=path)
+    return path
 
-    Registry versions get a version tag, runs a run tag, local bundles a new
-    ``threshold.json``.
+
+def record_thresholds(resolved: ResolvedModel, thresholds: ThresholdSet) -> ThresholdSet:
+    """Store ``thresholds`` with the model they were calibrated on; returns them as bound.
+
+    Registry versions and runs get the calibration as run artifacts plus tags pointing at
+    it; local bundles get new ``threshold.json`` and calibration-score files.
     """
-    if resolved.kind == "registry":
-        return bind_threshold(resolved.ref.name, resolved.ref.version, threshold)
-    bound = threshold.for_model(resolved.ref.name, resolved.ref.version)
-    if resolved.kind == "run" and resolved.run_id is not None:
-        MlflowClient().set_tag(resolved.run_id, THRESHOLD_TAG, threshold_tag_value(bound.to_dict()))
-    else:
-        path = resolved.bundle_dir / THRESHOLD
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps(bound.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    if resolved.kind == "registry" and resolved.run_id is not None:
+        bound = record_for_version(
+            resolved.ref.name, resolved.ref.version, resolved.run_id, thresholds
         )
-        tmp.replace(path)
-    logger.info("threshold recorded model=%s value=%s", resolved.uri, bound.value)
+    elif resolved.kind == "run" and resolved.run_id is not None:
+        bound = thresholds.for_model(resolved.ref.name, resolved.ref.version)
+        client = MlflowClient()
+        path = _log_calibration(client, resolved.run_id, bound, "run")
+        client.set_tag(resolved.run_id, CALIBRATION_TAG, path)
+        client.set_tag(resolved.run_id, THRESHOLD_TAG, _summary(bound))
+    else:
+        bound = thresholds.for_model(resolved.ref.name, resolved.ref.version)
+        write_thresholds(resolved.bundle_dir, bound)
+    logger.info("thresholds recorded model=%s value=%s", resolved.uri, bound.default.value)
     return bound

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -19,7 +18,8 @@ from streamvae.errors import ConfigError, ModelLoadError
 logger = logging.getLogger(__name__)
 
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
-THRESHOLD_TAG = "streamvae.threshold"
+THRESHOLD_TAG = "streamvae.threshold"  # a human-readable summary of the calibration
+CALIBRATION_TAG = "streamvae.calibration"  # run artifact path of the calibration in force
 BUNDLE_ARTIFACT = "bundle"
 
 
@@ -114,11 +114,6 @@ def set_alias(name: str, alias: str, version: str) -> None:
     except MlflowException as exc:
         msg = f"cannot set alias {alias!r} of model {name!r} to version {version!r}: {exc.message}"
         raise ModelLoadError(msg) from exc
-
-
-def threshold_tag_value(values: dict[str, Any]) -> str:
-    """Serialise a threshold for a registry tag."""
-    return json.dumps(values, sort_keys=True)
 
 
 def check_uri(uri: str) -> None:

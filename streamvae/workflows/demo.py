@@ -130,7 +130,7 @@ def _run(
     normals = table.subset(np.concatenate([split.train, split.calibration]))
     say(f"training a beta-VAE (beta={cfg.beta}) on {len(normals)} normal cardio records")
     outcome = _train(normals, cfg, work, callbacks)
-    threshold = outcome.threshold.value if outcome.threshold else float("nan")
+    threshold = outcome.threshold.default.value if outcome.threshold else float("nan")
     say(f"registered {MODEL_NAME} v{outcome.version} as @champion, threshold {threshold:.3f}")
     kafka = KafkaSettings(
         bootstrap_servers=bootstrap, input_topic=INPUT, alert_topic=ALERTS, dead_letter_topic=DEAD,
@@ -187,7 +187,7 @@ def _report(
     nan = float("nan")
     return DemoReport(
         model_uri=uri, version=outcome.version or "",
-        threshold=outcome.threshold.value if outcome.threshold else nan,
+        threshold=outcome.threshold.default.value if outcome.threshold else nan,
         records=len(labels), scored=len(scores), alerts=len(alerts),
         precision=tp / flagged.sum() if flagged.any() else nan,
         recall=tp / n_pos if n_pos else nan,

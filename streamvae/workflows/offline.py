@@ -1,34 +1,41 @@
-"""Operator workflows on a registered model: calibrate, evaluate, promote."""
+"""Operator workflows on a registered model: calibrate, show thresholds, evaluate, promote."""
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from streamvae.bundle import Detector, ModelBundle
 from streamvae.config import TrackingSettings
-from streamvae.data import Table, load_table
-from streamvae.errors import DataError, ModelLoadError
+from streamvae.data import Table, load_column, load_table
+from streamvae.data.splits import shuffled, split_fraction
+from streamvae.errors import ConfigError, DataError, ModelLoadError
 from streamvae.scoring import DetectionReport, detection_report
-from streamvae.thresholds import Threshold
+from streamvae.thresholds import (
+    CalibrationSpec,
+    PRCurve,
+    ThresholdSet,
+    calibrate_for_target,
+    precision_recall_curve,
+)
 from streamvae.tracking import (
     ResolvedModel,
     configure,
     load_resolved,
-    record_threshold,
+    record_thresholds,
     resolve,
     set_alias,
 )
 from streamvae.types import ModelRef
-from streamvae.workflows.train import calibrate_scores
+from streamvae.workflows.train import calibrate_scores, utc_now
 
 
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
-    """A resolved model and its bundle (threshold included)."""
+    """A resolved model and its bundle (thresholds included)."""
 
     ref: ModelRef
     bundle: ModelBundle
@@ -52,51 +59,134 @@ def _table_for(bundle: ModelBundle, path: str | Path, label_column: str) -> Tabl
     return table
 
 
-@dataclass(frozen=True, slots=True)
-class CalibrationResult:
-    """A calibrated threshold and what it means for normal traffic."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CalibrationRequest:
+    """What the operator asked ``calibrate`` for.
 
-    model: ModelRef
-    threshold: Threshold
-    n_anomalies_ignored: int
-    recorded: bool
+    Attributes:
+        spec: percentile or target rate, tail model, intervals, segments, severity bands.
+        label_column: label column of the data (rows labelled 1 are never calibrated on).
+        holdout_fraction: share of the normal rows kept out to measure the realised
+            false-positive rate (0: calibrate on all of them and report none).
+        seed: seeds the hold-out split.
+        target_precision: label-aware: the threshold reaching this precision.
+        target_recall: label-aware: the threshold reaching this recall.
+    """
+
+    spec: CalibrationSpec
+    label_column: str = "label"
+    holdout_fraction: float = 0.2
+    seed: int = 0
+    target_precision: float | None = None
+    target_recall: float | None = None
 
     @property
-    def alerts_per_1000(self) -> float:
-        """Expected alerts per 1,000 normal records (nominal rate)."""
-        return 1000.0 * self.threshold.expected_alert_rate
+    def label_aware(self) -> bool:
+        """True when a precision or recall target picks the threshold."""
+        return self.target_precision is not None or self.target_recall is not None
 
 
-def calibrate(
-    uri: str,
-    data: str | Path,
-    percentile: float,
-    *,
-    tracking: TrackingSettings,
-    critical_percentile: float | None = None,
-    label_column: str = "label",
-    record: bool = True,
+@dataclass(frozen=True, slots=True)
+class CalibrationResult:
+    """Calibrated thresholds, not yet recorded, and what they mean for normal traffic."""
+
+    model: ModelRef
+    resolved: ResolvedModel
+    thresholds: ThresholdSet
+    n_normal: int
+    n_anomalies: int
+    n_holdout: int
+    holdout_fpr: float | None
+    skipped_segments: dict[str, str] = field(default_factory=dict)
+    pr_curve: PRCurve | None = None
+    labelled_report: DetectionReport | None = None
+
+    def alerts_per_day(self, records_per_second: float) -> float:
+        """Expected alerts a day on normal traffic at ``records_per_second``."""
+        return self.thresholds.default.expected_alert_rate * records_per_second * 86_400.0
+
+
+def prepare_calibration(
+    uri: str, data: str | Path, request: CalibrationRequest, *, tracking: TrackingSettings
 ) -> CalibrationResult:
-    """Calibrate ``uri`` at ``percentile`` of its scores on the normal rows of ``data``.
-
-    Rows labelled 1 are left out (calibration is on normal data). Unless ``record`` is
-    false, the threshold is stored with this exact model version.
+    """Calibrate ``uri`` on ``data`` without recording anything (see :func:`commit_calibration`).
 
     Raises:
-        ConfigError, DataError, ModelLoadError: bad percentile, data or model.
+        ConfigError, DataError, ModelLoadError: bad request, data or model.
     """
     with tempfile.TemporaryDirectory() as tmp:
         loaded, resolved = _load(uri, tracking, Path(tmp))
-        table = _table_for(loaded.bundle, data, label_column)
-        normals = table.normal_only()
+        table = _table_for(loaded.bundle, data, request.label_column)
+        field_name = request.spec.segment_field
+        segments = None if field_name is None else load_column(data, field_name)
         detector = Detector(loaded.bundle)
-        scores = detector.select(detector.score(normals.features))
-        threshold = calibrate_scores(
-            scores, percentile, critical_percentile, loaded.bundle.score_kind
-        ).for_model(loaded.ref.name, loaded.ref.version)
-        if record:
-            threshold = record_threshold(resolved, threshold)
-    return CalibrationResult(loaded.ref, threshold, len(table) - len(normals), record)
+        scores = detector.select(detector.score(table.features))
+    labels = table.labels if table.labels is not None else np.zeros(len(table), np.int8)
+    if request.label_aware:
+        return _label_aware(loaded, resolved, scores, labels, request)
+    normal = np.flatnonzero(labels == 0)
+    cal, hold = split_fraction(
+        normal[shuffled(normal.size, request.seed)], request.holdout_fraction
+    )
+    seg = None if segments is None else [segments[i] for i in cal]
+    thresholds, skipped = calibrate_scores(scores[cal], request.spec, loaded.bundle.score_kind, seg)
+    holdout_fpr = None
+    if hold.size:
+        seg_hold = None if segments is None else [segments[i] for i in hold]
+        holdout_fpr = float(np.mean(thresholds.decide(scores[hold], seg_hold).severities != ""))
+    report = None
+    if labels.any():
+        report = detection_report(labels, scores, thresholds.default.value)
+    return CalibrationResult(
+        loaded.ref, resolved, thresholds.for_model(loaded.ref.name, loaded.ref.version),
+        n_normal=int(normal.size), n_anomalies=int(labels.sum()), n_holdout=int(hold.size),
+        holdout_fpr=holdout_fpr, skipped_segments=skipped,
+        pr_curve=precision_recall_curve(labels, scores) if labels.any() else None,
+        labelled_report=report,
+    )  # fmt: skip
+
+
+def _label_aware(
+    loaded: LoadedModel, resolved: ResolvedModel, scores: np.ndarray, labels: np.ndarray,
+    request: CalibrationRequest,
+) -> CalibrationResult:  # fmt: skip
+    if request.spec.segment_field is not None:
+        msg = "label-aware tuning (--target-precision/--target-recall) does not take --segment"
+        raise ConfigError(msg)
+    try:
+        threshold = calibrate_for_target(
+            labels, scores, score_kind=loaded.bundle.score_kind, created_at=utc_now(),
+            target_precision=request.target_precision, target_recall=request.target_recall,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    thresholds = ThresholdSet(
+        default=threshold,
+        severity_bands=request.spec.severity_bands,
+        reference={"": np.sort(scores[labels == 0])},
+    ).for_model(loaded.ref.name, loaded.ref.version)
+    return CalibrationResult(
+        loaded.ref, resolved, thresholds, n_normal=int((labels == 0).sum()),
+        n_anomalies=int(labels.sum()), n_holdout=0, holdout_fpr=None,
+        pr_curve=precision_recall_curve(labels, scores),
+        labelled_report=detection_report(labels, scores, threshold.value),
+    )  # fmt: skip
+
+
+def commit_calibration(result: CalibrationResult) -> ThresholdSet:
+    """Record the thresholds with the exact model version they were calibrated on."""
+    return record_thresholds(result.resolved, result.thresholds)
+
+
+def show_thresholds(uri: str, *, tracking: TrackingSettings) -> tuple[ModelRef, ThresholdSet]:
+    """The thresholds in force for ``uri``.
+
+    Raises:
+        NotCalibratedError: the model has none.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        loaded, _ = _load(uri, tracking, Path(tmp))
+    return loaded.ref, Detector(loaded.bundle).threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +194,7 @@ class EvaluationResult:
     """Detection quality of a model on labelled data."""
 
     model: ModelRef
-    threshold: Threshold
+    thresholds: ThresholdSet
     report: DetectionReport
 
 
@@ -112,6 +202,8 @@ def evaluate(
     uri: str, data: str | Path, *, tracking: TrackingSettings, label_column: str = "label"
 ) -> EvaluationResult:
     """Score labelled ``data`` with ``uri`` and report AUROC, AP, precision/recall/F1.
+
+    The default threshold applies (segments are not looked up in offline data).
 
     Raises:
         DataError: the data has no labels.
@@ -124,10 +216,10 @@ def evaluate(
             msg = f"{str(data)!r} has no labels (column {label_column!r}, or 'y' in an .npz)"
             raise DataError(msg)
         detector = Detector(loaded.bundle)
-        threshold = detector.threshold
+        thresholds = detector.threshold
         scores = detector.select(detector.score(table.features))
-    report = detection_report(table.labels, scores, threshold.value)
-    return EvaluationResult(loaded.ref, threshold, report)
+    report = detection_report(table.labels, scores, thresholds.default.value)
+    return EvaluationResult(loaded.ref, thresholds, report)
 
 
 def promote(uri: str, alias: str, *, tracking: TrackingSettings) -> ModelRef:

@@ -19,18 +19,19 @@ from streamvae.data.splits import shuffled, split_fraction
 from streamvae.errors import ConfigError, DataError
 from streamvae.models import build_model, config_from_dict
 from streamvae.thresholds import (
-    Threshold,
-    calibrate_percentile,
-    default_critical_percentile,
+    CalibrationSpec,
+    ThresholdSet,
+    calibrate_set,
     min_calibration_size,
+    min_size_for_fpr,
 )
 from streamvae.tracking import (
     MlflowCallback,
-    bind_threshold,
     configure,
     ensure_experiment,
     flatten,
     log_bundle,
+    record_for_version,
     set_alias,
 )
 from streamvae.training import FitResult, TrainConfig, TrainingCallback, fit
@@ -53,7 +54,7 @@ class TrainOutcome:
     registered_model: str | None
     version: str | None
     alias: str | None
-    threshold: Threshold | None
+    threshold: ThresholdSet | None
     fit: FitResult
     n_train: int
     n_calibration: int
@@ -79,29 +80,43 @@ def load_training_table(settings: TrainSettings) -> Table:
 
 
 def calibrate_scores(
-    scores: np.ndarray, percentile: float, critical: float | None, kind: ScoreKind
-) -> Threshold:
-    """Percentile threshold with a default tenfold-rarer critical level when data allow it."""
-    if critical is None:
-        critical = default_critical_percentile(percentile, scores.size)
+    scores: np.ndarray,
+    spec: CalibrationSpec,
+    kind: ScoreKind,
+    segments: list[str] | None = None,
+) -> tuple[ThresholdSet, dict[str, str]]:
+    """Calibrate ``scores`` by ``spec``; a rate the data cannot support is a ``ConfigError``."""
     try:
-        return calibrate_percentile(
-            scores, percentile, score_kind=kind, critical_percentile=critical, created_at=utc_now()
-        )
+        return calibrate_set(scores, spec, score_kind=kind, segments=segments, created_at=utc_now())
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 
 
-def _check_calibration_size(n_calibration: int, percentile: float) -> None:
-    """Fail before training, not after, when the held-out normals cannot support the percentile."""
-    needed = min_calibration_size(percentile)
+def _check_calibration_size(n_calibration: int, spec: CalibrationSpec) -> None:
+    """Fail before training, not after, when the held-out normals cannot support the spec."""
+    if spec.percentile is not None:
+        needed, what = min_calibration_size(spec.percentile), f"percentile {spec.percentile}"
+    elif not spec.tail and spec.target_fpr is not None:
+        needed, what = (
+            min_size_for_fpr(spec.target_fpr),
+            f"false-positive rate {spec.target_fpr:.3g}",
+        )
+    else:
+        return
     if 0 < n_calibration < needed:
         msg = (
-            f"calibration percentile {percentile} needs at least {needed} held-out normal rows, "
+            f"calibration {what} needs at least {needed} held-out normal rows, "
             f"but data.calibration_fraction leaves {n_calibration}: raise it, lower the "
-            "percentile, or set data.calibration_fraction=0 and run `streamvae calibrate` later"
+            "target, or set data.calibration_fraction=0 and run `streamvae calibrate` later"
         )
         raise ConfigError(msg)
+
+
+def _spec(settings: TrainSettings) -> CalibrationSpec:
+    if settings.calibration.segment_field is not None:
+        msg = "per-segment thresholds are calibrated with `streamvae calibrate --segment FIELD`"
+        raise ConfigError(msg)
+    return settings.calibration.spec()
 
 
 def build_bundle(settings: TrainSettings, table: Table, callbacks: list[TrainingCallback]) -> tuple[
@@ -114,7 +129,7 @@ def build_bundle(settings: TrainSettings, table: Table, callbacks: list[Training
         raise DataError(msg)
     order = shuffled(len(normals), settings.data.seed)
     train_idx, cal_idx = split_fraction(order, settings.data.calibration_fraction)
-    _check_calibration_size(len(cal_idx), settings.calibration.percentile)
+    _check_calibration_size(len(cal_idx), _spec(settings))
     x_train = normals.features[np.sort(train_idx)]
     if not np.isfinite(x_train).all():
         msg = "training data holds NaN or infinite values"
@@ -169,16 +184,14 @@ def train(
         bundle, result, x_cal = build_bundle(settings, table, all_callbacks)
         threshold = None
         if x_cal.shape[0]:
-            cal_scores = Detector(bundle).select(Detector(bundle).score(x_cal))
-            c = settings.calibration
-            threshold = calibrate_scores(
-                cal_scores, c.percentile, c.critical_percentile, bundle.score_kind
-            )
+            detector = Detector(bundle)
+            cal_scores = detector.select(detector.score(x_cal))
+            threshold, _ = calibrate_scores(cal_scores, _spec(settings), bundle.score_kind)
             bundle = bundle.with_threshold(threshold)
             mlflow.log_metrics(
                 {
-                    "threshold": threshold.value,
-                    "calibration_alert_rate": threshold.empirical_alert_rate,
+                    "threshold": threshold.default.value,
+                    "calibration_alert_rate": threshold.default.empirical_alert_rate,
                 }
             )
         mlflow.log_metrics({f"best_{k}": v for k, v in result.best_metrics.items()})
@@ -188,7 +201,7 @@ def train(
     name, alias = settings.tracking.registered_model, settings.tracking.alias
     if version is not None and name is not None:
         if threshold is not None:
-            threshold = bind_threshold(name, version, threshold)
+            threshold = record_for_version(name, version, run.info.run_id, threshold)
         if alias:
             set_alias(name, alias, version)
     return TrainOutcome(

@@ -31,11 +31,15 @@ def _csv(path, normal, odd=0, seed=0):
 def workdir(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
+    from streamvae.cli import common
+
+    for console in (common.console, common.err_console):  # no wrapping inside table cells
+        monkeypatch.setattr(console, "width", 240)
     return tmp_path
 
 
-def invoke(*args):
-    result = runner.invoke(app, [str(a) for a in args])
+def invoke(*args, input=None):
+    result = runner.invoke(app, [str(a) for a in args], input=input)
     return result.exit_code, result.output
 
 
@@ -50,9 +54,18 @@ def test_train_calibrate_evaluate_promote(workdir):
     assert "streamvae-tabular v1" in out and "expected alerts per 1,000 normal" in out
 
     holdout = _csv(workdir / "holdout.csv", 400, seed=3)
-    code, out = invoke("calibrate", "models:/streamvae-tabular/1", holdout, "--percentile", "99.5")
+    code, out = invoke(
+        "calibrate",
+        "models:/streamvae-tabular/1",
+        holdout,
+        "--percentile",
+        "99.5",
+        "--yes",
+        "--holdout",
+        "0",
+    )
     assert code == 0, out
-    assert "recorded" in out and "99.5" in out and "400" in out
+    assert "recorded for streamvae-tabular v1" in out and "99.5" in out and "400" in out
 
     labelled = _csv(workdir / "test.csv", 200, 30, seed=7)
     code, out = invoke("evaluate", "models:/streamvae-tabular/1", labelled, "--json")
@@ -76,6 +89,14 @@ def test_train_calibrate_evaluate_promote(workdir):
         (["train", "-c", "nope.yaml"], "'nope.yaml' does not exist"),
         (["calibrate", "models:/nope@champion", "x.csv"], "models:/nope@champion"),
         (["calibrate", "models:/", "x.csv"], "bad model URI 'models:/'"),
+        (
+            ["calibrate", "m", "x.csv", "--alerts-per-day", "3"],
+            "alerts_per_day needs records_per_second",
+        ),
+        (["calibrate", "m", "x.csv", "--fpr", "2"], "target_fpr"),
+        (["calibrate", "m", "x.csv", "--severity-bands", "loud"], "bad --severity-bands 'loud'"),
+        (["calibrate", "m", "x.csv", "--severity-bands", "loud=1"], "severity_bands.0.0"),
+        (["calibrate", "m", "x.csv", "--severity-bands", "critical=0.5,warning=0.1"], "ascending"),
         (["evaluate", "not/a/path", "x.csv"], "'not/a/path'"),
         (["promote", "runs:/abc"], "registered model URI"),
         (["serve", "--set", "poll_timeout_ms=-1"], "poll_timeout_ms"),
@@ -90,6 +111,101 @@ def test_user_errors_are_one_line_with_exit_code_2(workdir, args, message):
     lines = [line for line in out.strip().splitlines() if line.strip()]
     assert len(lines) == 1, out
     assert message in lines[0]
+
+
+@pytest.fixture
+def trained(workdir):
+    data = _csv(workdir / "train.csv", 600)
+    code, out = invoke("train", "--data", data, "--set", "training.epochs=10", "--quiet")
+    assert code == 0, out
+    return workdir
+
+
+def test_calibrate_shows_the_operators_view_before_recording(trained):
+    holdout = _csv(trained / "holdout.csv", 2000, seed=4)
+    args = (
+        "calibrate",
+        "models:/streamvae-tabular/1",
+        holdout,
+        "--alerts-per-day",
+        "50",
+        "--records-per-second",
+        "0.5",
+    )
+    code, out = invoke(*args, input="n\n")
+    assert code == 1, out
+    for shown in (
+        "threshold interval",
+        "90% bootstrap",
+        "false-positive rate interval",
+        "expected alerts per day at 0.5 records/s",
+        "false-positive rate on 400 held-out normals",
+        "conformal",
+        "Record these thresholds",
+    ):
+        assert shown in out, shown
+    assert "not recorded" in out
+    code, out = invoke("thresholds", "show", "models:/streamvae-tabular/1")
+    assert code == 0 and "percentile 99" in out, (
+        "refusing left the training-time threshold in force"
+    )
+    code, out = invoke(*args, "--yes")
+    assert code == 0, out
+    code, out = invoke(
+        "thresholds", "show", "models:/streamvae-tabular/1", "--records-per-second", "0.5"
+    )
+    assert code == 0, out
+    assert "conformal" in out and "target rate 0.001157" in out
+    assert "calibration scores kept (p-values)" in out and "1600" in out
+    assert "50" in out
+
+
+def test_calibrate_tail_segments_and_labels(trained):
+    frame = pl.read_csv(_csv(trained / "h.csv", 1500, 60, seed=5))
+    frame = frame.with_columns(pl.Series("merchant", (["a", "b"] * 780)[: frame.height]))
+    path = trained / "seg.csv"
+    frame.write_csv(path)
+    code, out = invoke(
+        "calibrate",
+        "models:/streamvae-tabular/1",
+        path,
+        "--fpr",
+        "0.00001",
+        "--tail",
+        "--dry-run",
+        "--bootstrap",
+        "30",
+    )
+    assert code == 0, out
+    assert "EXTRAPOLATED" in out and "xi" in out and "dry run" in out
+    code, out = invoke(
+        "calibrate",
+        "models:/streamvae-tabular/1",
+        path,
+        "--fpr",
+        "0.01",
+        "--segment",
+        "merchant",
+        "--min-segment-size",
+        "100",
+        "--dry-run",
+        "--bootstrap",
+        "0",
+    )
+    assert code == 0, out
+    assert "per-segment thresholds (merchant)" in out
+    code, out = invoke(
+        "calibrate",
+        "models:/streamvae-tabular/1",
+        path,
+        "--target-recall",
+        "0.9",
+        "--dry-run",
+        "--bootstrap",
+        "0",
+    )
+    assert code == 0, out
+    assert "target_recall" in out and "precision / recall on the labelled data" in out
 
 
 def test_nan_in_scoring_data_is_a_one_line_error(workdir):
@@ -112,8 +228,10 @@ def test_train_refuses_a_percentile_the_calibration_split_cannot_support(workdir
     assert "needs at least 100 held-out normal rows" in out
 
 
-@pytest.mark.parametrize("command", ["train", "calibrate", "evaluate", "promote", "serve", "demo"])
+@pytest.mark.parametrize(
+    "command", ["train", "calibrate", "thresholds show", "evaluate", "promote", "serve", "demo"]
+)
 def test_every_command_has_help_with_an_example(command):
-    code, out = invoke(command, "--help")
+    code, out = invoke(*command.split(), "--help")
     assert code == 0
     assert "Example:" in out

@@ -17,8 +17,15 @@ from streamvae.bundle import Detector, load_bundle
 from streamvae.config import TrackingSettings, TrainSettings
 from streamvae.errors import ModelLoadError
 from streamvae.stream.embedded import free_port
+from streamvae.thresholds import CalibrationSpec
 from streamvae.tracking import load_resolved, resolve
-from streamvae.workflows.offline import calibrate, evaluate, promote
+from streamvae.workflows.offline import (
+    CalibrationRequest,
+    commit_calibration,
+    evaluate,
+    prepare_calibration,
+    promote,
+)
 from streamvae.workflows.train import train
 from tests.factories import feature_names, make_anomalies, make_normal
 
@@ -56,7 +63,8 @@ def test_train_registers_aliases_and_binds_the_threshold(tracking, tmp_path):
     assert (outcome.version, outcome.alias) == ("1", "champion")
     assert outcome.n_calibration == 100, "20 % of the 500 normal rows; anomalies are left out"
     assert outcome.n_train == 400
-    assert outcome.threshold.model_name == "fraud" and outcome.threshold.model_version == "1"
+    default = outcome.threshold.default
+    assert default.model_name == "fraud" and default.model_version == "1"
     import mlflow
 
     run = mlflow.get_run(outcome.run_id)
@@ -73,8 +81,20 @@ def test_train_registers_aliases_and_binds_the_threshold(tracking, tmp_path):
         Detector(load_resolved(r)).score(x).scores.neg_elbo for r in (by_alias, by_version, by_run)
     ]
     assert np.array_equal(scores[0], scores[1]) and np.array_equal(scores[0], scores[2])
-    assert load_resolved(by_alias).threshold.value == pytest.approx(outcome.threshold.value)
+    loaded = load_resolved(by_alias).threshold
+    assert loaded.default.value == pytest.approx(default.value)
+    assert np.array_equal(loaded.reference[""], outcome.threshold.reference[""])
+    tags = mlflow.MlflowClient().get_model_version("fraud", "1").tags
+    assert tags["streamvae.calibration"].startswith("calibrations/v1-")
     assert by_alias.ref.alias == "champion"
+
+
+def _calibrate(uri, data, tracking, record=True, **spec):
+    request = CalibrationRequest(spec=CalibrationSpec(**spec), holdout_fraction=0.0)
+    result = prepare_calibration(uri, data, request, tracking=tracking)
+    if record:
+        commit_calibration(result)
+    return result
 
 
 def test_calibrate_records_the_threshold_on_that_version_only(tracking, tmp_path):
@@ -82,28 +102,47 @@ def test_calibrate_records_the_threshold_on_that_version_only(tracking, tmp_path
     first = train(settings_for(tracking, data, tracking__alias="champion"))
     second = train(settings_for(tracking, data, training__seed=1))
     holdout = write_csv(tmp_path / "holdout.csv", normal=300, odd=10, seed=5)
-    result = calibrate("models:/fraud/2", holdout, 95.0, tracking=tracking)
-    assert result.threshold.percentile == 95.0
-    assert result.threshold.n_calibration == 300 and result.n_anomalies_ignored == 10
-    assert result.alerts_per_1000 == pytest.approx(50.0)
-    v2 = load_resolved(resolve("models:/fraud/2", tmp_path / "v2"))
-    assert v2.threshold.percentile == 95.0 and v2.threshold.model_version == "2"
-    champion = load_resolved(resolve("models:/fraud@champion", tmp_path / "c"))
-    assert champion.threshold.model_version == "1"
-    assert champion.threshold.value == pytest.approx(first.threshold.value)
+    result = _calibrate("models:/fraud/2", holdout, tracking, percentile=95.0)
+    assert result.thresholds.default.percentile == 95.0
+    assert result.thresholds.default.n_calibration == 300 and result.n_anomalies == 10
+    v2 = load_resolved(resolve("models:/fraud/2", tmp_path / "v2")).threshold
+    assert v2.default.percentile == 95.0 and v2.default.model_version == "2"
+    assert v2.reference[""].size == 300
+    champion = load_resolved(resolve("models:/fraud@champion", tmp_path / "c")).threshold
+    assert champion.default.model_version == "1"
+    assert champion.default.value == pytest.approx(first.threshold.default.value)
     promoted = promote("models:/fraud/2", "champion", tracking=tracking)
     assert promoted.version == "2"
-    now = load_resolved(resolve("models:/fraud@champion", tmp_path / "c2"))
-    assert now.threshold.percentile == 95.0, "moving the alias moves model and threshold together"
+    now = load_resolved(resolve("models:/fraud@champion", tmp_path / "c2")).threshold
+    assert now.default.percentile == 95.0, "moving the alias moves model and threshold together"
     assert second.version == "2"
 
 
 def test_dry_run_records_nothing(tracking, tmp_path):
     data = write_csv(tmp_path / "train.csv")
     outcome = train(settings_for(tracking, data))
-    calibrate("models:/fraud/1", data, 90.0, tracking=tracking, record=False)
-    again = load_resolved(resolve("models:/fraud/1", tmp_path / "x"))
-    assert again.threshold.percentile == outcome.threshold.percentile == 99.0
+    _calibrate("models:/fraud/1", data, tracking, record=False, percentile=90.0)
+    again = load_resolved(resolve("models:/fraud/1", tmp_path / "x")).threshold
+    assert again.default.percentile == outcome.threshold.default.percentile == 99.0
+
+
+def test_per_segment_thresholds_and_a_local_bundle(tracking, tmp_path):
+    data = write_csv(tmp_path / "train.csv")
+    outcome = train(settings_for(tracking, data))
+    holdout = tmp_path / "segmented.csv"
+    frame = pl.read_csv(write_csv(tmp_path / "h.csv", normal=900, seed=8))
+    frame.with_columns(pl.Series("merchant", ["a", "b", "c"] * 300)).write_csv(holdout)
+    result = _calibrate(
+        f"runs:/{outcome.run_id}/model", holdout, tracking, target_fpr=0.01,
+        segment_field="merchant", min_segment_size=250,
+    )  # fmt: skip
+    assert set(result.thresholds.segments) == {"a", "b", "c"}
+    loaded = load_resolved(resolve(f"runs:/{outcome.run_id}/model", tmp_path / "r")).threshold
+    assert loaded.segment_field == "merchant"
+    assert set(loaded.segments) == {"a", "b", "c"} and set(loaded.reference) == {"", "a", "b", "c"}
+    local = resolve(f"runs:/{outcome.run_id}/model", tmp_path / "copy").bundle_dir
+    _calibrate(str(local), holdout, tracking, target_fpr=0.02)
+    assert load_bundle(local).threshold.default.target_fpr == 0.02
 
 
 def test_promote_refuses_an_uncalibrated_version(tracking, tmp_path):
@@ -184,7 +223,7 @@ def test_against_a_real_mlflow_server(tmp_path, monkeypatch):
             settings_for(tracking, write_csv(tmp_path / "t.csv"), tracking__alias="champion")
         )
         bundle = load_resolved(resolve("models:/fraud@champion", tmp_path / "dl"))
-        assert bundle.threshold.value == pytest.approx(outcome.threshold.value)
+        assert bundle.threshold.default.value == pytest.approx(outcome.threshold.default.value)
         assert not (tmp_path / "client").exists(), "a server URI uses no local store"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

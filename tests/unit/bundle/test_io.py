@@ -17,13 +17,15 @@ def test_round_trip_gives_identical_scores(tmp_path, small_bundle):
     before = Detector(small_bundle).score(x)
     path = save_bundle(small_bundle, tmp_path / "b")
     assert sorted(p.name for p in path.iterdir()) == [
-        "config.json", "meta.json", "preprocess.json", "threshold.json", "weights.pt",
+        "calibration_scores.npz", "config.json", "meta.json", "preprocess.json", "threshold.json",
+        "weights.pt",
     ]  # fmt: skip
     loaded = load_bundle(path)
     after = Detector(loaded).score(x)
     for kind in ("neg_elbo", "recon_error", "kl", "recon_nll", "per_feature"):
         assert np.array_equal(getattr(before.scores, kind), getattr(after.scores, kind)), kind
-    assert loaded.threshold == small_bundle.threshold
+    assert loaded.threshold.to_dict() == small_bundle.threshold.to_dict()
+    assert np.array_equal(loaded.threshold.reference[""], small_bundle.threshold.reference[""])
     assert loaded.preprocess == small_bundle.preprocess
 
 
@@ -114,6 +116,6 @@ def test_wrong_width_is_a_schema_error(small_bundle):
 def test_threshold_for_another_score_kind_is_refused(small_bundle):
     from dataclasses import replace
 
-    other = replace(small_bundle.threshold, score_kind="kl")
+    other = replace(small_bundle.threshold.default, score_kind="kl")
     with pytest.raises(ValueError, match="score 'kl'"):
-        small_bundle.with_threshold(other)
+        small_bundle.with_threshold(replace(small_bundle.threshold, default=other))

@@ -44,13 +44,14 @@ def test_anomalies_alert_with_the_contract_fields(pipeline):
     (alert,) = _decode(out.outbound, "alerts")
     assert set(alert) == {
         "alert_id", "id", "key", "ts", "scored_at", "model", "score_kind", "score", "threshold",
-        "severity", "components", "explanation",
+        "p_value", "severity", "components", "explanation",
     }  # fmt: skip
     assert alert["alert_id"] == "in:0:0:0"
     assert (alert["id"], alert["ts"], alert["scored_at"]) == ("odd", 900, 5_000)
     assert alert["model"] == {"name": "m", "version": "1"}
     assert alert["score"] > alert["threshold"]
     assert alert["severity"] in ("warning", "critical")
+    assert 0 < alert["p_value"] <= 0.01, "an alert at the 99th percentile is a rare score"
     assert alert["components"]["recon"] + alert["components"]["kl"] == pytest.approx(
         alert["score"], rel=1e-6
     )

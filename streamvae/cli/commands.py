@@ -1,127 +1,30 @@
-"""The ``streamvae`` command line: train, calibrate, evaluate, promote, serve, demo."""
+"""Commands: train, evaluate, promote, serve, demo (calibration lives in ``calibration``)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import sys
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from streamvae.config import ServeSettings, TrackingSettings, TrainSettings, load_settings
-from streamvae.errors import StreamVAEError
-
-app = typer.Typer(
-    name="streamvae",
-    help="Streaming anomaly detection with variational autoencoders.",
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-    add_completion=False,
+from streamvae.cli.common import (
+    ConfigOpt,
+    ProgressBar,
+    SetOpt,
+    TrackingOpt,
+    WorkDirOpt,
+    app,
+    console,
+    err_console,
+    fail,
+    guard,
+    print_table,
+    setup_logging,
+    tracking_settings,
 )
-console = Console()
-err_console = Console(stderr=True)
-logger = logging.getLogger("streamvae.cli")
-T = TypeVar("T")
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file.")]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="Override a setting: key.path=value (repeatable)."),
-]
-TrackingOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--tracking-uri",
-        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or a local SQLite store).",
-    ),
-]
-WorkDirOpt = Annotated[Path, typer.Option("--work-dir", help="Where the local MLflow store lives.")]
-NOISY_LOGGERS = ("kafka", "mlflow", "alembic", "urllib3", "git", "httpx")
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
-
-
-@app.callback()
-def _main(
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "WARNING",
-) -> None:
-    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        _fail(f"bad --log-level {log_level!r}: use DEBUG, INFO, WARNING or ERROR")
-    _setup_logging(log_level)
-
-
-def _fail(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
-
-
-def _guard(action: Callable[[], T]) -> T:
-    """Run ``action``; a user error becomes one line on stderr and exit code 2."""
-    try:
-        return action()
-    except StreamVAEError as exc:
-        _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        raise  # unreachable: _fail exits
-
-
-def _tracking(uri: str | None, work_dir: Path) -> TrackingSettings:
-    return TrackingSettings(tracking_uri=uri, work_dir=str(work_dir))
-
-
-def _fmt(value: object) -> str:
-    if isinstance(value, float):
-        return "n/a" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
-
-
-def _print_table(title: str, rows: Mapping[str, object]) -> None:
-    table = Table(title=title, show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    for key, value in rows.items():
-        table.add_row(key, _fmt(value))
-    console.print(table)
-
-
-class ProgressBar:
-    """A ``TrainingCallback`` that draws a progress bar with the latest losses."""
-
-    def __init__(self) -> None:
-        self._progress = Progress(
-            TextColumn("[bold]training"), BarColumn(), TextColumn("{task.completed}/{task.total} epochs"),
-            TextColumn("{task.fields[losses]}"), TimeElapsedColumn(), console=err_console, transient=False,
-        )  # fmt: skip
-        self._task: Any = None
-
-    def on_train_start(self, max_epochs: int) -> None:
-        """Start the bar."""
-        self._progress.start()
-        self._task = self._progress.add_task("train", total=max_epochs, losses="")
-
-    def on_epoch_end(self, epoch: int, metrics: Mapping[str, float]) -> None:
-        """Advance the bar and show the losses."""
-        shown = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.endswith("loss"))
-        self._progress.update(self._task, completed=epoch + 1, losses=shown)
-
-    def on_train_end(self, best_epoch: int, stopped_early: bool) -> None:
-        """Close the bar."""
-        self._progress.update(self._task, total=self._progress.tasks[0].completed)
-        self._progress.stop()
+from streamvae.config import ServeSettings, TrainSettings, load_settings
 
 
 @app.command()
@@ -151,12 +54,12 @@ def train(
         tracking["tracking_uri"] = tracking_uri
     if tracking:
         extra["tracking"] = tracking
-    settings = _guard(lambda: load_settings(TrainSettings, config, set_ or [], extra))
+    settings = guard(lambda: load_settings(TrainSettings, config, set_ or [], extra))
     from streamvae.workflows.train import train as run_train
 
-    outcome = _guard(lambda: run_train(settings, [] if quiet else [ProgressBar()]))
-    thr = outcome.threshold
-    _print_table(
+    outcome = guard(lambda: run_train(settings, [] if quiet else [ProgressBar()]))
+    thr = outcome.threshold.default if outcome.threshold else None
+    print_table(
         "trained",
         {
             "run id": outcome.run_id,
@@ -172,59 +75,6 @@ def train(
             "expected alerts per 1,000 normal": 1000 * thr.expected_alert_rate if thr else "-",
             "tracking uri": outcome.tracking_uri,
             "seconds": round(outcome.seconds, 1),
-        },
-    )
-
-
-@app.command()
-def calibrate(
-    model_uri: Annotated[
-        str,
-        typer.Argument(help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID or a bundle dir."),
-    ],
-    data: Annotated[
-        Path, typer.Argument(help="Held-out normal data (rows labelled 1 are left out).")
-    ],
-    percentile: Annotated[
-        float, typer.Option(help="Percentile of normal scores, in (0, 100).")
-    ] = 99.0,
-    critical_percentile: Annotated[
-        float | None, typer.Option(help="Higher percentile for critical alerts.")
-    ] = None,
-    label_column: Annotated[
-        str, typer.Option(help="Label column of CSV/Parquet data, if any.")
-    ] = "label",
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the threshold without recording it.")
-    ] = False,
-    tracking_uri: TrackingOpt = None,
-    work_dir: WorkDirOpt = Path(".streamvae"),
-) -> None:
-    """Calibrate the threshold of a model on held-out normal data and record it with that version.
-
-    Example: streamvae calibrate models:/streamvae-tabular@champion holdout.csv --percentile 99.5
-    """
-    from streamvae.workflows.offline import calibrate as run_calibrate
-
-    result = _guard(
-        lambda: run_calibrate(
-            model_uri, data, percentile, tracking=_tracking(tracking_uri, work_dir),
-            critical_percentile=critical_percentile, label_column=label_column, record=not dry_run,
-        )
-    )  # fmt: skip
-    thr = result.threshold
-    _print_table(
-        "threshold" + (" (dry run: not recorded)" if dry_run else " recorded"),
-        {
-            "model": f"{result.model.name} v{result.model.version}",
-            "score": thr.score_kind,
-            "threshold": thr.value,
-            "percentile": thr.percentile,
-            "critical threshold": thr.critical_value if thr.critical_value is not None else "-",
-            "normal records used": thr.n_calibration,
-            "anomalies left out": result.n_anomalies_ignored,
-            "expected alerts per 1,000 normal": result.alerts_per_1000,
-            "alert rate on these records": thr.empirical_alert_rate,
         },
     )
 
@@ -250,16 +100,19 @@ def evaluate(
     """
     from streamvae.workflows.offline import evaluate as run_evaluate
 
-    result = _guard(
+    result = guard(
         lambda: run_evaluate(
-            model_uri, data, tracking=_tracking(tracking_uri, work_dir), label_column=label_column
+            model_uri,
+            data,
+            tracking=tracking_settings(tracking_uri, work_dir),
+            label_column=label_column,
         )
     )
     values = {"model": f"{result.model.name} v{result.model.version}"} | result.report.to_dict()
     if as_json:
         console.print_json(json.dumps(values, default=str))
     else:
-        _print_table("evaluation", values)
+        print_table("evaluation", values)
 
 
 @app.command()
@@ -277,7 +130,9 @@ def promote(
     """
     from streamvae.workflows.offline import promote as run_promote
 
-    ref = _guard(lambda: run_promote(model_uri, alias, tracking=_tracking(tracking_uri, work_dir)))
+    ref = guard(
+        lambda: run_promote(model_uri, alias, tracking=tracking_settings(tracking_uri, work_dir))
+    )
     console.print(f"{ref.uri} -> version {ref.version}")
 
 
@@ -316,9 +171,9 @@ def serve(
         extra["metrics_port"] = metrics_port
     if tracking_uri is not None:
         extra["tracking"] = {"tracking_uri": tracking_uri}
-    settings = _guard(lambda: load_settings(ServeSettings, config, set_ or [], extra))
+    settings = guard(lambda: load_settings(ServeSettings, config, set_ or [], extra))
     if logging.getLogger().level > logging.INFO:
-        _setup_logging("INFO")
+        setup_logging("INFO")
         logging.getLogger().setLevel(logging.INFO)
     from streamvae.service import ScoringService
 
@@ -331,7 +186,7 @@ def serve(
             f"{stats.alerted} alerts, {stats.dead_lettered} dead-lettered"
         )
 
-    _guard(run)
+    guard(run)
 
 
 @app.command()
@@ -351,16 +206,16 @@ def demo(
     Example: streamvae demo --linger 60
     """
     if not 0.0 < percentile < 100.0:
-        _fail(f"bad --percentile {percentile}: must be strictly between 0 and 100")
+        fail(f"bad --percentile {percentile}: must be strictly between 0 and 100")
     from streamvae.workflows.demo import DemoSettings, run_demo
 
     cfg = DemoSettings(
         work_dir=work_dir, seed=seed, beta=beta, percentile=percentile, linger_s=linger
     )
-    report = _guard(
+    report = guard(
         lambda: run_demo(cfg, [ProgressBar()], lambda line: err_console.print(f"- {line}"))
     )
-    _print_table(
+    print_table(
         "streamvae demo: cardio (ADBench), held-out normals + anomalies streamed through Kafka",
         {
             "model": f"{report.model_uri} (v{report.version})",
@@ -380,8 +235,3 @@ def demo(
             "metrics URL (live while the demo runs)": report.metrics_url,
         },
     )
-
-
-def main() -> None:
-    """Console-script entry point."""
-    app()

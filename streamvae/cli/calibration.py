@@ -1,0 +1,275 @@
+"""Commands for thresholds: ``calibrate`` (with the operator's view) and ``thresholds show``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from streamvae.cli.common import (
+    TrackingOpt,
+    WorkDirOpt,
+    app,
+    console,
+    err_console,
+    fail,
+    fmt,
+    guard,
+    print_table,
+    tracking_settings,
+)
+from streamvae.config import CalibrationSettings, first_error
+from streamvae.errors import ConfigError
+from streamvae.thresholds import PRCurve, Threshold, ThresholdSet
+
+thresholds_app = typer.Typer(help="Inspect the thresholds in force.", no_args_is_help=True)
+app.add_typer(thresholds_app, name="thresholds")
+
+UriArg = Annotated[
+    str, typer.Argument(help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID or a bundle dir.")
+]
+
+
+def _bands(text: str | None) -> tuple[tuple[str, float], ...] | None:
+    if text is None:
+        return None
+    try:
+        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+        return tuple((name.strip(), float(bound)) for name, bound in pairs)
+    except ValueError:
+        fail(f"bad --severity-bands {text!r}: use e.g. critical=0.001,warning=1")
+        raise  # unreachable
+
+
+def _interval(pair: tuple[float, float] | None, level: float | None) -> str:
+    if pair is None:
+        return "-"
+    return f"[{fmt(pair[0])}, {fmt(pair[1])}] ({level:.0%} bootstrap)"
+
+
+def _threshold_rows(t: Threshold, rate: float | None) -> dict[str, object]:
+    target = t.percentile if t.method == "percentile" else t.target_fpr
+    rows: dict[str, object] = {
+        "score": t.score_kind,
+        "threshold": t.value,
+        "threshold interval": _interval(t.value_interval, t.interval_level),
+        "method": f"{t.method} ({'percentile' if t.method == 'percentile' else 'target rate'} {fmt(target)})",
+        "calibration records (normal)": t.n_calibration,
+        "expected false-positive rate": t.expected_alert_rate,
+        "false-positive rate interval": _interval(t.fpr_interval, t.interval_level),
+        "expected alerts per 1,000 normal": 1000 * t.expected_alert_rate,
+    }
+    if rate is not None:
+        rows[f"expected alerts per day at {fmt(rate)} records/s"] = (
+            t.expected_alert_rate * rate * 86_400
+        )
+    if t.extrapolated:
+        rows["EXTRAPOLATED"] = "rarer than 1/(n+1): from the tail model, not observed data"
+    for key, value in t.diagnostics.items():
+        rows[f"  {key}"] = value
+    if t.model_version:
+        rows["model version"] = f"{t.model_name} v{t.model_version}"
+    return rows
+
+
+def _print_segments(thresholds: ThresholdSet, skipped: dict[str, str]) -> None:
+    if not thresholds.segments and not skipped:
+        return
+    table = Table(
+        title=f"per-segment thresholds ({thresholds.segment_field})", title_justify="left"
+    )
+    for column in ("segment", "records", "threshold", "note"):
+        table.add_column(column)
+    for key, t in sorted(thresholds.segments.items()):
+        table.add_row(key, str(t.n_calibration), fmt(t.value), "")
+    for key, reason in sorted(skipped.items()):
+        table.add_row(key, "", fmt(thresholds.default.value), f"default: {reason}")
+    console.print(table)
+
+
+def _print_pr_curve(curve: PRCurve, chosen: float) -> None:
+    table = Table(
+        title="precision / recall on the labelled data (score > threshold)", title_justify="left"
+    )
+    for column in ("threshold", "precision", "recall", "FPR"):
+        table.add_column(column, justify="right")
+    picks = np.unique(
+        np.r_[
+            np.linspace(0, curve.thresholds.size - 1, 9).round().astype(int),
+            np.searchsorted(curve.thresholds, chosen),
+        ]
+    )
+    for i in picks[picks < curve.thresholds.size]:
+        mark = " <" if math.isclose(curve.thresholds[i], chosen) else ""
+        table.add_row(
+            fmt(float(curve.thresholds[i])) + mark,
+            fmt(float(curve.precision[i])),
+            fmt(float(curve.recall[i])),
+            fmt(float(curve.false_positive_rate[i])),
+        )
+    console.print(table)
+
+
+@app.command()
+def calibrate(
+    model_uri: UriArg,
+    data: Annotated[
+        Path, typer.Argument(help="Held-out data; rows labelled 1 are never calibrated on.")
+    ],
+    percentile: Annotated[
+        float, typer.Option(help="Percentile of normal scores, in (0, 100).")
+    ] = 99.0,
+    fpr: Annotated[
+        float | None,
+        typer.Option(
+            help="Target false-positive rate (conformal quantile); overrides --percentile."
+        ),
+    ] = None,
+    alerts_per_day: Annotated[
+        float | None,
+        typer.Option(help="Target alerts per day on normal traffic (needs --records-per-second)."),
+    ] = None,
+    records_per_second: Annotated[
+        float | None, typer.Option(help="Normal traffic rate, for alerts per day.")
+    ] = None,
+    tail: Annotated[
+        bool,
+        typer.Option(
+            "--tail", help="Extrapolate with a generalised Pareto tail fit (rates below 1/(n+1))."
+        ),
+    ] = False,
+    tail_fraction: Annotated[
+        float, typer.Option(help="Share of the highest scores the tail is fitted to.")
+    ] = 0.1,
+    segment: Annotated[
+        str | None,
+        typer.Option(
+            help="Per-segment thresholds by this field (a data column and a message field)."
+        ),
+    ] = None,
+    min_segment_size: Annotated[
+        int, typer.Option(min=1, help="Smaller segments use the default threshold.")
+    ] = 200,
+    severity_bands: Annotated[
+        str | None, typer.Option(help="p-value bands, e.g. critical=0.001,warning=1.")
+    ] = None,
+    labels: Annotated[
+        bool, typer.Option("--labels", help="Report the precision/recall curve on labelled data.")
+    ] = False,
+    target_precision: Annotated[
+        float | None, typer.Option(help="Label-aware: the threshold reaching this precision.")
+    ] = None,
+    target_recall: Annotated[
+        float | None, typer.Option(help="Label-aware: the threshold reaching this recall.")
+    ] = None,
+    label_column: Annotated[
+        str, typer.Option(help="Label column of CSV/Parquet data, if any.")
+    ] = "label",
+    holdout: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.9,
+            help="Share of normal rows kept out to measure the false-positive rate.",
+        ),
+    ] = 0.2,
+    bootstrap: Annotated[
+        int, typer.Option(min=0, help="Bootstrap resamples for the intervals (0: none).")
+    ] = 500,
+    level: Annotated[float, typer.Option(help="Confidence level of the intervals.")] = 0.9,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Record without asking.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the thresholds without recording them.")
+    ] = False,
+    tracking_uri: TrackingOpt = None,
+    work_dir: WorkDirOpt = Path(".streamvae"),
+) -> None:
+    """Calibrate thresholds on held-out normal data, show what they mean, then record them with that version.
+
+    Example: streamvae calibrate models:/fraud@champion holdout.csv --alerts-per-day 20 --records-per-second 50 --segment merchant_category
+    """
+    from streamvae.workflows.offline import (
+        CalibrationRequest,
+        commit_calibration,
+        prepare_calibration,
+    )
+
+    values: dict[str, object] = {
+        "percentile": percentile, "target_fpr": fpr, "alerts_per_day": alerts_per_day,
+        "records_per_second": records_per_second, "tail": tail, "tail_fraction": tail_fraction,
+        "bootstrap": bootstrap, "interval_level": level, "segment_field": segment,
+        "min_segment_size": min_segment_size,
+    }  # fmt: skip
+    bands = _bands(severity_bands)
+    if bands is not None:
+        values["severity_bands"] = bands
+
+    def settings() -> CalibrationSettings:
+        try:
+            return CalibrationSettings.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(first_error(exc)) from exc
+
+    spec = guard(lambda: settings().spec())
+    request = CalibrationRequest(
+        spec=spec, label_column=label_column, holdout_fraction=holdout,
+        target_precision=target_precision, target_recall=target_recall,
+    )  # fmt: skip
+    result = guard(
+        lambda: prepare_calibration(
+            model_uri, data, request, tracking=tracking_settings(tracking_uri, work_dir)
+        )
+    )
+    rows = _threshold_rows(result.thresholds.default, records_per_second)
+    rows["normal records / anomalies in the data"] = f"{result.n_normal} / {result.n_anomalies}"
+    if result.holdout_fpr is not None:
+        rows[f"false-positive rate on {result.n_holdout} held-out normals"] = result.holdout_fpr
+    print_table(f"calibration of {result.model.name} v{result.model.version}", rows)
+    _print_segments(result.thresholds, result.skipped_segments)
+    if (labels or request.label_aware) and result.pr_curve is not None:
+        _print_pr_curve(result.pr_curve, result.thresholds.default.value)
+    if dry_run:
+        err_console.print("dry run: nothing recorded")
+        return
+    if not yes and not typer.confirm(
+        f"Record these thresholds for {result.model.uri or model_uri}?", default=False
+    ):
+        err_console.print("not recorded (use --yes to record without asking)")
+        raise typer.Exit(code=1)
+    guard(lambda: commit_calibration(result))
+    console.print(f"recorded for {result.model.name} v{result.model.version}")
+
+
+@thresholds_app.command("show")
+def show(
+    model_uri: UriArg,
+    records_per_second: Annotated[
+        float | None, typer.Option(help="Normal traffic rate, for alerts per day.")
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+    work_dir: WorkDirOpt = Path(".streamvae"),
+) -> None:
+    """Print the thresholds in force for a model (what `serve` would use).
+
+    Example: streamvae thresholds show models:/fraud@champion --records-per-second 50
+    """
+    from streamvae.workflows.offline import show_thresholds
+
+    ref, thresholds = guard(
+        lambda: show_thresholds(model_uri, tracking=tracking_settings(tracking_uri, work_dir))
+    )
+    rows = _threshold_rows(thresholds.default, records_per_second)
+    rows["created at"] = thresholds.default.created_at or "-"
+    rows["severity bands (max p-value)"] = ", ".join(
+        f"{n} <= {fmt(p)}" for n, p in thresholds.severity_bands
+    )
+    rows["calibration scores kept (p-values)"] = (
+        int(thresholds.reference[""].size) if "" in thresholds.reference else "none"
+    )
+    print_table(f"thresholds in force for {model_uri} ({ref.name} v{ref.version})", rows)
+    _print_segments(thresholds, {})

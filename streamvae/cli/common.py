@@ -1,0 +1,128 @@
+"""Shared pieces of the command line: the Typer app, options, output and error mapping."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from streamvae.config import TrackingSettings
+from streamvae.errors import StreamVAEError
+
+app = typer.Typer(
+    name="streamvae",
+    help="Streaming anomaly detection with variational autoencoders.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+logger = logging.getLogger("streamvae.cli")
+T = TypeVar("T")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a setting: key.path=value (repeatable)."),
+]
+TrackingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or a local SQLite store).",
+    ),
+]
+WorkDirOpt = Annotated[Path, typer.Option("--work-dir", help="Where the local MLflow store lives.")]
+NOISY_LOGGERS = ("kafka", "mlflow", "alembic", "urllib3", "git", "httpx")
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr at ``level``; third-party loggers stay at WARNING or above."""
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+@app.callback()
+def _main(
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "WARNING",
+) -> None:
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        fail(f"bad --log-level {log_level!r}: use DEBUG, INFO, WARNING or ERROR")
+    setup_logging(log_level)
+
+
+def fail(message: str) -> None:
+    """Print one error line and exit with code 2."""
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def guard(action: Callable[[], T]) -> T:
+    """Run ``action``; a user error becomes one line on stderr and exit code 2."""
+    try:
+        return action()
+    except StreamVAEError as exc:
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise  # unreachable: _fail exits
+
+
+def tracking_settings(uri: str | None, work_dir: Path) -> TrackingSettings:
+    """Tracking settings from the --tracking-uri and --work-dir options."""
+    return TrackingSettings(tracking_uri=uri, work_dir=str(work_dir))
+
+
+def fmt(value: object) -> str:
+    """A value for a table cell (4 significant digits, n/a for NaN)."""
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def print_table(title: str, rows: Mapping[str, object]) -> None:
+    """A two-column table of labelled values."""
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows.items():
+        table.add_row(key, fmt(value))
+    console.print(table)
+
+
+class ProgressBar:
+    """A ``TrainingCallback`` that draws a progress bar with the latest losses."""
+
+    def __init__(self) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]training"), BarColumn(), TextColumn("{task.completed}/{task.total} epochs"),
+            TextColumn("{task.fields[losses]}"), TimeElapsedColumn(), console=err_console, transient=False,
+        )  # fmt: skip
+        self._task: Any = None
+
+    def on_train_start(self, max_epochs: int) -> None:
+        """Start the bar."""
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=max_epochs, losses="")
+
+    def on_epoch_end(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        """Advance the bar and show the losses."""
+        shown = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.endswith("loss"))
+        self._progress.update(self._task, completed=epoch + 1, losses=shown)
+
+    def on_train_end(self, best_epoch: int, stopped_early: bool) -> None:
+        """Close the bar."""
+        self._progress.update(self._task, total=self._progress.tasks[0].completed)
+        self._progress.stop()
