@@ -25,13 +25,13 @@ class NoveltyResult:
     seconds: float
 
 
-def novelty_run(
-    path: Path, seed: int, *, beta: float = 1.0, max_epochs: int = 200
-) -> NoveltyResult:
-    """Train on 60 % of the normals (seeded), test on the other 40 % plus every anomaly."""
-    started = time.perf_counter()
+def train_novelty(path: Path, seed: int, *, calibration_fraction: float = 0.0, beta: float = 1.0,
+                  max_epochs: int = 200):  # fmt: skip
+    """Train on 60 % of the normals (seeded); returns the detector, the table and the split."""
     table = load_table(path)
-    split = novelty_split(table.labels, seed=seed, train_fraction=0.6)
+    split = novelty_split(
+        table.labels, seed=seed, train_fraction=0.6, calibration_fraction=calibration_fraction
+    )
     x_train = table.features[split.train]
     scaler = StandardScaler.fit(x_train)
     config = VAEConfig(input_dim=x_train.shape[1], latent_dim=8, hidden_dims=(64, 32), beta=beta)
@@ -46,7 +46,15 @@ def novelty_run(
         model.state_dict(),
         TabularPreprocess(FeatureSchema(table.names), scaler),
     )
-    det = Detector(bundle)
+    return Detector(bundle), table, split, result
+
+
+def novelty_run(
+    path: Path, seed: int, *, beta: float = 1.0, max_epochs: int = 200
+) -> NoveltyResult:
+    """Train on 60 % of the normals (seeded), test on the other 40 % plus every anomaly."""
+    started = time.perf_counter()
+    det, table, split, result = train_novelty(path, seed, beta=beta, max_epochs=max_epochs)
     scores = det.select(det.score(table.features[split.test]))
     y = table.labels[split.test]
     return NoveltyResult(

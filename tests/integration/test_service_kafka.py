@@ -179,3 +179,62 @@ def test_kill_9_loses_nothing(broker, bundle_dir, tmp_path):
     rescored = [s for s in scores if by_alert_id[s["alert_id"]] != s["score"]]
     assert not rescored, "a re-delivered record gets the same score"
     assert np.isfinite(list(by_alert_id.values())).all()
+
+
+def _metric(url: str, name: str) -> float:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not exported")
+
+
+def test_segments_are_served_and_drift_gauges_move(broker, small_bundle, tmp_path):
+    from dataclasses import replace
+
+    from streamvae.bundle import Detector, save_bundle
+    from streamvae.thresholds import CalibrationSpec, calibrate_set
+
+    det = Detector(small_bundle)
+    normal = det.select(det.score(make_normal(1000, seed=50)))
+    spec = CalibrationSpec(target_fpr=0.01, segment_field="merchant", min_segment_size=300)
+    segments = ["grocery"] * 500 + ["travel"] * 500
+    thresholds, _ = calibrate_set(normal, spec, score_kind="neg_elbo", segments=segments)
+    model_dir = save_bundle(replace(small_bundle, threshold=thresholds), tmp_path / "seg-model")
+    topics = Topics.unique()
+    settings = serve_settings(broker, topics, model_dir, tmp_path).model_copy(
+        update={"drift_window": 300, "drift_min_count": 100}
+    )
+    calm = [
+        encode(feature_message(r, rid=f"c{i}") | {"merchant": ("grocery", "travel")[i % 2]})
+        for i, r in enumerate(make_normal(300, seed=51))
+    ]
+    shifted = [
+        encode(feature_message(r * 3, rid=f"s{i}") | {"merchant": "grocery"})
+        for i, r in enumerate(make_anomalies(300, seed=52))
+    ]
+    with running_service(settings) as running:
+        url = running.service.metrics_url
+        produce_all(broker, topics.input, calm)
+        scores = read_json(broker, topics.scores, expected=300)
+        time.sleep(1.2)  # drift gauges are recomputed at most once a second
+        produce_all(broker, topics.input, calm[:10])
+        read_json(broker, topics.scores, expected=310)
+        ks_calm = _metric(url, "streamvae_drift_ks_statistic")
+        rate_calm = _metric(url, "streamvae_live_alert_ratio")
+        produce_all(broker, topics.input, shifted)
+        read_json(broker, topics.scores, expected=610)
+        time.sleep(1.2)
+        produce_all(broker, topics.input, shifted[:10])
+        read_json(broker, topics.scores, expected=620)
+        ks_shifted = _metric(url, "streamvae_drift_ks_statistic")
+        psi_shifted = _metric(url, "streamvae_drift_psi")
+        rate_shifted = _metric(url, "streamvae_live_alert_ratio")
+        expected = _metric(url, "streamvae_expected_alert_ratio")
+    by_segment = {s["segment"]: s["threshold"] for s in scores}
+    assert by_segment["grocery"] == thresholds.segments["grocery"].value
+    assert by_segment["travel"] == thresholds.segments["travel"].value
+    assert all(s["p_value"] is not None for s in scores)
+    assert ks_calm < 0.25 and rate_calm < 0.05
+    assert ks_shifted > 0.8 and psi_shifted > 1.0 and rate_shifted > 0.8
+    assert expected == pytest.approx(0.01)

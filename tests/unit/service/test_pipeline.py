@@ -122,3 +122,60 @@ def test_accounting_invariant_on_a_mixed_stream(pipeline):
     out = pipeline.handle(inbound(values), 1)
     assert out.records_consumed == out.records_scored + sum(out.dead_letters.values())
     assert out.records_scored == 14
+
+
+def _segmented_pipeline(small_bundle):
+    from dataclasses import replace
+
+    from streamvae.thresholds import CalibrationSpec, calibrate_set
+
+    det = Detector(small_bundle)
+    normal = det.select(det.score(make_normal(900, seed=30)))
+    # segment "loose" tolerates scores twice as high as everyone else
+    scores = np.r_[normal[:450], normal[450:] * 2.0]
+    segments = ["tight"] * 450 + ["loose"] * 450
+    spec = CalibrationSpec(percentile=99, segment_field="merchant", min_segment_size=300)
+    thresholds, _ = calibrate_set(scores, spec, score_kind="neg_elbo", segments=segments)
+    bundle = replace(small_bundle, threshold=thresholds)
+    return FeaturePipeline(Detector(bundle), ModelRef("m", "1"), CONFIG), thresholds
+
+
+def test_segments_pick_their_threshold_from_the_record_or_its_context(small_bundle):
+    pipeline, thresholds = _segmented_pipeline(small_bundle)
+    row = make_normal(1, seed=31)[0]
+    records = [
+        feature_message(row, rid="t") | {"merchant": "tight"},
+        feature_message(row, rid="l") | {"context": {"merchant": "loose"}},
+        feature_message(row, rid="u") | {"merchant": "unknown"},
+        feature_message(row, rid="n"),
+    ]
+    out = pipeline.handle(inbound([encode(records)]), 1)
+    scores = {s["id"]: s for s in _decode(out.outbound, "scores")}
+    assert scores["t"]["threshold"] == thresholds.segments["tight"].value
+    assert scores["l"]["threshold"] == thresholds.segments["loose"].value
+    assert scores["u"]["threshold"] == scores["n"]["threshold"] == thresholds.default.value
+    assert (scores["t"]["segment"], scores["l"]["segment"], scores["n"]["segment"]) == (
+        "tight",
+        "loose",
+        None,
+    )
+    assert scores["t"]["p_value"] != scores["l"]["p_value"], (
+        "p-values come from the segment's scores"
+    )
+
+
+def test_drift_snapshot_follows_the_live_scores(small_bundle):
+    config = PipelineConfig(
+        alert_topic="a", dead_letter_topic="d", drift_window=300, drift_min_count=100
+    )
+    pipeline = FeaturePipeline(Detector(small_bundle), ModelRef("m", "1"), config)
+    normal = [encode(feature_message(r)) for r in make_normal(300, seed=40)]
+    pipeline.handle(inbound(normal), 1)
+    calm = pipeline.drift_snapshot()
+    odd = [encode(feature_message(r * 3)) for r in make_anomalies(300, seed=41)]
+    pipeline.handle(inbound(odd), 1)
+    shifted = pipeline.drift_snapshot()
+    assert calm.count == shifted.count == 300
+    assert calm.ks < 0.2 and shifted.ks > 0.8
+    assert shifted.psi > 1.0 > calm.psi
+    assert shifted.alert_rate > 0.9 > 0.05 > calm.alert_rate
