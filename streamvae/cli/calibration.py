@@ -33,6 +33,9 @@ app.add_typer(thresholds_app, name="thresholds")
 UriArg = Annotated[
     str, typer.Argument(help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID or a bundle dir.")
 ]
+RateOpt = Annotated[
+    float | None, typer.Option(help="Normal traffic rate (records/s), for alerts per day.")
+]
 
 
 def _bands(text: str | None) -> tuple[tuple[str, float], ...] | None:
@@ -134,9 +137,7 @@ def calibrate(
         float | None,
         typer.Option(help="Target alerts per day on normal traffic (needs --records-per-second)."),
     ] = None,
-    records_per_second: Annotated[
-        float | None, typer.Option(help="Normal traffic rate, for alerts per day.")
-    ] = None,
+    records_per_second: RateOpt = None,
     tail: Annotated[
         bool,
         typer.Option(
@@ -248,9 +249,7 @@ def calibrate(
 @thresholds_app.command("show")
 def show(
     model_uri: UriArg,
-    records_per_second: Annotated[
-        float | None, typer.Option(help="Normal traffic rate, for alerts per day.")
-    ] = None,
+    records_per_second: RateOpt = None,
     tracking_uri: TrackingOpt = None,
     work_dir: WorkDirOpt = Path(".streamvae"),
 ) -> None:
