@@ -34,7 +34,8 @@ unit: install
 	$(BIN)/python -m pytest tests/unit tests/contract $(PYTEST_ARGS)
 
 bench: install
-	$(BIN)/python -m pytest -m benchmark tests/benchmarks -s -p no:randomly $(PYTEST_ARGS)
+	$(PIP) install -q -e ".[embedded,dev,bench]"
+	$(BIN)/python -m pytest -m benchmark tests/benchmarks -s $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .streamvae .pytest_cache .ruff_cache .mypy_cache bench-results

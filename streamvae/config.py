@@ -186,7 +186,12 @@ class ServeSettings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9108, ge=0, le=65535)
     poll_timeout_ms: int = Field(200, ge=1)
-    commit_interval_s: float = Field(0.0, ge=0.0, description="0 = commit after every batch")
+    target_batch_records: int = Field(
+        5_000, ge=1, description="records per scoring batch when messages carry arrays"
+    )
+    commit_interval_s: float = Field(
+        1.0, ge=0.0, description="flush + commit period; 0 = after every batch"
+    )
     max_message_bytes: int = Field(1_048_576, ge=64)
     max_records_per_message: int = Field(10_000, ge=1)
     top_features: int = Field(3, ge=0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -12,6 +12,7 @@ import numpy.typing as npt
 from streamvae.errors import PayloadDecodeError, SchemaMismatchError
 
 F32 = npt.NDArray[np.float32]
+_NUMBER_TYPES = frozenset({int, float})  # exact types: bool (an int subclass) is not a number
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,8 +20,10 @@ class FeatureSchema:
     """The ordered feature names a model was trained on."""
 
     names: tuple[str, ...]
+    _name_set: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_name_set", frozenset(self.names))
         if not self.names:
             msg = "a feature schema needs at least one feature"
             raise ValueError(msg)
@@ -56,35 +59,39 @@ class FeatureSchema:
             PayloadDecodeError: ``schema_mismatch`` for missing, extra or too few/many
                 features; ``invalid_record`` for a value that is not a number.
         """
+        # the hot path of the service: C-level checks first, a slow path only to explain
         if isinstance(features, dict):
-            values = self._from_mapping(features)
+            if features.keys() != self._name_set:
+                raise self._mismatch(features)
+            values = list(map(features.__getitem__, self.names))
         elif isinstance(features, list):
-            if len(features) != self.dim:
-                detail = f"expected {self.dim} feature values, got {len(features)}"
+            if len(features) != len(self.names):
+                detail = f"expected {len(self.names)} feature values, got {len(features)}"
                 raise PayloadDecodeError(reason="schema_mismatch", detail=detail)
             values = features
         else:
             detail = f"'features' must be an object or a list, got {type(features).__name__}"
             raise PayloadDecodeError(reason="invalid_record", detail=detail)
-        for name, value in zip(self.names, values, strict=True):
-            # bool is an int subclass: true/false are not feature values
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                detail = f"feature {name!r} must be a number, got {value!r:.40}"
-                raise PayloadDecodeError(reason="invalid_record", detail=detail)
-        return values  # type: ignore[return-value]
-
-    def _from_mapping(self, features: dict[str, object]) -> list[object]:
-        try:
-            values = [features[name] for name in self.names]
-        except KeyError:
-            missing = [n for n in self.names if n not in features]
-            detail = f"missing feature(s) {missing[:5]}"
-            raise PayloadDecodeError(reason="schema_mismatch", detail=detail) from None
-        if len(features) != self.dim:
-            extra = sorted(set(features) - set(self.names))
-            detail = f"unexpected feature(s) {extra[:5]}"
-            raise PayloadDecodeError(reason="schema_mismatch", detail=detail)
+        if not _NUMBER_TYPES.issuperset(map(type, values)):
+            name, value = next(
+                (n, v)
+                for n, v in zip(self.names, values, strict=True)
+                if type(v) not in _NUMBER_TYPES
+            )
+            detail = f"feature {name!r} must be a number, got {value!r:.40}"
+            raise PayloadDecodeError(reason="invalid_record", detail=detail)
         return values
+
+    def _mismatch(self, features: dict[str, object]) -> PayloadDecodeError:
+        missing = [n for n in self.names if n not in features]
+        if missing:
+            return PayloadDecodeError(
+                reason="schema_mismatch", detail=f"missing feature(s) {missing[:5]}"
+            )
+        extra = sorted(set(features) - self._name_set)
+        return PayloadDecodeError(
+            reason="schema_mismatch", detail=f"unexpected feature(s) {extra[:5]}"
+        )
 
     def check_columns(self, columns: tuple[str, ...]) -> None:
         """Check a table's feature columns against the schema (order may differ).

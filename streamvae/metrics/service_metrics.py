@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from streamvae.metrics.bulk import BulkHistogram
 from streamvae.thresholds import DriftSnapshot
 from streamvae.types import DEAD_LETTER_REASONS, SEVERITIES, ModelRef
 
@@ -44,12 +45,11 @@ class ServiceMetrics:
         self.alerts = Counter(
             "alerts", "Alerts produced, by severity.", ["severity"], namespace=ns, registry=registry
         )
-        self.score_ratio = Histogram(
-            "score_threshold_ratio",
+        self.score_ratio = BulkHistogram(
+            f"{ns}_score_threshold_ratio",
             "Score divided by the threshold in force (> 1 alerts).",
-            buckets=RATIO_BUCKETS,
-            namespace=ns,
-            registry=registry,
+            RATIO_BUCKETS,
+            registry,
         )
         self.threshold = Gauge("threshold", "Threshold in force.", namespace=ns, registry=registry)
         self.expected_alert_ratio = Gauge(
@@ -65,12 +65,11 @@ class ServiceMetrics:
             namespace=ns,
             registry=registry,
         )
-        self.end_to_end_seconds = Histogram(
-            "end_to_end_latency_seconds",
+        self.end_to_end_seconds = BulkHistogram(
+            f"{ns}_end_to_end_latency_seconds",
             "Record timestamp to its score being produced.",
-            buckets=LATENCY_BUCKETS_S,
-            namespace=ns,
-            registry=registry,
+            LATENCY_BUCKETS_S,
+            registry,
         )
         self.batch_size = Histogram(
             "batch_size_records", "Records per scored batch.", buckets=BATCH_BUCKETS, namespace=ns,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import tempfile
 import threading
@@ -47,6 +48,16 @@ class ScoringService:
         except BaseException:
             self._stack.close()
             raise
+        # The hot path allocates a dict per record. Left automatic, the cyclic collector
+        # runs inside batches and promotes every live record to older generations, whose
+        # collections then cost in proportion to the batch (3x slower on 100-record
+        # messages). Records hold no cycles: freeze what is loaded, switch the automatic
+        # collector off, and let the runner collect between batches (gc_interval_s).
+        gc.freeze()
+        was_enabled = gc.isenabled()
+        gc.disable()
+        self._stack.callback(lambda: gc.enable() if was_enabled else None)
+        self._stack.callback(gc.unfreeze)
         return self
 
     def _open(self) -> None:
@@ -85,7 +96,10 @@ class ScoringService:
         sink = KafkaMessageSink(s.kafka)
         self._stack.callback(sink.close)
         source = KafkaMessageSource(
-            s.kafka, (s.kafka.input_topic,), on_assignment=lambda parts: self.assigned.set()
+            s.kafka,
+            (s.kafka.input_topic,),
+            on_assignment=lambda parts: self.assigned.set(),
+            before_revoke=self._checkpoint_before_revoke,
         )
         self._stack.callback(source.close)
         self.runner = ServiceRunner(
@@ -97,11 +111,17 @@ class ScoringService:
                 poll_timeout_ms=s.poll_timeout_ms,
                 max_poll_records=s.kafka.max_poll_records,
                 commit_interval_s=s.commit_interval_s,
+                gc_interval_s=1.0,
+                target_batch_records=s.target_batch_records,
             ),
         )
         server = MetricsServer(self.metrics.registry, self.health, s.metrics_host, s.metrics_port)
         self.metrics_server = server.start()
         self._stack.callback(server.stop)
+
+    def _checkpoint_before_revoke(self) -> None:
+        if self.runner is not None:
+            self.runner.checkpoint(commit=False)
 
     def health(self) -> tuple[bool, dict[str, object]]:
         """Healthy while the loop runs with a model loaded."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -41,8 +42,10 @@ class RunnerConfig:
 
     poll_timeout_ms: int = 200
     max_poll_records: int = 2_000
-    commit_interval_s: float = 0.0  # 0: commit after every batch
+    commit_interval_s: float = 1.0  # 0: flush and commit after every batch
     drift_interval_s: float = 1.0  # how often the drift gauges are recomputed
+    gc_interval_s: float | None = None  # collect garbage between batches (automatic GC off)
+    target_batch_records: int = 5_000  # poll fewer messages when each carries many records
 
 
 def wall_clock_ms() -> int:
@@ -53,9 +56,10 @@ def wall_clock_ms() -> int:
 class ServiceRunner:
     """Runs the scoring loop until stopped, ``max_messages`` consumed or idle too long.
 
-    Per batch: handle, send every output, flush (raises if a send failed), mark the
-    offsets processed, commit when due. A crash before the flush succeeds commits nothing,
-    so those records are consumed again: at-least-once, nothing lost.
+    Per batch: handle and send every output. Every ``commit_interval_s`` (and at the end):
+    flush (raises if a send failed), mark the handled offsets processed, commit. A crash
+    before a flush succeeds commits nothing, so those records are consumed again:
+    at-least-once, nothing lost.
     """
 
     def __init__(
@@ -73,6 +77,9 @@ class ServiceRunner:
         self.running = False
         self.last_batch_monotonic: float | None = None
         self._last_drift = -float("inf")
+        self._pending: dict[tuple[str, int], int] = {}  # handled, not yet flushed and marked
+        self._last_gc = time.monotonic()
+        self._last_full_gc = self._last_gc
 
     def stop(self) -> None:
         """Ask the loop to finish its batch, flush, commit and return."""
@@ -110,7 +117,7 @@ class ServiceRunner:
                 remaining = None if max_messages is None else max_messages - totals.messages
                 if remaining is not None and remaining <= 0:
                     break
-                limit = min(self.config.max_poll_records, remaining or self.config.max_poll_records)
+                limit = min(self._poll_limit(totals), remaining or self.config.max_poll_records)
                 messages = self.source.poll(self.config.poll_timeout_ms, limit)
                 now = time.monotonic()
                 if not messages:
@@ -118,18 +125,66 @@ class ServiceRunner:
                         break
                     continue
                 last_activity = now
+                totals.first_message = totals.first_message or now
                 self._process(messages, totals)
                 if now - last_commit >= self.config.commit_interval_s:
-                    self._commit()
+                    self.checkpoint()
                     last_commit = now
-            self._commit()
+                self._collect_garbage(now)
+            self.checkpoint()
             self.metrics.set_drift(self.handler.drift_snapshot())
         finally:
             self.running = False
             self.metrics.up.set(0)
-        return totals.stats(time.monotonic() - started)
+        ended = time.monotonic()
+        return totals.stats(ended - started, ended - (totals.first_message or ended))
 
-    def _commit(self) -> None:
+    def _poll_limit(self, totals: _Totals) -> int:
+        """Messages to poll so a batch holds about ``target_batch_records`` records.
+
+        Batched messages (JSON arrays) carry many records each; a poll of
+        ``max_poll_records`` of them would make batches of hundreds of thousands of records.
+        """
+        per_message = totals.consumed / totals.messages if totals.messages else 1.0
+        by_records = int(self.config.target_batch_records / max(per_message, 1.0))
+        return max(1, min(self.config.max_poll_records, by_records))
+
+    def _collect_garbage(self, now: float) -> None:
+        """Young-generation collection between batches, a full one every minute.
+
+        Used with the automatic collector off (see ``ScoringService``): a batch allocates
+        a dict per record, and automatic collections in the middle of a batch promote all of
+        them to older generations, whose collections then grow with the batch size.
+        """
+        interval = self.config.gc_interval_s
+        if interval is None or now - self._last_gc < interval:
+            return
+        full = now - self._last_full_gc >= 60.0
+        gc.collect(2 if full else 0)
+        self._last_gc = now
+        if full:
+            self._last_full_gc = now
+
+    def checkpoint(self, *, commit: bool = True) -> None:
+        """Flush every output sent so far, mark their inputs processed, then commit.
+
+        Outputs are sent as each batch is handled (the producer delivers them within its
+        linger time); the flush that guarantees delivery happens here, before the commit,
+        so a crash at any point commits nothing that was not delivered.
+
+        Args:
+            commit: also commit; the rebalance listener passes ``False`` and commits the
+                revoked partitions itself.
+        """
+        try:
+            self.sink.flush()
+        except Exception:
+            self.metrics.errors.labels(kind="produce").inc()
+            raise
+        self.source.mark_processed(self._pending)
+        self._pending = {}
+        if not commit:
+            return
         try:
             self.source.commit()
         except Exception:
@@ -145,12 +200,7 @@ class ServiceRunner:
             raise
         for message in outcome.outbound:
             self.sink.send(message)
-        try:
-            self.sink.flush()
-        except Exception:
-            self.metrics.errors.labels(kind="produce").inc()
-            raise
-        self.source.mark_processed(outcome.offsets)
+        self._pending.update(outcome.offsets)  # offsets only grow within a partition
         self.last_batch_monotonic = time.monotonic()
         self._observe(outcome, len(messages), time.perf_counter() - start)
         totals.add(outcome, len(messages))
@@ -166,12 +216,10 @@ class ServiceRunner:
             m.alerts.labels(severity=severity).inc(count)
         m.scoring_seconds.observe(elapsed_s)
         m.batch_size.observe(outcome.records_consumed)
-        for ratio in outcome.score_ratios:
-            m.score_ratio.observe(float(ratio))
+        m.score_ratio.observe_many(outcome.score_ratios)
         if outcome.event_ts_ms.size:
-            latencies = (self.clock_ms() - outcome.event_ts_ms[outcome.event_ts_ms > 0]) / 1000.0
-            for latency in np.maximum(latencies, 0.0):
-                m.end_to_end_seconds.observe(float(latency))
+            stamped = outcome.event_ts_ms[outcome.event_ts_ms > 0]
+            m.end_to_end_seconds.observe_many(np.maximum((self.clock_ms() - stamped) / 1000.0, 0.0))
         m.set_lag(self.source.lag())
         m.last_batch_timestamp.set(self.clock_ms() / 1000.0)
         now = time.monotonic()
@@ -187,6 +235,7 @@ class _Totals:
         self.scored = 0
         self.alerted = 0
         self.dead: Counter[str] = Counter()
+        self.first_message: float | None = None
 
     def add(self, outcome: BatchOutcome, n_messages: int) -> None:
         self.messages += n_messages
@@ -195,7 +244,7 @@ class _Totals:
         self.alerted += sum(outcome.alerts.values())
         self.dead.update(outcome.dead_letters)
 
-    def stats(self, elapsed_s: float) -> RunStats:
+    def stats(self, elapsed_s: float, active_s: float) -> RunStats:
         return RunStats(
             messages=self.messages,
             consumed=self.consumed,
@@ -204,4 +253,5 @@ class _Totals:
             dead_lettered=sum(self.dead.values()),
             dead_letter_reasons=dict(self.dead),
             elapsed_s=elapsed_s,
+            active_s=active_s,
         )

@@ -56,10 +56,12 @@ class KafkaMessageSource:
         topics: tuple[str, ...],
         *,
         on_assignment: Callable[[list[tuple[str, int]]], None] | None = None,
+        before_revoke: Callable[[], None] | None = None,
     ) -> None:
         self._pending: dict[TopicPartition, OffsetAndMetadata] = {}
         self._next: dict[TopicPartition, int] = {}
         self._on_assignment = on_assignment
+        self._before_revoke = before_revoke
         try:
             self._consumer = KafkaConsumer(
                 bootstrap_servers=settings.bootstrap_servers.split(","),
@@ -85,18 +87,14 @@ class KafkaMessageSource:
         batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         out: list[InboundMessage] = []
         for tp, records in batches.items():
-            for r in records:
-                out.append(
-                    InboundMessage(
-                        tp.topic,
-                        tp.partition,
-                        r.offset,
-                        r.value,
-                        r.key,
-                        r.timestamp,
-                        tuple((k, v) for k, v in (r.headers or ())),
-                    )
+            topic, partition = tp.topic, tp.partition
+            out.extend(
+                InboundMessage(
+                    topic, partition, r.offset, r.value, r.key, r.timestamp,
+                    tuple(r.headers) if r.headers else (),
                 )
+                for r in records
+            )  # fmt: skip
             self._next[tp] = records[-1].offset + 1
         return out
 
@@ -113,7 +111,12 @@ class KafkaMessageSource:
         self._consumer.commit(offsets=pending)
 
     def commit_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Commit marked offsets of partitions being taken away (rebalance listener)."""
+        """Commit marked offsets of partitions being taken away (rebalance listener).
+
+        ``before_revoke`` runs first, so the caller can flush and mark what it handled.
+        """
+        if self._before_revoke is not None:
+            self._before_revoke()
         offsets = {tp: self._pending.pop(tp) for tp in revoked if tp in self._pending}
         for tp in revoked:
             self._next.pop(tp, None)

@@ -25,6 +25,7 @@ class KafkaMessageSink:
     def __init__(self, settings: KafkaSettings, *, flush_timeout_s: float = 30.0) -> None:
         self._flush_timeout_s = flush_timeout_s
         self._errors: list[BaseException] = []
+        self._unflushed = 0
         try:
             self._producer = KafkaProducer(
                 bootstrap_servers=settings.bootstrap_servers.split(","),
@@ -44,6 +45,7 @@ class KafkaMessageSink:
             message.topic, value=message.value, key=message.key, headers=list(message.headers)
         )
         future.add_errback(self._errors.append)
+        self._unflushed += 1
 
     def flush(self) -> None:
         """Wait until every queued record is acknowledged.
@@ -51,11 +53,14 @@ class KafkaMessageSink:
         Raises:
             BrokerError: a record was not delivered.
         """
+        if self._unflushed == 0 and not self._errors:
+            return  # kafka-python's flush costs milliseconds even with nothing queued
         try:
             self._producer.flush(timeout=self._flush_timeout_s)
         except KafkaError as exc:
             msg = f"producer flush failed: {exc}"
             raise BrokerError(msg) from exc
+        self._unflushed = 0
         if self._errors:
             first, count = self._errors[0], len(self._errors)
             self._errors.clear()

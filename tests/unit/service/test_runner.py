@@ -68,12 +68,43 @@ def test_max_messages_is_never_exceeded(small_bundle):
 
 def test_failed_flush_commits_nothing_and_propagates(small_bundle):
     sink = ListSink(fail_on_flush=2)
-    runner, source, _, metrics = _runner(small_bundle, _stream(), sink=sink, batch=4)
+    runner, source, _, metrics = _runner(
+        small_bundle, _stream(), sink=sink, batch=4, commit_interval_s=0
+    )
     with pytest.raises(ConnectionError):
         runner.run(max_messages=11)
     # the first batch was flushed and committed; the second never was, so it will be re-delivered
     assert source.committed == {("in", 0): 4}
     assert metrics.registry.get_sample_value("streamvae_errors_total", {"kind": "produce"}) == 1
+
+
+def test_outputs_are_flushed_before_every_commit(small_bundle):
+    sink = ListSink()
+    runner, source, _, _ = _runner(small_bundle, _stream(), sink=sink, batch=4)
+    original = source.commit
+
+    def commit():
+        assert sink.flushed == sink.sent, "a commit only ever follows a flush of everything sent"
+        original()
+
+    source.commit = commit
+    runner.run(max_messages=11)
+    assert source.committed == {("in", 0): 11}
+
+
+def test_checkpoint_for_a_rebalance_marks_without_committing(small_bundle):
+    runner, source, sink, _ = _runner(small_bundle, _stream(), batch=4, commit_interval_s=3600)
+    runner._process(source.poll(1, 4), runner_totals())
+    runner.checkpoint(commit=False)
+    assert source.marked == {("in", 0): 4}
+    assert source.committed == {}
+    assert sink.flushes == 1
+
+
+def runner_totals():
+    from streamvae.service.runner import _Totals
+
+    return _Totals()
 
 
 def test_commit_interval_defers_commits_but_the_final_commit_happens(small_bundle):

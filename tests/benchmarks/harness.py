@@ -1,0 +1,100 @@
+"""Shared pieces of the speed benchmarks: a model, records, raw-consume and service runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import orjson
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from streamvae.config import KafkaSettings, ServeSettings, TrackingSettings
+from streamvae.service import ScoringService
+from streamvae.stream.admin import ensure_topics
+from streamvae.types import RunStats
+from tests.factories import feature_message, make_normal
+
+D = 30  # 30 floats: ~300-byte JSON messages, as in the platform measurements
+
+
+def out_dir() -> Path:
+    path = Path(os.environ.get("BENCH_DIR", "bench-results"))
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def write_json(name: str, values: object) -> None:
+    (out_dir() / name).write_text(json.dumps(values, indent=2, default=float))
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def records(n: int, seed: int = 0, ts_ms: int | None = None) -> list[dict]:
+    ts = ts_ms if ts_ms is not None else time.time_ns() // 1_000_000
+    return [feature_message(r, rid=f"r{i}", ts=ts) for i, r in enumerate(make_normal(n, D, seed))]
+
+
+def producer(bootstrap: str) -> KafkaProducer:
+    return KafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, batch_size=1_048_576, max_request_size=33_554_432
+    )
+
+
+def fill_topic(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    settings = KafkaSettings(bootstrap_servers=bootstrap)
+    ensure_topics(settings, (topic,), partitions=1)
+    p = producer(bootstrap)
+    for value in values:
+        p.send(topic, value)
+    p.flush()
+    p.close()
+
+
+def raw_consume_rate(
+    bootstrap: str, topic: str, n_messages: int, records_per_message: int
+) -> float:
+    """Records/s of a bare kafka-python consumer reading the topic (no decoding)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=2000,
+        fetch_max_wait_ms=50, max_partition_fetch_bytes=8_388_608, fetch_max_bytes=52_428_800,
+    )  # fmt: skip
+    consumer.assign([TopicPartition(topic, 0)])
+    consumer.seek_to_beginning()
+    seen, first = 0, None
+    while seen < n_messages:
+        for batch in consumer.poll(timeout_ms=200, max_records=2000).values():
+            first = first or time.perf_counter()
+            seen += len(batch)
+    elapsed = time.perf_counter() - (first or time.perf_counter())
+    consumer.close()
+    return seen * records_per_message / elapsed
+
+
+def serve_settings(
+    bootstrap: str, model_dir: Path, work: Path, topic: str, group: str
+) -> ServeSettings:
+    kafka = KafkaSettings(
+        bootstrap_servers=bootstrap, input_topic=topic, alert_topic=f"{topic}-alerts",
+        dead_letter_topic=f"{topic}-dlq", group_id=group, session_timeout_ms=2000,
+        heartbeat_interval_ms=500,
+    )  # fmt: skip
+    return ServeSettings(
+        model_uri=str(model_dir), kafka=kafka, tracking=TrackingSettings(work_dir=str(work)),
+        metrics_port=0, poll_timeout_ms=50,
+    )  # fmt: skip
+
+
+def service_run(settings: ServeSettings, n_messages: int) -> RunStats:
+    with ScoringService(settings) as service:
+        return service.run(max_messages=n_messages)
+
+
+def encode_all(values: list[dict], per_message: int) -> list[bytes]:
+    if per_message == 1:
+        return [orjson.dumps(v) for v in values]
+    return [orjson.dumps(values[i : i + per_message]) for i in range(0, len(values), per_message)]

@@ -1,0 +1,58 @@
+"""Streaming throughput of `serve` against the raw consume rate of the same client and topic.
+
+One process, one partition, the embedded broker, 30-float JSON records; median of 3 runs.
+Prints a table and writes bench-results/streaming.json. No timing assertions.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from streamvae.bundle import save_bundle
+from tests.benchmarks.harness import (
+    D,
+    encode_all,
+    fill_topic,
+    median,
+    raw_consume_rate,
+    records,
+    serve_settings,
+    service_run,
+    write_json,
+)
+from tests.factories import make_bundle
+
+N_RECORDS = 100_000
+CASES = (("1 record / message", 1), ("100 records / message", 100))
+
+
+@pytest.mark.benchmark
+@pytest.mark.timeout(1800)
+def test_service_throughput_vs_raw_consume(broker, tmp_path):
+    model_dir = save_bundle(make_bundle(d=D, epochs=5), tmp_path / "model")
+    values = records(N_RECORDS)
+    results = []
+    for label, per_message in CASES:
+        topic = f"speed-{uuid.uuid4().hex[:8]}"
+        messages = encode_all(values, per_message)
+        fill_topic(broker, topic, messages)
+        raw, served = [], []
+        for rep in range(3):
+            raw.append(raw_consume_rate(broker, topic, len(messages), per_message))
+            settings = serve_settings(broker, model_dir, tmp_path, topic, f"g-{topic}-{rep}")
+            stats = service_run(settings, len(messages))
+            assert stats.scored == N_RECORDS
+            served.append(stats.scored / stats.active_s)
+        row = {
+            "case": label, "records": N_RECORDS, "raw_records_per_s": median(raw),
+            "serve_records_per_s": median(served), "ratio": median(served) / median(raw),
+            "raw_runs": raw, "serve_runs": served,
+        }  # fmt: skip
+        results.append(row)
+    print(f"\n{'case':<24} {'raw consume rec/s':>18} {'serve rec/s':>12} {'ratio':>7}")
+    for r in results:
+        raw, served = r["raw_records_per_s"], r["serve_records_per_s"]
+        print(f"{r['case']:<24} {raw:>18,.0f} {served:>12,.0f} {r['ratio']:>7.0%}")
+    write_json("streaming.json", results)
