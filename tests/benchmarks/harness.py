@@ -39,10 +39,11 @@ def records(n: int, seed: int = 0, ts_ms: int | None = None) -> list[dict]:
     return [feature_message(r, rid=f"r{i}", ts=ts) for i, r in enumerate(make_normal(n, D, seed))]
 
 
-def producer(bootstrap: str) -> KafkaProducer:
+def producer(bootstrap: str, linger_ms: int = 20) -> KafkaProducer:
     return KafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=20, batch_size=1_048_576, max_request_size=33_554_432
-    )
+        bootstrap_servers=bootstrap, linger_ms=linger_ms, batch_size=1_048_576,
+        max_request_size=33_554_432,
+    )  # fmt: skip
 
 
 def fill_topic(bootstrap: str, topic: str, values: list[bytes]) -> None:
