@@ -75,6 +75,7 @@ class OptimSettings(BaseModel):
     grad_clip: float = Field(10.0, ge=0.0)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    mixed_precision: Literal["auto", "off"] = "auto"
 
 
 class CalibrationSettings(BaseModel):

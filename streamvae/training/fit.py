@@ -13,7 +13,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from streamvae.models import BaseVAE
+from streamvae.models import BaseVAE, VAEOutput
 from streamvae.training.callbacks import CallbackList, TrainingCallback
 
 DeviceName = Literal["auto", "cpu", "cuda"]
@@ -35,6 +35,8 @@ class TrainConfig:
         grad_clip: max gradient norm (0 = no clipping).
         seed: seeds the split, the initial weights, shuffling and sampling.
         device: ``auto`` picks CUDA when present.
+        mixed_precision: bfloat16 autocast for the forward pass on CUDA (``auto``: on when
+            training on CUDA; never on the CPU, where it is slower).
     """
 
     epochs: int = 100
@@ -47,6 +49,7 @@ class TrainConfig:
     grad_clip: float = 10.0
     seed: int = 0
     device: DeviceName = "auto"
+    mixed_precision: Literal["auto", "off"] = "auto"
 
     def __post_init__(self) -> None:
         checks = {
@@ -108,6 +111,7 @@ def _run_epoch(
     """One pass over ``x``; trains when an optimizer is given, else evaluates."""
     training = optimizer is not None
     model.train(training)
+    amp = uses_mixed_precision(config, str(x.device))
     order = (
         torch.randperm(x.shape[0], generator=generator) if training else torch.arange(x.shape[0])
     )
@@ -115,7 +119,11 @@ def _run_epoch(
     with torch.set_grad_enabled(training):
         for start in range(0, x.shape[0], config.batch_size):
             batch = x[order[start : start + config.batch_size].to(x.device)]
-            terms = model.loss(batch, model(batch))
+            with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp):
+                out = model(batch)
+            if amp:  # the networks run in bfloat16; the ELBO terms are summed in float32
+                out = VAEOutput(*(t.float() for t in out))
+            terms = model.loss(batch, out)
             if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)
                 terms.loss.backward()  # type: ignore[no-untyped-call]
@@ -127,6 +135,11 @@ def _run_epoch(
             totals["recon_nll"] += float(terms.recon_nll.detach()) * weight
             totals["kl"] += float(terms.kl.detach()) * weight
     return {k: v / x.shape[0] for k, v in totals.items()}
+
+
+def uses_mixed_precision(config: TrainConfig, device: str) -> bool:
+    """Whether :func:`fit` autocasts to bfloat16 on ``device``."""
+    return config.mixed_precision == "auto" and device.startswith("cuda")
 
 
 def fit(

@@ -9,6 +9,7 @@ import torch
 from streamvae.bundle import Detector
 from streamvae.models import VAE, VAEConfig
 from streamvae.training import TrainConfig, fit
+from streamvae.training.fit import uses_mixed_precision
 from tests.factories import make_bundle, make_normal
 
 pytestmark = pytest.mark.gpu
@@ -26,6 +27,8 @@ def test_auto_device_trains_on_cuda():
     )
     assert result.device.startswith("cuda")
     assert next(model.parameters()).is_cuda
+    assert uses_mixed_precision(TrainConfig(), result.device)
+    assert all(np.isfinite(list(h.values())).all() for h in result.history)
 
 
 def test_cuda_scores_match_cpu_scores():
