@@ -37,6 +37,9 @@ def tracking_uri(settings: TrackingSettings) -> str:
 def configure(settings: TrackingSettings) -> str:
     """Point MLflow at the store (creating the local work directory) and return its URI."""
     uri = tracking_uri(settings)
+    # MLflow draws download progress bars (when tqdm is installed) on the terminal, into the
+    # output of commands such as `evaluate --json`; a user can still turn them back on
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
