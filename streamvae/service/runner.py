@@ -121,6 +121,10 @@ class ServiceRunner:
                 messages = self.source.poll(self.config.poll_timeout_ms, limit)
                 now = time.monotonic()
                 if not messages:
+                    # a quiet stream still gets its handled records committed when due
+                    if self._pending and now - last_commit >= self.config.commit_interval_s:
+                        self.checkpoint()
+                        last_commit = now
                     if idle_timeout_s is not None and now - last_activity >= idle_timeout_s:
                         break
                     continue

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -153,3 +154,33 @@ def test_commit_failures_are_counted_and_propagate(small_bundle):
     with pytest.raises(ConnectionError):
         runner.run(max_messages=11)
     assert metrics.registry.get_sample_value("streamvae_errors_total", {"kind": "commit"}) == 1
+
+
+class _WatchingSource(FakeSource):
+    """Records what was committed each time it is polled with nothing left to give."""
+
+    def __init__(self, messages):
+        super().__init__(messages, batch=20)
+        self.seen_when_idle: list[dict] = []
+
+    def poll(self, timeout_ms, max_records=None):
+        out = super().poll(timeout_ms, max_records)
+        if not out:
+            time.sleep(0.01)
+            self.seen_when_idle.append(dict(self.committed))
+        return out
+
+
+def test_a_quiet_stream_still_commits_when_due(small_bundle):
+    source = _WatchingSource(_stream())
+    pipeline = FeaturePipeline(
+        Detector(small_bundle),
+        ModelRef("m", "1"),
+        PipelineConfig(alert_topic="a", dead_letter_topic="d"),
+    )
+    config = RunnerConfig(poll_timeout_ms=1, commit_interval_s=0.05)
+    runner = ServiceRunner(
+        source, ListSink(), pipeline, ServiceMetrics(CollectorRegistry()), config
+    )
+    runner.run(idle_timeout_s=0.3)
+    assert {("in", 0): 11} in source.seen_when_idle, "committed while idle, before the run ended"
