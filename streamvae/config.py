@@ -154,6 +154,9 @@ class KafkaSettings(BaseModel):
 
     model_config = _SECTION
     bootstrap_servers: str = "127.0.0.1:9092"
+    client: Literal["kafka-python", "confluent"] = Field(
+        "kafka-python", description="confluent: librdkafka, faster; pip install 'streamvae[fast]'"
+    )
     input_topic: str = "features"
     alert_topic: str = "alerts"
     dead_letter_topic: str = "dead-letters"

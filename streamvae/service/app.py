@@ -16,6 +16,7 @@ from streamvae.config import ServeSettings
 from streamvae.metrics import MetricsServer, Registry, ServiceMetrics
 from streamvae.service.pipeline import FeaturePipeline, PipelineConfig
 from streamvae.service.runner import RunnerConfig, ServiceRunner
+from streamvae.stream.confluent import ConfluentMessageSink, ConfluentMessageSource
 from streamvae.stream.consumer import KafkaMessageSource
 from streamvae.stream.producer import KafkaMessageSink
 from streamvae.tracking import configure, load_resolved, resolve
@@ -93,9 +94,12 @@ class ScoringService:
             "model loaded uri=%s name=%s version=%s score_kind=%s threshold=%.6g",
             s.model_uri, ref.name, ref.version, bundle.score_kind, threshold.value,
         )  # fmt: skip
-        sink = KafkaMessageSink(s.kafka)
+        sink = (ConfluentMessageSink if s.kafka.client == "confluent" else KafkaMessageSink)(
+            s.kafka
+        )
         self._stack.callback(sink.close)
-        source = KafkaMessageSource(
+        source_cls = ConfluentMessageSource if s.kafka.client == "confluent" else KafkaMessageSource
+        source = source_cls(
             s.kafka,
             (s.kafka.input_topic,),
             on_assignment=lambda parts: self.assigned.set(),

@@ -31,9 +31,10 @@ class Topics:
         return cls(f"in-{tag}", f"alerts-{tag}", f"dlq-{tag}", f"scores-{tag}", f"group-{tag}")
 
 
-def kafka_settings(bootstrap: str, topics: Topics) -> KafkaSettings:
+def kafka_settings(bootstrap: str, topics: Topics, client: str = "kafka-python") -> KafkaSettings:
     return KafkaSettings(
         bootstrap_servers=bootstrap,
+        client=client,
         input_topic=topics.input,
         alert_topic=topics.alerts,
         dead_letter_topic=topics.dead,
@@ -45,9 +46,14 @@ def kafka_settings(bootstrap: str, topics: Topics) -> KafkaSettings:
 
 
 def serve_settings(
-    bootstrap: str, topics: Topics, model_dir: Path, work: Path, partitions: int = 2
+    bootstrap: str,
+    topics: Topics,
+    model_dir: Path,
+    work: Path,
+    partitions: int = 2,
+    client: str = "kafka-python",
 ) -> ServeSettings:
-    kafka = kafka_settings(bootstrap, topics)
+    kafka = kafka_settings(bootstrap, topics, client)
     ensure_topics(
         kafka, (topics.input, topics.alerts, topics.dead, topics.scores), partitions=partitions
     )

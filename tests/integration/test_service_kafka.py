@@ -24,6 +24,7 @@ from tests.integration.kafka_helpers import (
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
+CLIENTS = pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 
 
 def _records(n_normal: int, n_odd: int, seed: int = 0) -> tuple[list[bytes], set[str]]:
@@ -38,9 +39,10 @@ def _records(n_normal: int, n_odd: int, seed: int = 0) -> tuple[list[bytes], set
     return normal + odd, {f"a{i}" for i in range(n_odd)}
 
 
-def test_anomalies_raise_alerts_and_every_record_is_scored(broker, bundle_dir, tmp_path):
+@CLIENTS
+def test_anomalies_raise_alerts_and_every_record_is_scored(broker, bundle_dir, tmp_path, client):
     topics = Topics.unique()
-    settings = serve_settings(broker, topics, bundle_dir, tmp_path)
+    settings = serve_settings(broker, topics, bundle_dir, tmp_path, client=client)
     values, odd_ids = _records(200, 20)
     with running_service(settings) as running:
         produce_all(broker, topics.input, values)
@@ -71,9 +73,12 @@ BAD = {
 }
 
 
-def test_bad_input_is_dead_lettered_with_reasons_and_accounting_holds(broker, bundle_dir, tmp_path):
+@CLIENTS
+def test_bad_input_is_dead_lettered_with_reasons_and_accounting_holds(
+    broker, bundle_dir, tmp_path, client
+):
     topics = Topics.unique()
-    settings = serve_settings(broker, topics, bundle_dir, tmp_path)
+    settings = serve_settings(broker, topics, bundle_dir, tmp_path, client=client)
     good, _ = _records(30, 3)
     mixed = good[:15] + list(BAD.values()) + good[15:]
     with running_service(settings) as running:
@@ -96,9 +101,10 @@ def test_bad_input_is_dead_lettered_with_reasons_and_accounting_holds(broker, bu
     assert consumed == scored + dead_count
 
 
-def test_restart_resumes_from_committed_offsets_without_loss(broker, bundle_dir, tmp_path):
+@CLIENTS
+def test_restart_resumes_from_committed_offsets_without_loss(broker, bundle_dir, tmp_path, client):
     topics = Topics.unique()
-    settings = serve_settings(broker, topics, bundle_dir, tmp_path)
+    settings = serve_settings(broker, topics, bundle_dir, tmp_path, client=client)
     values, _ = _records(120, 0)
     produce_all(broker, topics.input, values[:60])
     with running_service(settings, max_messages=60) as first:
