@@ -76,11 +76,37 @@ def raw_consume_rate(
     return seen * records_per_message / elapsed
 
 
+def raw_confluent_rate(
+    bootstrap: str, topic: str, n_messages: int, records_per_message: int
+) -> float:
+    """Records/s of a bare confluent-kafka consumer reading the topic (no decoding)."""
+    import confluent_kafka as ck  # optional client
+
+    conf = {"bootstrap.servers": bootstrap, "group.id": f"raw-{time.time_ns()}",
+            "enable.auto.commit": False, "fetch.wait.max.ms": 50}  # fmt: skip
+    consumer = ck.Consumer(conf)
+    consumer.assign([ck.TopicPartition(topic, 0, ck.OFFSET_BEGINNING)])
+    seen, first = 0, None
+    while seen < n_messages:
+        batch = consumer.consume(num_messages=10_000, timeout=0.2)
+        if batch:
+            first = first or time.perf_counter()
+            seen += len(batch)
+    elapsed = time.perf_counter() - (first or time.perf_counter())
+    consumer.close()
+    return seen * records_per_message / elapsed
+
+
 def serve_settings(
-    bootstrap: str, model_dir: Path, work: Path, topic: str, group: str
+    bootstrap: str,
+    model_dir: Path,
+    work: Path,
+    topic: str,
+    group: str,
+    client: str = "kafka-python",
 ) -> ServeSettings:
     kafka = KafkaSettings(
-        bootstrap_servers=bootstrap, input_topic=topic, alert_topic=f"{topic}-alerts",
+        bootstrap_servers=bootstrap, client=client, input_topic=topic, alert_topic=f"{topic}-alerts",
         dead_letter_topic=f"{topic}-dlq", group_id=group, session_timeout_ms=2000,
         heartbeat_interval_ms=500,
     )  # fmt: skip

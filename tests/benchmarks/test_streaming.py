@@ -16,6 +16,7 @@ from tests.benchmarks.harness import (
     encode_all,
     fill_topic,
     median,
+    raw_confluent_rate,
     raw_consume_rate,
     records,
     serve_settings,
@@ -26,6 +27,7 @@ from tests.factories import make_bundle
 
 N_RECORDS = 100_000
 CASES = (("1 record / message", 1), ("100 records / message", 100))
+CLIENTS = ("kafka-python", "confluent")
 
 
 @pytest.mark.benchmark
@@ -38,21 +40,27 @@ def test_service_throughput_vs_raw_consume(broker, tmp_path):
         topic = f"speed-{uuid.uuid4().hex[:8]}"
         messages = encode_all(values, per_message)
         fill_topic(broker, topic, messages)
-        raw, served = [], []
-        for rep in range(3):
-            raw.append(raw_consume_rate(broker, topic, len(messages), per_message))
-            settings = serve_settings(broker, model_dir, tmp_path, topic, f"g-{topic}-{rep}")
-            stats = service_run(settings, len(messages))
-            assert stats.scored == N_RECORDS
-            served.append(stats.scored / stats.active_s)
-        row = {
-            "case": label, "records": N_RECORDS, "raw_records_per_s": median(raw),
-            "serve_records_per_s": median(served), "ratio": median(served) / median(raw),
-            "raw_runs": raw, "serve_runs": served,
-        }  # fmt: skip
-        results.append(row)
-    print(f"\n{'case':<24} {'raw consume rec/s':>18} {'serve rec/s':>12} {'ratio':>7}")
+        for client in CLIENTS:
+            raw_rate = raw_consume_rate if client == "kafka-python" else raw_confluent_rate
+            raw, served = [], []
+            for rep in range(3):
+                raw.append(raw_rate(broker, topic, len(messages), per_message))
+                group = f"g-{topic}-{client}-{rep}"
+                settings = serve_settings(broker, model_dir, tmp_path, topic, group, client)
+                stats = service_run(settings, len(messages))
+                assert stats.scored == N_RECORDS
+                served.append(stats.scored / stats.active_s)
+            results.append({
+                "case": label, "client": client, "records": N_RECORDS,
+                "raw_records_per_s": median(raw), "serve_records_per_s": median(served),
+                "ratio": median(served) / median(raw), "raw_runs": raw, "serve_runs": served,
+            })  # fmt: skip
+    print(
+        f"\n{'case':<24} {'client':<13} {'raw consume rec/s':>18} {'serve rec/s':>12} {'ratio':>7}"
+    )
     for r in results:
         raw, served = r["raw_records_per_s"], r["serve_records_per_s"]
-        print(f"{r['case']:<24} {raw:>18,.0f} {served:>12,.0f} {r['ratio']:>7.0%}")
+        print(
+            f"{r['case']:<24} {r['client']:<13} {raw:>18,.0f} {served:>12,.0f} {r['ratio']:>7.0%}"
+        )
     write_json("streaming.json", results)
