@@ -11,6 +11,7 @@ from typing import Any
 
 from streamvae.config import KafkaSettings
 from streamvae.errors import BrokerError
+from streamvae.stream.producer import raise_delivery_errors
 from streamvae.types import InboundMessage, OutboundMessage
 
 logger = logging.getLogger(__name__)
@@ -186,11 +187,7 @@ class ConfluentMessageSink:
         if remaining:
             msg = f"{remaining} record(s) still undelivered after {self._flush_timeout_s}s"
             raise BrokerError(msg)
-        if self._errors:
-            first, count = self._errors[0], len(self._errors)
-            self._errors.clear()
-            msg = f"{count} record(s) were not delivered: {first}"
-            raise BrokerError(msg)
+        raise_delivery_errors(self._errors)
 
     def close(self) -> None:
         """Deliver what is queued, then release the client.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
@@ -13,6 +14,19 @@ from streamvae.stream.consumer import security_options
 from streamvae.types import OutboundMessage
 
 logger = logging.getLogger(__name__)
+
+
+def raise_delivery_errors(errors: list[Any]) -> None:
+    """Raise (and clear) the delivery failures a producer's callbacks collected.
+
+    Raises:
+        BrokerError: naming how many records failed and the first reason.
+    """
+    if errors:
+        first, count = errors[0], len(errors)
+        errors.clear()
+        msg = f"{count} record(s) were not delivered: {first}"
+        raise BrokerError(msg)
 
 
 class KafkaMessageSink:
@@ -61,11 +75,7 @@ class KafkaMessageSink:
             msg = f"producer flush failed: {exc}"
             raise BrokerError(msg) from exc
         self._unflushed = 0
-        if self._errors:
-            first, count = self._errors[0], len(self._errors)
-            self._errors.clear()
-            msg = f"{count} record(s) were not delivered: {first}"
-            raise BrokerError(msg)
+        raise_delivery_errors(self._errors)
 
     def close(self) -> None:
         """Flush what is queued and close."""

@@ -131,7 +131,7 @@ def check_uri(uri: str) -> None:
             msg = f"bad model URI {uri!r}: use models:/NAME@ALIAS or models:/NAME/VERSION"
             raise ConfigError(msg)
     elif uri.startswith("runs:/"):
-        if len(uri.removeprefix("runs:/").split("/")) < 1 or uri == "runs:/":
+        if not uri.removeprefix("runs:/").strip("/"):
             msg = f"bad model URI {uri!r}: use runs:/RUN_ID"
             raise ConfigError(msg)
     elif not Path(uri).exists():
