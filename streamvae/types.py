@@ -5,10 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
-ScoreKind = Literal["neg_elbo", "recon_error", "kl"]
-"""The per-sample scores a detector can threshold; higher is always more anomalous."""
+ScoreKind = Literal["neg_elbo", "recon_error", "kl", "recon_nll", "is_nll", "bpd"]
+"""The per-sample scores a detector can threshold; higher is always more anomalous.
 
-SCORE_KINDS: tuple[ScoreKind, ...] = ("neg_elbo", "recon_error", "kl")
+``neg_elbo``: reconstruction NLL + KL (the default); ``recon_error``: summed squared error;
+``kl``: the KL term; ``recon_nll``: the decoder NLL alone; ``is_nll``: importance-sampled
+negative log-likelihood (K samples); ``bpd``: ``is_nll`` in bits per input dimension.
+"""
+
+SCORE_KINDS: tuple[ScoreKind, ...] = ("neg_elbo", "recon_error", "kl", "recon_nll", "is_nll", "bpd")
+SAMPLED_SCORE_KINDS: tuple[ScoreKind, ...] = ("is_nll", "bpd")
+"""Scores that need K decoder passes per record (computed only when asked for)."""
 
 Severity = Literal["warning", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("warning", "critical")

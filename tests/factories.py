@@ -7,6 +7,7 @@ from dataclasses import asdict
 
 import numpy as np
 import orjson
+import polars as pl
 
 from streamvae.bundle import ModelBundle, TabularPreprocess
 from streamvae.data import FeatureSchema, StandardScaler
@@ -32,6 +33,29 @@ def make_anomalies(n: int = 64, d: int = 6, seed: int = 1) -> np.ndarray:
 
 def feature_names(d: int) -> tuple[str, ...]:
     return tuple(f"x{i}" for i in range(d))
+
+
+CHANNELS = ("app", "pos", "web")
+
+
+def make_contextual(
+    n: int = 600, d: int = 6, seed: int = 0, *, swap_context: bool = False
+) -> tuple[np.ndarray, pl.DataFrame]:
+    """Rows whose level depends on their context (channel shifts them, hour bends them).
+
+    With ``swap_context`` each row is paired with another channel's context: every row is
+    then a *contextual* anomaly (normal for some context, not for the one it claims).
+    """
+    rng = np.random.default_rng(seed)
+    base = make_normal(n, d, seed)
+    channel = rng.integers(0, len(CHANNELS), size=n)
+    hour = rng.integers(0, 24, size=n)
+    offsets = np.array([-4.0, 0.0, 4.0])[:, None] * np.linspace(1.0, -1.0, d)[None, :]
+    bend = np.sin(2 * np.pi * hour / 24.0)[:, None] * np.linspace(0.0, 2.0, d)[None, :]
+    x = (base + offsets[channel] + bend).astype(np.float32)
+    claimed = (channel + rng.integers(1, len(CHANNELS), size=n)) % 3 if swap_context else channel
+    frame = pl.DataFrame({"hour": hour, "channel": [CHANNELS[c] for c in claimed]})
+    return x, frame
 
 
 def make_bundle(

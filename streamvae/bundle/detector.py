@@ -10,10 +10,12 @@ import numpy.typing as npt
 import torch
 
 from streamvae.bundle.io import ModelBundle
+from streamvae.data import Table, context_matrix
 from streamvae.errors import ModelLoadError, NotCalibratedError, SchemaMismatchError
-from streamvae.models import BaseVAE, build_model, config_from_dict
+from streamvae.models import BaseVAE, build_model, config_from_dict, importance_nll, latent_noise
 from streamvae.scoring import ScoreSet, concat_score_sets, score_set
 from streamvae.thresholds import ThresholdSet
+from streamvae.types import SAMPLED_SCORE_KINDS
 
 F32 = npt.NDArray[np.float32]
 
@@ -34,7 +36,9 @@ class Detector:
     """Scores raw (unscaled) feature matrices with a bundle's model, deterministically.
 
     Inference runs in eval mode (``z = mu``) under ``torch.inference_mode``, in chunks of
-    ``chunk_size`` rows, so the same row always gets the same score.
+    ``chunk_size`` rows, so the same row always gets the same score. The importance-sampled
+    scores use K fixed latent draws (seed 0) shared by every row, so they are deterministic
+    too.
     """
 
     def __init__(self, bundle: ModelBundle, *, device: str = "cpu", chunk_size: int = 8192) -> None:
@@ -42,6 +46,12 @@ class Detector:
         self.device = torch.device(device)
         self.chunk_size = chunk_size
         self.model: BaseVAE = self._build(bundle).to(self.device).eval()
+        self._noise = latent_noise(bundle.is_samples, self.model.latent_dim, 0, self.device)
+
+    @property
+    def conditional(self) -> bool:
+        """Whether every row needs its context."""
+        return self.model.conditional
 
     @staticmethod
     def _build(bundle: ModelBundle) -> BaseVAE:
@@ -54,6 +64,16 @@ class Detector:
             raise ModelLoadError(msg) from exc
         if bundle.preprocess.schema.dim != config.input_dim:
             msg = f"schema has {bundle.preprocess.schema.dim} features, model {config.input_dim}"
+            raise ModelLoadError(msg)
+        context = bundle.preprocess.context
+        if model.conditional != (context is not None):
+            msg = f"model {bundle.model_key!r} and the bundle's context schema do not match"
+            raise ModelLoadError(msg)
+        if context is not None and (
+            len(context.numeric) != config.cond_numeric
+            or context.cardinalities != tuple(config.cond_categories)
+        ):
+            msg = "the bundle's context schema does not fit the model's condition"
             raise ModelLoadError(msg)
         return model
 
@@ -69,28 +89,76 @@ class Detector:
             raise NotCalibratedError(msg)
         return self.bundle.threshold
 
-    def score(self, raw: F32) -> Scored:
+    def score(
+        self, raw: F32, context: F32 | None = None, *, sampled: bool | None = None
+    ) -> Scored:
         """Score ``raw (n, d)`` rows in schema order.
 
+        Args:
+            raw: the features, in raw units.
+            context: ``(n, width)`` raw context (numeric values, category codes) of a
+                conditional model; ignored otherwise.
+            sampled: compute the importance-sampled scores (``is_nll``, ``bpd``); default:
+                when the bundle's score kind is one of them.
+
         Raises:
-            SchemaMismatchError: wrong number of columns.
+            SchemaMismatchError: wrong number of columns, or a missing context.
         """
         dim = self.bundle.preprocess.schema.dim
         if raw.ndim != 2 or raw.shape[1] != dim:
             msg = f"expected a matrix with {dim} feature columns, got shape {raw.shape}"
             raise SchemaMismatchError(msg)
+        cond = self._condition(context, raw.shape[0])
+        if sampled is None:
+            sampled = self.bundle.score_kind in SAMPLED_SCORE_KINDS
         scaler = self.bundle.preprocess.scaler
         scaled = scaler.transform(np.asarray(raw, dtype=np.float32))
         parts: list[ScoreSet] = []
         recons: list[F32] = []
         with torch.inference_mode():
             for start in range(0, max(scaled.shape[0], 1), self.chunk_size):
-                x = torch.from_numpy(scaled[start : start + self.chunk_size]).to(self.device)
-                out = self.model(x)
-                parts.append(score_set(self.model.elbo_terms(x, out)))
+                stop = start + self.chunk_size
+                x = torch.from_numpy(scaled[start:stop]).to(self.device)
+                c = None if cond is None else torch.from_numpy(cond[start:stop]).to(self.device)
+                out = self.model(x, c)
+                nll = importance_nll(self.model, x, c, self._noise).nll if sampled else None
+                parts.append(score_set(self.model.elbo_terms(x, out), nll))
                 recons.append(out.recon.float().cpu().numpy())
         expected = scaler.inverse_transform(np.concatenate(recons))
         return Scored(concat_score_sets(parts), expected)
+
+    def _condition(self, context: F32 | None, n: int) -> F32 | None:
+        if not self.conditional:
+            return None
+        if context is None:
+            names = self.bundle.preprocess.context.names if self.bundle.preprocess.context else ()
+            msg = f"model {self.bundle.model_key!r} needs each row's context {list(names)}"
+            raise SchemaMismatchError(msg)
+        if context.shape[0] != n:
+            msg = f"{context.shape[0]} context rows for {n} feature rows"
+            raise SchemaMismatchError(msg)
+        try:
+            return self.bundle.preprocess.condition(context)
+        except ValueError as exc:
+            raise SchemaMismatchError(str(exc)) from exc
+
+    def context_of(self, table: Table) -> F32 | None:
+        """The raw context matrix of ``table`` for this model (``None`` if it reads none).
+
+        Raises:
+            SchemaMismatchError: the table lacks context columns the model needs.
+        """
+        schema = self.bundle.preprocess.context
+        if schema is None:
+            return None
+        if table.context is None:
+            msg = f"the data has no context columns; the model needs {list(schema.names)}"
+            raise SchemaMismatchError(msg)
+        return context_matrix(schema, table.context)
+
+    def score_table(self, table: Table, *, sampled: bool | None = None) -> Scored:
+        """Score every row of ``table`` (features and, for conditional models, context)."""
+        return self.score(table.features, self.context_of(table), sampled=sampled)
 
     def select(self, scored: Scored) -> npt.NDArray[np.float64]:
         """The scores the threshold applies to (the bundle's score kind)."""

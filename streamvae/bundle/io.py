@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 import streamvae
-from streamvae.data.schema import FeatureSchema, StandardScaler
+from streamvae.data.schema import ContextSchema, FeatureSchema, StandardScaler
 from streamvae.errors import ModelLoadError
 from streamvae.models import MODEL_REGISTRY, config_from_dict
 from streamvae.thresholds import ThresholdSet
@@ -37,14 +38,57 @@ REFERENCE = "calibration_scores.npz"
 
 @dataclass(frozen=True, slots=True)
 class TabularPreprocess:
-    """Feature schema and scaler of a tabular model."""
+    """Feature schema and scaler of a tabular model, and the context of a conditional one.
+
+    Attributes:
+        schema: the feature names, in model order.
+        scaler: standardisation of the features.
+        context: the context fields a conditional model reads, or ``None``.
+        context_scaler: standardisation of the numeric context fields, or ``None``.
+    """
 
     schema: FeatureSchema
     scaler: StandardScaler
+    context: ContextSchema | None = None
+    context_scaler: StandardScaler | None = None
+
+    def __post_init__(self) -> None:
+        numeric = 0 if self.context is None else len(self.context.numeric)
+        scaled = 0 if self.context_scaler is None else len(self.context_scaler.mean)
+        if numeric != scaled:
+            msg = f"context has {numeric} numeric field(s) but its scaler {scaled}"
+            raise ValueError(msg)
+
+    def condition(self, raw: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Raw ``(n, width)`` context (numeric values, category codes) -> model condition.
+
+        Raises:
+            ValueError: no context schema, or the wrong number of columns.
+        """
+        if self.context is None:
+            msg = "this model reads no context"
+            raise ValueError(msg)
+        if raw.ndim != 2 or raw.shape[1] != self.context.width:
+            msg = f"expected {self.context.width} context column(s), got shape {raw.shape}"
+            raise ValueError(msg)
+        out = np.array(raw, dtype=np.float32, copy=True)
+        m = len(self.context.numeric)
+        if m and self.context_scaler is not None:
+            out[:, :m] = self.context_scaler.transform(out[:, :m])
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values."""
-        return {"kind": "tabular", "schema": self.schema.to_dict(), "scaler": self.scaler.to_dict()}
+        values: dict[str, Any] = {
+            "kind": "tabular",
+            "schema": self.schema.to_dict(),
+            "scaler": self.scaler.to_dict(),
+        }
+        if self.context is not None:
+            values["context"] = self.context.to_dict()
+        if self.context_scaler is not None:
+            values["context_scaler"] = self.context_scaler.to_dict()
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TabularPreprocess:
@@ -57,7 +101,13 @@ class TabularPreprocess:
         if len(scaler.mean) != schema.dim:
             msg = f"scaler has {len(scaler.mean)} features, schema {schema.dim}"
             raise ValueError(msg)
-        return cls(schema, scaler)
+        context = ContextSchema.from_dict(values["context"]) if "context" in values else None
+        context_scaler = (
+            StandardScaler.from_dict(values["context_scaler"])
+            if "context_scaler" in values
+            else None
+        )
+        return cls(schema, scaler, context, context_scaler)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +122,7 @@ class ModelBundle:
         score_kind: the score the threshold applies to.
         threshold: the calibrated thresholds, or ``None`` before calibration.
         meta: provenance (versions, training summary).
+        is_samples: importance samples K of the ``is_nll`` and ``bpd`` scores.
     """
 
     model_key: str
@@ -81,6 +132,7 @@ class ModelBundle:
     score_kind: ScoreKind = "neg_elbo"
     threshold: ThresholdSet | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    is_samples: int = 64
 
     def with_threshold(self, threshold: ThresholdSet) -> ModelBundle:
         """The same bundle with ``threshold`` in force.
@@ -126,7 +178,8 @@ def save_bundle(bundle: ModelBundle, path: str | Path, *, overwrite: bool = Fals
         cpu_state = {k: v.detach().cpu() for k, v in bundle.state_dict.items()}
         torch.save(cpu_state, tmp / WEIGHTS)
         config = {"model": bundle.model_key, "config": bundle.model_config}
-        _write_json(tmp / CONFIG, config | {"score_kind": bundle.score_kind})
+        scoring = {"score_kind": bundle.score_kind, "is_samples": bundle.is_samples}
+        _write_json(tmp / CONFIG, config | scoring)
         _write_json(tmp / PREPROCESS, bundle.preprocess.to_dict())
         if bundle.threshold is not None:
             write_thresholds(tmp, bundle.threshold)
@@ -234,6 +287,10 @@ def load_bundle(path: str | Path, *, strict: bool = False) -> ModelBundle:
         if score_kind not in SCORE_KINDS:
             msg = f"bundle score_kind {score_kind!r} is not one of {SCORE_KINDS}"
             raise ModelLoadError(msg)
+        is_samples = int(config.get("is_samples", 64))
+        if is_samples < 1:
+            msg = f"bundle is_samples must be >= 1, got {is_samples}"
+            raise ModelLoadError(msg)
         preprocess = TabularPreprocess.from_dict(_read_json(root / PREPROCESS))
         threshold = read_thresholds(root) if (root / THRESHOLD).is_file() else None
         state = torch.load(root / WEIGHTS, map_location="cpu", weights_only=True)
@@ -244,4 +301,6 @@ def load_bundle(path: str | Path, *, strict: bool = False) -> ModelBundle:
     except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
         msg = f"cannot read weights of bundle {str(root)!r}: {exc}"
         raise ModelLoadError(msg) from exc
-    return ModelBundle(key, config["config"], state, preprocess, score_kind, threshold, meta)
+    return ModelBundle(
+        key, config["config"], state, preprocess, score_kind, threshold, meta, is_samples
+    )

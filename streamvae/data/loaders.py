@@ -24,11 +24,13 @@ class Table:
         features: ``(n, d)`` float32 feature matrix (raw units, may hold NaN if the file did).
         names: the ``d`` feature names, in column order.
         labels: ``(n,)`` int8 labels (1 = anomaly) or ``None`` when the file has none.
+        context: the context columns (condition of conditional models), when asked for.
     """
 
     features: npt.NDArray[np.float32]
     names: tuple[str, ...]
     labels: npt.NDArray[np.int8] | None = None
+    context: pl.DataFrame | None = None
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -36,7 +38,8 @@ class Table:
     def subset(self, index: npt.NDArray[np.intp]) -> Table:
         """The rows at ``index``."""
         labels = None if self.labels is None else self.labels[index]
-        return Table(self.features[index], self.names, labels)
+        context = None if self.context is None else self.context[np.asarray(index).tolist()]
+        return Table(self.features[index], self.names, labels, context)
 
     def normal_only(self) -> Table:
         """The rows labelled 0 (all rows when there are no labels)."""
@@ -62,15 +65,18 @@ def _frame_to_table(
     source: str,
     label_column: str | None,
     feature_columns: tuple[str, ...] | None,
+    context_columns: tuple[str, ...] = (),
 ) -> Table:
     labels = None
     if label_column is not None and label_column in frame.columns:
         labels = _check_labels(frame[label_column].to_numpy(), f"{source} column {label_column!r}")
     if feature_columns is None:
-        feature_columns = tuple(c for c in frame.columns if c != label_column)
-    missing = [c for c in feature_columns if c not in frame.columns]
+        feature_columns = tuple(
+            c for c in frame.columns if c != label_column and c not in context_columns
+        )
+    missing = [c for c in (*feature_columns, *context_columns) if c not in frame.columns]
     if missing:
-        msg = f"{source}: feature column(s) {missing} not found; columns are {frame.columns}"
+        msg = f"{source}: column(s) {missing} not found; columns are {frame.columns}"
         raise DataError(msg)
     if not feature_columns:
         msg = f"{source}: no feature columns"
@@ -85,7 +91,8 @@ def _frame_to_table(
             msg = f"{source}: feature column {name!r} has {nulls} missing value(s)"
             raise DataError(msg)
     matrix = frame.select(feature_columns).to_numpy().astype(np.float32)
-    return Table(matrix, tuple(feature_columns), labels)
+    context = frame.select(context_columns) if context_columns else None
+    return Table(matrix, tuple(feature_columns), labels, context)
 
 
 def _load_npz(path: Path, feature_columns: tuple[str, ...] | None) -> Table:
@@ -120,13 +127,16 @@ def load_table(
     *,
     label_column: str | None = "label",
     feature_columns: tuple[str, ...] | None = None,
+    context_columns: tuple[str, ...] = (),
 ) -> Table:
     """Load a CSV, Parquet or NPZ table.
 
     Args:
         path: the file; its suffix picks the reader.
         label_column: column holding 0/1 labels, if present (ignored for NPZ, which uses ``y``).
-        feature_columns: the feature columns, in order; default every other column.
+        feature_columns: the feature columns, in order; default every column that is
+            neither the label nor a context column.
+        context_columns: columns kept aside as the record's context (CSV/Parquet only).
 
     Returns:
         The :class:`Table`.
@@ -140,6 +150,9 @@ def load_table(
         raise DataError(msg)
     suffix = path.suffix.lower()
     if suffix == ".npz":
+        if context_columns:
+            msg = f"context columns {list(context_columns)} need a CSV or Parquet file, not .npz"
+            raise DataError(msg)
         return _load_npz(path, feature_columns)
     try:
         if suffix == ".csv":
@@ -152,7 +165,7 @@ def load_table(
     except (pl.exceptions.PolarsError, OSError) as exc:
         msg = f"cannot read {str(path)!r}: {exc}"
         raise DataError(msg) from exc
-    return _frame_to_table(frame, str(path), label_column, feature_columns)
+    return _frame_to_table(frame, str(path), label_column, feature_columns, context_columns)
 
 
 def load_column(path: str | Path, name: str) -> list[str]:

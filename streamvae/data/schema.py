@@ -168,3 +168,128 @@ class StandardScaler:
             msg = "scaler values must be finite with positive scales"
             raise ValueError(msg)
         return cls(mean, scale)
+
+
+_CATEGORY_TYPES = frozenset({str, int})  # exact types: bool is not a category
+
+
+@dataclass(frozen=True, slots=True)
+class ContextSchema:
+    """The context a conditional model reads: numeric values and categorical fields.
+
+    In a message the context travels beside the features, ``"context": {"hour": 13,
+    "channel": "web"}``. Numeric fields must be numbers; categorical fields strings or
+    integers among the categories seen in training. Other keys in ``context`` are allowed
+    (a segment field, say) and ignored by the model.
+
+    Attributes:
+        numeric: names of the numeric context fields.
+        categorical: ``(name, categories)`` pairs; a value's code is its index.
+    """
+
+    numeric: tuple[str, ...] = ()
+    categorical: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    _codes: dict[str, dict[str, int]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = self.names
+        if not names:
+            msg = "a context schema needs at least one field"
+            raise ValueError(msg)
+        if len(set(names)) != len(names):
+            msg = f"duplicate context field names in {list(names)}"
+            raise ValueError(msg)
+        for name, categories in self.categorical:
+            if not categories or len(set(categories)) != len(categories):
+                msg = f"context field {name!r} needs distinct categories, got {categories[:5]}"
+                raise ValueError(msg)
+        codes = {name: {c: i for i, c in enumerate(cats)} for name, cats in self.categorical}
+        object.__setattr__(self, "_codes", codes)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every context field: numeric first, then categorical."""
+        return self.numeric + tuple(name for name, _ in self.categorical)
+
+    @property
+    def width(self) -> int:
+        """Columns of the condition matrix: one per field."""
+        return len(self.names)
+
+    @property
+    def cardinalities(self) -> tuple[int, ...]:
+        """The number of categories of each categorical field."""
+        return tuple(len(cats) for _, cats in self.categorical)
+
+    def vector(self, context: object) -> list[float]:
+        """One record's context as numeric values then category codes.
+
+        Raises:
+            PayloadDecodeError: ``schema_mismatch`` for a missing context or field or an
+                unknown category; ``invalid_record`` for a value of the wrong type.
+        """
+        if not isinstance(context, dict):
+            if context is None:
+                detail = f"missing 'context' (the model needs {list(self.names)[:5]})"
+                raise PayloadDecodeError(reason="schema_mismatch", detail=detail)
+            detail = f"'context' must be an object, got {type(context).__name__}"
+            raise PayloadDecodeError(reason="invalid_record", detail=detail)
+        values: list[float] = []
+        for name in self.numeric:
+            value = self._field(context, name)
+            if type(value) not in _NUMBER_TYPES:
+                detail = f"context field {name!r} must be a number, got {value!r:.40}"
+                raise PayloadDecodeError(reason="invalid_record", detail=detail)
+            values.append(value)
+        for name, categories in self.categorical:
+            value = self._field(context, name)
+            if type(value) not in _CATEGORY_TYPES:
+                detail = f"context field {name!r} must be a string or integer, got {value!r:.40}"
+                raise PayloadDecodeError(reason="invalid_record", detail=detail)
+            code = self._codes[name].get(str(value))
+            if code is None:
+                detail = (
+                    f"context field {name!r} value {str(value)!r:.40} was not seen in training "
+                    f"({len(categories)} known categories, e.g. {list(categories[:3])})"
+                )
+                raise PayloadDecodeError(reason="schema_mismatch", detail=detail)
+            values.append(float(code))
+        return values
+
+    @staticmethod
+    def _field(context: dict[str, object], name: str) -> object:
+        if name not in context:
+            detail = f"missing context field {name!r}"
+            raise PayloadDecodeError(reason="schema_mismatch", detail=detail)
+        return context[name]
+
+    def codes(self, name: str, values: list[str]) -> npt.NDArray[np.float32]:
+        """Category codes of a categorical column (training and offline scoring).
+
+        Raises:
+            SchemaMismatchError: a value is not a known category.
+        """
+        known = self._codes[name]
+        unknown = sorted({v for v in values if v not in known})
+        if unknown:
+            msg = f"context column {name!r} holds categories unseen in training: {unknown[:5]}"
+            raise SchemaMismatchError(msg)
+        return np.fromiter((known[v] for v in values), np.float32, count=len(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values."""
+        return {
+            "numeric": list(self.numeric),
+            "categorical": [{"name": n, "categories": list(c)} for n, c in self.categorical],
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ContextSchema:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            numeric=tuple(values.get("numeric", ())),
+            categorical=tuple(
+                (str(c["name"]), tuple(str(v) for v in c["categories"]))
+                for c in values.get("categorical", ())
+            ),
+        )

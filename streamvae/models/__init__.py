@@ -6,6 +6,9 @@ from dataclasses import dataclass, fields
 from typing import Any, Final
 
 from streamvae.models.base import BaseVAE, ElboTerms, LossTerms, VAEOutput
+from streamvae.models.conditional import CVAE, DCVAE, ConditionalVAEConfig
+from streamvae.models.likelihood import ImportanceEstimate, importance_nll, latent_noise
+from streamvae.models.sparse import SparseVAE
 from streamvae.models.vae import VAE, VAEConfig
 
 
@@ -17,9 +20,25 @@ class ModelSpec:
     model_cls: type[BaseVAE]
     summary: str
 
+    @property
+    def conditional(self) -> bool:
+        """Whether the family needs the record's context as its condition."""
+        return self.model_cls.conditional
+
 
 MODEL_REGISTRY: Final[dict[str, ModelSpec]] = {
-    "vae": ModelSpec(VAEConfig, VAE, "Gaussian VAE / beta-VAE with MLP encoder and decoder"),
+    "vae": ModelSpec(
+        VAEConfig,
+        VAE,
+        "Gaussian VAE / beta-VAE with MLP encoder and decoder; learn_variance: trained gamma",
+    ),
+    "sparse_vae": ModelSpec(
+        VAEConfig, SparseVAE, "Sparse VAE: variational-dropout latent, pruned dimensions"
+    ),
+    "cvae": ModelSpec(ConditionalVAEConfig, CVAE, "conditional VAE on the record's context"),
+    "dcvae": ModelSpec(
+        ConditionalVAEConfig, DCVAE, "disentangled CVAE: learned conditional prior r(z_i | c)"
+    ),
 }
 
 
@@ -59,15 +78,22 @@ def build_model(key: str, config: Any) -> BaseVAE:
 
 
 __all__ = [
+    "CVAE",
+    "DCVAE",
     "MODEL_REGISTRY",
     "VAE",
     "BaseVAE",
+    "ConditionalVAEConfig",
     "ElboTerms",
+    "ImportanceEstimate",
     "LossTerms",
     "ModelSpec",
+    "SparseVAE",
     "VAEConfig",
     "VAEOutput",
     "build_model",
     "config_from_dict",
+    "importance_nll",
+    "latent_noise",
     "model_spec",
 ]

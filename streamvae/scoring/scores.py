@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from streamvae.models.base import ElboTerms
 from streamvae.types import SCORE_KINDS, ScoreKind
@@ -23,6 +25,8 @@ class ScoreSet:
         kl: ``(n,)`` KL of the posterior from the prior.
         recon_nll: ``(n,)`` reconstruction negative log-likelihood.
         per_feature: ``(n, d)`` squared reconstruction error per feature.
+        is_nll: ``(n,)`` importance-sampled negative log-likelihood, when computed.
+        bpd: ``(n,)`` ``is_nll`` in bits per input dimension, when computed.
     """
 
     neg_elbo: F64
@@ -30,24 +34,31 @@ class ScoreSet:
     kl: F64
     recon_nll: F64
     per_feature: F64
+    is_nll: F64 | None = None
+    bpd: F64 | None = None
 
     def select(self, kind: ScoreKind) -> F64:
         """The ``(n,)`` scores of ``kind``.
 
         Raises:
-            ValueError: unknown kind.
+            ValueError: unknown kind, or a sampled score that was not computed.
         """
         if kind not in SCORE_KINDS:
             msg = f"unknown score kind {kind!r}; choose one of {SCORE_KINDS}"
             raise ValueError(msg)
-        return getattr(self, kind)  # type: ignore[no-any-return]
+        value: F64 | None = getattr(self, kind)
+        if value is None:
+            msg = f"score {kind!r} was not computed: score with importance samples"
+            raise ValueError(msg)
+        return value
 
 
-def score_set(terms: ElboTerms) -> ScoreSet:
+def score_set(terms: ElboTerms, is_nll: torch.Tensor | None = None) -> ScoreSet:
     """Turn a model's per-sample ELBO terms into numpy scores.
 
     Args:
         terms: output of ``model.elbo_terms`` (tensors on any device).
+        is_nll: ``(n,)`` importance-sampled NLL, when computed (adds ``is_nll`` and ``bpd``).
 
     Returns:
         The :class:`ScoreSet` (float64, on the CPU).
@@ -55,12 +66,15 @@ def score_set(terms: ElboTerms) -> ScoreSet:
     recon_nll = terms.recon_nll.detach().double().cpu().numpy()
     kl = terms.kl.detach().double().cpu().numpy()
     squared = terms.squared_error.detach().double().cpu().numpy()
+    nll = None if is_nll is None else is_nll.detach().double().cpu().numpy()
     return ScoreSet(
         neg_elbo=recon_nll + kl,
         recon_error=squared.sum(axis=1),
         kl=kl,
         recon_nll=recon_nll,
         per_feature=squared,
+        is_nll=nll,
+        bpd=None if nll is None else nll / (squared.shape[1] * math.log(2.0)),
     )
 
 
@@ -73,12 +87,17 @@ def concat_score_sets(parts: list[ScoreSet]) -> ScoreSet:
     if not parts:
         msg = "nothing to concatenate"
         raise ValueError(msg)
+    sampled = all(p.is_nll is not None for p in parts)
     return ScoreSet(
         neg_elbo=np.concatenate([p.neg_elbo for p in parts]),
         recon_error=np.concatenate([p.recon_error for p in parts]),
         kl=np.concatenate([p.kl for p in parts]),
         recon_nll=np.concatenate([p.recon_nll for p in parts]),
         per_feature=np.concatenate([p.per_feature for p in parts]),
+        is_nll=np.concatenate([p.is_nll for p in parts if p.is_nll is not None])
+        if sampled
+        else None,
+        bpd=np.concatenate([p.bpd for p in parts if p.bpd is not None]) if sampled else None,
     )
 
 

@@ -4,5 +4,14 @@ from __future__ import annotations
 
 from streamvae.training.callbacks import CallbackList, TrainingCallback
 from streamvae.training.fit import FitResult, TrainConfig, fit, resolve_device
+from streamvae.training.schedules import BetaSchedule
 
-__all__ = ["CallbackList", "FitResult", "TrainConfig", "TrainingCallback", "fit", "resolve_device"]
+__all__ = [
+    "BetaSchedule",
+    "CallbackList",
+    "FitResult",
+    "TrainConfig",
+    "TrainingCallback",
+    "fit",
+    "resolve_device",
+]

@@ -6,15 +6,16 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 import torch
 from torch import nn
 
-from streamvae.models import BaseVAE, VAEOutput
+from streamvae.models import BaseVAE
 from streamvae.training.callbacks import CallbackList, TrainingCallback
+from streamvae.training.schedules import BetaSchedule
 
 DeviceName = Literal["auto", "cpu", "cuda"]
 
@@ -37,6 +38,8 @@ class TrainConfig:
         device: ``auto`` picks CUDA when present.
         mixed_precision: bfloat16 autocast for the forward pass on CUDA (``auto``: on when
             training on CUDA; never on the CPU, where it is slower).
+        beta_schedule: how the KL weight moves from 0 to the model's beta during training
+            (validation and early stopping always use the full beta).
     """
 
     epochs: int = 100
@@ -50,6 +53,7 @@ class TrainConfig:
     seed: int = 0
     device: DeviceName = "auto"
     mixed_precision: Literal["auto", "off"] = "auto"
+    beta_schedule: BetaSchedule = field(default_factory=BetaSchedule)
 
     def __post_init__(self) -> None:
         checks = {
@@ -101,29 +105,43 @@ def resolve_device(name: DeviceName) -> torch.device:
     return torch.device(name)
 
 
+class _Data(NamedTuple):
+    x: torch.Tensor
+    cond: torch.Tensor | None
+
+    def rows(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        index = index.to(self.x.device)
+        return self.x[index], None if self.cond is None else self.cond[index]
+
+
 def _run_epoch(
     model: BaseVAE,
-    x: torch.Tensor,
+    data: _Data,
     config: TrainConfig,
     optimizer: torch.optim.Optimizer | None,
     generator: torch.Generator,
+    epoch: int,
 ) -> dict[str, float]:
-    """One pass over ``x``; trains when an optimizer is given, else evaluates."""
+    """One pass over ``data``; trains when an optimizer is given, else evaluates."""
     training = optimizer is not None
     model.train(training)
-    amp = uses_mixed_precision(config, str(x.device))
-    order = (
-        torch.randperm(x.shape[0], generator=generator) if training else torch.arange(x.shape[0])
-    )
+    n = data.x.shape[0]
+    amp = uses_mixed_precision(config, str(data.x.device))
+    order = torch.randperm(n, generator=generator) if training else torch.arange(n)
     totals = {"loss": 0.0, "recon_nll": 0.0, "kl": 0.0}
+    steps = math.ceil(n / config.batch_size)
     with torch.set_grad_enabled(training):
-        for start in range(0, x.shape[0], config.batch_size):
-            batch = x[order[start : start + config.batch_size].to(x.device)]
-            with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp):
-                out = model(batch)
+        for step, start in enumerate(range(0, n, config.batch_size)):
+            batch, cond = data.rows(order[start : start + config.batch_size])
+            with torch.autocast(device_type=batch.device.type, dtype=torch.bfloat16, enabled=amp):
+                out = model(batch, cond)
             if amp:  # the networks run in bfloat16; the ELBO terms are summed in float32
-                out = VAEOutput(*(t.float() for t in out))
-            terms = model.loss(batch, out)
+                out = out.to_float()
+            beta = None  # validation: the full beta, so epochs compare
+            if optimizer is not None:
+                progress = (epoch + step / steps) / config.epochs
+                beta = config.beta_schedule.factor(progress) * model.beta
+            terms = model.loss(batch, out, beta)
             if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)
                 terms.loss.backward()  # type: ignore[no-untyped-call]
@@ -134,7 +152,7 @@ def _run_epoch(
             totals["loss"] += float(terms.loss.detach()) * weight
             totals["recon_nll"] += float(terms.recon_nll.detach()) * weight
             totals["kl"] += float(terms.kl.detach()) * weight
-    return {k: v / x.shape[0] for k, v in totals.items()}
+    return {k: v / n for k, v in totals.items()}
 
 
 def uses_mixed_precision(config: TrainConfig, device: str) -> bool:
@@ -147,6 +165,7 @@ def fit(
     x: npt.NDArray[np.float32],
     config: TrainConfig,
     callbacks: list[TrainingCallback] | None = None,
+    cond: npt.NDArray[np.float32] | None = None,
 ) -> tuple[BaseVAE, FitResult]:
     """Build a model and train it on normal rows ``x`` (already scaled), with early stopping.
 
@@ -159,6 +178,7 @@ def fit(
         x: ``(n, d)`` float32 training rows, normal only.
         config: optimisation settings.
         callbacks: progress listeners.
+        cond: ``(n, m)`` condition of each row, for conditional families.
 
     Returns:
         The model holding its best-validation weights, in eval mode, and the
@@ -171,6 +191,9 @@ def fit(
     if x.ndim != 2 or x.shape[0] < 2 or not np.isfinite(x).all():
         msg = f"training data must be a finite (n >= 2, d) matrix, got shape {x.shape}"
         raise ValueError(msg)
+    if cond is not None and (cond.ndim != 2 or cond.shape[0] != x.shape[0]):
+        msg = f"condition must have one row per training row, got shape {cond.shape}"
+        raise ValueError(msg)
     device = resolve_device(config.device)
     events = CallbackList(callbacks or [])
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -179,19 +202,25 @@ def fit(
         n_val = math.floor(x.shape[0] * config.val_fraction)
         perm = torch.randperm(x.shape[0], generator=generator).numpy()
         x_all = torch.from_numpy(np.ascontiguousarray(x[perm], dtype=np.float32)).to(device)
-        x_val, x_train = x_all[:n_val], x_all[n_val:]
-        if x_train.shape[0] == 0:
+        c_all = (
+            None
+            if cond is None
+            else torch.from_numpy(np.ascontiguousarray(cond[perm], dtype=np.float32)).to(device)
+        )
+        val = _Data(x_all[:n_val], None if c_all is None else c_all[:n_val])
+        train = _Data(x_all[n_val:], None if c_all is None else c_all[n_val:])
+        if train.x.shape[0] == 0:
             msg = f"val_fraction {config.val_fraction} leaves no training rows out of {x.shape[0]}"
             raise ValueError(msg)
         model = build().to(device)
-        result = _fit_loop(model, x_train, x_val, config, events, generator, str(device))
+        result = _fit_loop(model, train, val, config, events, generator, str(device))
     return model, result
 
 
 def _fit_loop(
     model: BaseVAE,
-    x_train: torch.Tensor,
-    x_val: torch.Tensor,
+    train_data: _Data,
+    val_data: _Data,
     config: TrainConfig,
     events: CallbackList,
     generator: torch.Generator,
@@ -204,11 +233,13 @@ def _fit_loop(
     best_loss, best_state, waited = math.inf, None, 0
     events.on_train_start(config.epochs)
     for epoch in range(config.epochs):
-        train = _run_epoch(model, x_train, config, optimizer, generator)
+        train = _run_epoch(model, train_data, config, optimizer, generator, epoch)
         metrics = {f"train_{k}": v for k, v in train.items()}
-        monitored = train["loss"]
-        if x_val.shape[0]:
-            val = _run_epoch(model, x_val, config, None, generator)
+        metrics["beta"] = config.beta_schedule.factor((epoch + 1) / config.epochs) * model.beta
+        metrics.update(model.training_metrics())
+        monitored = train["recon_nll"] + model.beta * train["kl"]  # at the full beta
+        if val_data.x.shape[0]:
+            val = _run_epoch(model, val_data, config, None, generator, epoch)
             metrics.update({f"val_{k}": v for k, v in val.items()})
             monitored = val["loss"]
         if not math.isfinite(monitored):

@@ -1,35 +1,62 @@
-"""Every registered model family meets the same contract (river's check_estimator idea)."""
+"""Every registered model family meets the same contract (river's check_estimator idea).
+
+The cases cover every registry key and the configurations the research issue names
+(learnable decoder variance); conditional families are trained and scored with context.
+"""
 
 from __future__ import annotations
 
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
 from streamvae.bundle import Detector, ModelBundle, TabularPreprocess, load_bundle, save_bundle
-from streamvae.data import FeatureSchema, StandardScaler
-from streamvae.models import MODEL_REGISTRY, BaseVAE, build_model, config_from_dict
+from streamvae.data import FeatureSchema, StandardScaler, context_matrix, fit_context
+from streamvae.models import MODEL_REGISTRY, BaseVAE, build_model, config_from_dict, model_spec
 from streamvae.scoring import roc_auc
-from streamvae.training import TrainConfig, fit
-from tests.factories import feature_names, make_anomalies, make_normal
+from streamvae.training import BetaSchedule, TrainConfig, fit
+from streamvae.types import SCORE_KINDS
+from tests.factories import feature_names, make_anomalies, make_contextual
 
 D = 6
-KEYS = sorted(MODEL_REGISTRY)
+CONTEXT = {"cond_numeric": 1, "cond_categories": (3,)}
+CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "vae": ("vae", {}),
+    "vae-learned-gamma": ("vae", {"learn_variance": True}),
+    "sparse_vae": ("sparse_vae", {}),
+    "cvae": ("cvae", CONTEXT),
+    "dcvae": ("dcvae", CONTEXT),
+}
+IDS = sorted(CASES)
 
 
-def _default(key: str) -> BaseVAE:
-    return build_model(key, config_from_dict(key, {"input_dim": D}))
+def test_every_registered_family_has_a_case():
+    assert {key for key, _ in CASES.values()} == set(MODEL_REGISTRY)
 
 
-@pytest.mark.parametrize("key", KEYS, ids=KEYS)
-def test_builds_from_default_config_with_finite_outputs_of_the_right_shape(key):
-    model = _default(key).eval()
+def _cond(n: int, key: str) -> torch.Tensor | None:
+    if not model_spec(key).conditional:
+        return None
+    return torch.stack([torch.randn(n), torch.randint(0, 3, (n,)).float()], dim=1)
+
+
+def _default(case: str) -> tuple[str, BaseVAE]:
+    key, extra = CASES[case]
+    return key, build_model(key, config_from_dict(key, {"input_dim": D, **extra}))
+
+
+@pytest.mark.parametrize("case", IDS)
+def test_builds_from_default_config_with_finite_outputs_of_the_right_shape(case):
+    key, model = _default(case)
+    model.eval()
     x = torch.randn(5, D)
-    out = model(x)
+    out = model(x, _cond(5, key))
     assert out.recon.shape == (5, D)
     terms = model.elbo_terms(x, out)
     for name, value in terms._asdict().items():
@@ -38,61 +65,97 @@ def test_builds_from_default_config_with_finite_outputs_of_the_right_shape(key):
     assert (terms.kl > 0).all() and (terms.recon_nll > 0).all(), "no loss term may be switched off"
 
 
-@pytest.mark.parametrize("key", KEYS, ids=KEYS)
-def test_loss_goes_down_in_a_few_steps(key):
+@pytest.mark.parametrize("case", IDS)
+def test_conditional_families_refuse_to_run_without_a_condition(case):
+    key, model = _default(case)
+    if model_spec(key).conditional:
+        with pytest.raises(ValueError, match="needs a condition"):
+            model(torch.randn(2, D))
+    else:
+        assert model(torch.randn(2, D)).recon.shape == (2, D)
+
+
+@pytest.mark.parametrize("case", IDS)
+def test_loss_goes_down_in_a_few_steps(case):
     torch.manual_seed(0)
-    model = _default(key)
-    x = torch.from_numpy(StandardScaler.fit(make_normal(256)).transform(make_normal(256)))
+    key, model = _default(case)
+    x_raw, frame = make_contextual(256, D)
+    x = torch.from_numpy(StandardScaler.fit(x_raw).transform(x_raw))
+    cond = _cond(256, key)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     first = None
     for _ in range(30):
-        loss = model.loss(x, model(x)).loss
+        loss = model.loss(x, model(x, cond)).loss
         first = float(loss.detach()) if first is None else first
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < first
+    assert float(loss.detach()) < first
 
 
-@pytest.fixture(scope="module", params=KEYS, ids=KEYS)
-def trained(request):
-    key = request.param
-    x = make_normal(600, D)
+def _train(case: str) -> ModelBundle:
+    key, extra = CASES[case]
+    x, frame = make_contextual(800, D)
     scaler = StandardScaler.fit(x)
-    config = config_from_dict(key, {"input_dim": D, "latent_dim": 2, "hidden_dims": (16,)})
+    conditional = model_spec(key).conditional
+    context = fit_context(frame, ("hour",), ("channel",)) if conditional else None
+    raw_ctx = context_matrix(context, frame) if context is not None else None
+    ctx_scaler = StandardScaler.fit(raw_ctx[:, :1]) if raw_ctx is not None else None
+    preprocess = TabularPreprocess(FeatureSchema(feature_names(D)), scaler, context, ctx_scaler)
+    cond = preprocess.condition(raw_ctx) if raw_ctx is not None else None
+    values = {"input_dim": D, "latent_dim": 3, "hidden_dims": (32,), **extra}
+    config = config_from_dict(key, values)
     model, _ = fit(
         lambda: build_model(key, config),
         scaler.transform(x),
-        TrainConfig(epochs=40, device="cpu", seed=1),
+        TrainConfig(epochs=60, device="cpu", seed=1, beta_schedule=BetaSchedule(kind="linear")),
+        cond=cond,
     )
-    return ModelBundle(
-        key,
-        asdict(config),
-        model.state_dict(),
-        TabularPreprocess(FeatureSchema(feature_names(D)), scaler),
-    )
+    return ModelBundle(key, asdict(config), model.state_dict(), preprocess, is_samples=16)
+
+
+@pytest.fixture(scope="module", params=IDS)
+def trained(request) -> ModelBundle:
+    return _train(request.param)
+
+
+def _rows(bundle: ModelBundle, x: np.ndarray, frame) -> tuple[np.ndarray, np.ndarray | None]:
+    context = bundle.preprocess.context
+    return x, None if context is None else context_matrix(context, frame)
 
 
 def test_scores_deterministically_in_eval_mode(trained):
-    x = make_normal(50, D, seed=4)
-    assert np.array_equal(
-        Detector(trained).score(x).scores.neg_elbo, Detector(trained).score(x).scores.neg_elbo
-    )
+    x, ctx = _rows(trained, *make_contextual(50, D, seed=4))
+    first = Detector(trained).score(x, ctx, sampled=True).scores
+    # a different chunking must not change any row's score (fixed importance draws)
+    second = Detector(trained, chunk_size=7).score(x, ctx, sampled=True).scores
+    for kind in SCORE_KINDS:
+        assert np.allclose(first.select(kind), second.select(kind), rtol=1e-4, atol=1e-5), kind
 
 
 def test_scores_identically_after_bundle_round_trip(trained):
-    x = np.vstack([make_normal(30, D, seed=5), make_anomalies(5, D)])
+    x_norm, frame = make_contextual(30, D, seed=5)
+    x, ctx = _rows(trained, x_norm, frame)
     with tempfile.TemporaryDirectory() as tmp:
         loaded = load_bundle(save_bundle(trained, Path(tmp) / "b"))
-    for kind in ("neg_elbo", "recon_error", "kl"):
+    assert loaded.preprocess == trained.preprocess
+    for kind in SCORE_KINDS:
         assert np.array_equal(
-            Detector(trained).score(x).scores.select(kind),
-            Detector(loaded).score(x).scores.select(kind),
-        )
+            Detector(trained).score(x, ctx, sampled=True).scores.select(kind),
+            Detector(loaded).score(x, ctx, sampled=True).scores.select(kind),
+        ), kind
 
 
 def test_reaches_the_auroc_floor_on_seeded_synthetic_anomalies(trained):
-    x = np.vstack([make_normal(300, D, seed=7), make_anomalies(60, D, seed=8)])
+    x_norm, frame = make_contextual(300, D, seed=7)
+    x_bad = make_anomalies(60, D, seed=8)
+    x = np.vstack([x_norm, x_bad])
+    frame = pl.concat([frame, frame.head(60)])
     y = np.r_[np.zeros(300), np.ones(60)]
     det = Detector(trained)
-    assert roc_auc(y, det.score(x).scores.neg_elbo) >= 0.9
+    scores = det.score(*_rows(trained, x, frame), sampled=True).scores
+    assert roc_auc(y, scores.neg_elbo) >= 0.9
+    # the Sparse VAE's KL approximates an improper log-uniform prior; its is_nll uses N(0, I)
+    # instead (see importance_nll), a looser fit, hence a lower floor
+    floor = 0.8 if trained.model_key == "sparse_vae" else 0.9
+    assert roc_auc(y, scores.select("is_nll")) >= floor

@@ -63,6 +63,7 @@ def test_early_stopping_and_callbacks():
     assert result.best_epoch == 0
     assert recorder.events[0] == ("start", 50)
     assert recorder.events[1][2] == [
+        "beta",
         "train_kl",
         "train_loss",
         "train_recon_nll",
