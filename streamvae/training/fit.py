@@ -130,6 +130,7 @@ def _run_epoch(
     order = torch.randperm(n, generator=generator) if training else torch.arange(n)
     totals = {"loss": 0.0, "recon_nll": 0.0, "kl": 0.0}
     steps = math.ceil(n / config.batch_size)
+    beta_used = model.beta
     with torch.set_grad_enabled(training):
         for step, start in enumerate(range(0, n, config.batch_size)):
             batch, cond = data.rows(order[start : start + config.batch_size])
@@ -140,7 +141,7 @@ def _run_epoch(
             beta = None  # validation: the full beta, so epochs compare
             if optimizer is not None:
                 progress = (epoch + step / steps) / config.epochs
-                beta = config.beta_schedule.factor(progress) * model.beta
+                beta = beta_used = config.beta_schedule.factor(progress) * model.beta
             terms = model.loss(batch, out, beta)
             if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)
@@ -152,7 +153,10 @@ def _run_epoch(
             totals["loss"] += float(terms.loss.detach()) * weight
             totals["recon_nll"] += float(terms.recon_nll.detach()) * weight
             totals["kl"] += float(terms.kl.detach()) * weight
-    return {k: v / n for k, v in totals.items()}
+    means = {k: v / n for k, v in totals.items()}
+    if training:
+        means["beta"] = beta_used  # the beta in force at the epoch's last step
+    return means
 
 
 def uses_mixed_precision(config: TrainConfig, device: str) -> bool:
@@ -234,8 +238,8 @@ def _fit_loop(
     events.on_train_start(config.epochs)
     for epoch in range(config.epochs):
         train = _run_epoch(model, train_data, config, optimizer, generator, epoch)
-        metrics = {f"train_{k}": v for k, v in train.items()}
-        metrics["beta"] = config.beta_schedule.factor((epoch + 1) / config.epochs) * model.beta
+        metrics = {f"train_{k}": v for k, v in train.items() if k != "beta"}
+        metrics["beta"] = train["beta"]
         metrics.update(model.training_metrics())
         monitored = train["recon_nll"] + model.beta * train["kl"]  # at the full beta
         if val_data.x.shape[0]:
