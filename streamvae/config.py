@@ -44,6 +44,12 @@ class DataSettings(BaseModel):
     builtin: str | None = Field(None, description="a data set shipped in the package, e.g. cardio")
     label_column: str = "label"
     feature_columns: tuple[str, ...] | None = None
+    context_columns: tuple[str, ...] = Field(
+        (), description="numeric context (condition of cvae/dcvae), e.g. hour of day"
+    )
+    categorical_columns: tuple[str, ...] = Field(
+        (), description="categorical context (condition of cvae/dcvae), e.g. channel"
+    )
     normal_only: bool = True
     calibration_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     seed: int = 0
@@ -53,12 +59,26 @@ class ModelSettings(BaseModel):
     """Which registered model family and its hyper-parameters."""
 
     model_config = _SECTION
-    name: str = "vae"
+    name: str = Field("vae", description="vae, sparse_vae, cvae or dcvae")
     latent_dim: int = Field(8, ge=1)
     hidden_dims: tuple[int, ...] = (64, 32)
+    width: float = Field(1.0, gt=0.0, description="multiplies every hidden width")
     beta: float = Field(1.0, ge=0.0)
     activation: Literal["relu", "leaky_relu", "elu", "tanh", "gelu"] = "relu"
+    learn_variance: bool = Field(False, description="train the decoder variance gamma")
+    embedding_dim: int = Field(4, ge=1, description="cvae/dcvae: per categorical context field")
     score_kind: ScoreKind = "neg_elbo"
+    is_samples: int = Field(64, ge=1, le=10_000, description="K of the is_nll and bpd scores")
+
+
+class BetaScheduleSettings(BaseModel):
+    """How beta moves during training (see ``streamvae.training.BetaSchedule``)."""
+
+    model_config = _SECTION
+    kind: Literal["constant", "linear", "cyclical"] = "constant"
+    warmup_fraction: float = Field(0.25, gt=0.0, le=1.0, description="linear warm-up share")
+    cycles: int = Field(4, ge=1, description="cyclical: number of cycles M")
+    ratio: float = Field(0.5, gt=0.0, le=1.0, description="cyclical: rising share R of a cycle")
 
 
 class OptimSettings(BaseModel):
@@ -76,6 +96,7 @@ class OptimSettings(BaseModel):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     mixed_precision: Literal["auto", "off"] = "auto"
+    beta_schedule: BetaScheduleSettings = BetaScheduleSettings()
 
 
 class CalibrationSettings(BaseModel):

@@ -13,7 +13,7 @@ from streamvae.bundle.io import ModelBundle
 from streamvae.data import Table, context_matrix
 from streamvae.errors import ModelLoadError, NotCalibratedError, SchemaMismatchError
 from streamvae.models import BaseVAE, build_model, config_from_dict, importance_nll, latent_noise
-from streamvae.scoring import ScoreSet, concat_score_sets, score_set
+from streamvae.scoring import Diagnostics, ScoreSet, concat_score_sets, diagnose, score_set
 from streamvae.thresholds import ThresholdSet
 from streamvae.types import SAMPLED_SCORE_KINDS
 
@@ -89,9 +89,7 @@ class Detector:
             raise NotCalibratedError(msg)
         return self.bundle.threshold
 
-    def score(
-        self, raw: F32, context: F32 | None = None, *, sampled: bool | None = None
-    ) -> Scored:
+    def score(self, raw: F32, context: F32 | None = None, *, sampled: bool | None = None) -> Scored:
         """Score ``raw (n, d)`` rows in schema order.
 
         Args:
@@ -159,6 +157,23 @@ class Detector:
     def score_table(self, table: Table, *, sampled: bool | None = None) -> Scored:
         """Score every row of ``table`` (features and, for conditional models, context)."""
         return self.score(table.features, self.context_of(table), sampled=sampled)
+
+    def diagnose(self, table: Table, *, seed: int = 0) -> Diagnostics:
+        """Latent diagnostics on ``table`` (see :func:`streamvae.scoring.diagnose`).
+
+        With labels, the latent distance between its normal and abnormal rows is included
+        and the other figures use the normal rows.
+        """
+        scaled = self.bundle.preprocess.scaler.transform(table.features)
+        raw_context = self.context_of(table)
+        cond = self._condition(raw_context, len(table))
+        return diagnose(
+            self.model,
+            torch.from_numpy(scaled).to(self.device),
+            None if cond is None else torch.from_numpy(cond).to(self.device),
+            table.labels,
+            seed=seed,
+        )
 
     def select(self, scored: Scored) -> npt.NDArray[np.float64]:
         """The scores the threshold applies to (the bundle's score kind)."""

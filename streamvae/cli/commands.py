@@ -1,4 +1,4 @@
-"""Commands: train, evaluate, promote, serve, demo (calibration lives in ``calibration``)."""
+"""Commands: train, evaluate, diagnose, promote, serve, demo (calibration lives in ``calibration``)."""
 
 from __future__ import annotations
 
@@ -113,6 +113,68 @@ def evaluate(
         console.print_json(json.dumps(values, default=str))
     else:
         print_table("evaluation", values)
+
+
+@app.command()
+def diagnose(
+    model_uri: Annotated[
+        str,
+        typer.Argument(help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID or a bundle dir."),
+    ],
+    data: Annotated[
+        Path,
+        typer.Argument(
+            help="Rows to diagnose on (CSV/Parquet/NPZ); labels add the latent distance."
+        ),
+    ],
+    label_column: Annotated[
+        str, typer.Option(help="Label column (1 = anomaly), if any.")
+    ] = "label",
+    log: Annotated[
+        bool, typer.Option("--log", help="Also log the figures to the model's MLflow run.")
+    ] = False,
+    seed: Annotated[
+        int, typer.Option(help="Seeds posterior samples and the MMD's prior draws.")
+    ] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    tracking_uri: TrackingOpt = None,
+    work_dir: WorkDirOpt = Path(".streamvae"),
+) -> None:
+    """Latent diagnostics: KL per dimension, active/pruned dimensions, MMD to N(0, I), reconstruction MSE; with labels the normal-vs-abnormal latent distance and every score's AUROC.
+
+    Example: streamvae diagnose models:/streamvae-tabular@champion labelled.parquet --log
+    """
+    from streamvae.workflows.offline import diagnose as run_diagnose
+
+    result = guard(
+        lambda: run_diagnose(
+            model_uri,
+            data,
+            tracking=tracking_settings(tracking_uri, work_dir),
+            label_column=label_column,
+            log=log,
+            seed=seed,
+        )
+    )
+    diag = result.diagnostics
+    order = sorted(range(len(diag.kl_per_dim)), key=lambda i: -diag.kl_per_dim[i])
+    values: dict[str, Any] = {
+        "model": f"{result.model.name} v{result.model.version}",
+        "rows": result.n_rows,
+        "active dims": f"{diag.active_dims} of {len(diag.kl_per_dim)}",
+        "pruned dims": list(diag.pruned_dims) or "-",
+        "KL per dim (sorted)": ", ".join(f"z{i}={diag.kl_per_dim[i]:.3g}" for i in order),
+        "MMD^2 to N(0, I)": diag.mmd_prior,
+        "reconstruction MSE": diag.recon_mse,
+        "latent distance normal vs abnormal": diag.latent_distance
+        if diag.latent_distance is not None
+        else "- (needs both labels)",
+    } | {f"AUROC {kind}": value for kind, value in result.auroc.items()}
+    if as_json:
+        values["KL per dim (sorted)"] = {f"z{i}": float(diag.kl_per_dim[i]) for i in order}
+        console.print_json(json.dumps(values, default=str))
+    else:
+        print_table("diagnostics", values)
 
 
 @app.command()

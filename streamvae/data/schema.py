@@ -240,7 +240,7 @@ class ContextSchema:
             if type(value) not in _NUMBER_TYPES:
                 detail = f"context field {name!r} must be a number, got {value!r:.40}"
                 raise PayloadDecodeError(reason="invalid_record", detail=detail)
-            values.append(value)
+            values.append(value)  # type: ignore[arg-type]  # checked: int or float
         for name, categories in self.categorical:
             value = self._field(context, name)
             if type(value) not in _CATEGORY_TYPES:

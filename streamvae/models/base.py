@@ -32,7 +32,15 @@ class VAEOutput(NamedTuple):
 
     def to_float(self) -> VAEOutput:
         """Every tensor as float32 (after a bfloat16 autocast forward pass)."""
-        return VAEOutput(*(None if t is None else t.float() for t in self))
+        recon, mu, logvar, z, prior_mu, prior_logvar = self
+        return VAEOutput(
+            recon.float(),
+            mu.float(),
+            logvar.float(),
+            z.float(),
+            None if prior_mu is None else prior_mu.float(),
+            None if prior_logvar is None else prior_logvar.float(),
+        )
 
 
 class ElboTerms(NamedTuple):
@@ -103,6 +111,10 @@ class BaseVAE(nn.Module, abc.ABC):
     @abc.abstractmethod
     def recon_nll(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
         """``(n, d)`` per-feature negative log-likelihood of ``x`` under the decoder."""
+
+    @abc.abstractmethod
+    def kl_per_dim(self, out: VAEOutput) -> torch.Tensor:
+        """``(n, k)`` KL of the posterior from the prior, per latent dimension."""
 
     def active_mask(self) -> torch.Tensor:
         """``(k,)`` True for latent dimensions that are used at scoring time (all, here)."""

@@ -76,7 +76,9 @@ def importance_nll(
     std = torch.exp(0.5 * logvar)
     chunk = max(1, min(samples, _MAX_ELEMENTS // max(1, n * max(d, k))))
     log_ws = []
-    for eps in noise.to(mu.device, mu.dtype).split(chunk):
+    noise = noise.to(mu.device, mu.dtype)
+    for start in range(0, samples, chunk):
+        eps = noise[start : start + chunk]
         c = eps.shape[0]
         z = (mu.unsqueeze(0) + std.unsqueeze(0) * eps.unsqueeze(1)) * mask  # (c, n, k)
         log_q = (normal_log_prob(z, mu, logvar) * mask).sum(-1)

@@ -54,6 +54,7 @@ class BatchOutcome:
 @dataclass(slots=True)
 class _Rows:
     values: list[list[float]] = field(default_factory=list)
+    contexts: list[list[float]] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
     sources: list[tuple[InboundMessage, int]] = field(default_factory=list)
 
@@ -99,6 +100,7 @@ class FeaturePipeline:
         self.config = config
         self.threshold = detector.threshold  # raises NotCalibratedError without one
         self._schema = detector.bundle.preprocess.schema
+        self._context = detector.bundle.preprocess.context if detector.conditional else None
         self.drift = DriftMonitor(
             self.threshold.reference.get("", np.zeros(0)),
             self.threshold.default.expected_alert_rate,
@@ -138,10 +140,13 @@ class FeaturePipeline:
         outcome.records_consumed += len(records)
         for index, record in enumerate(records):
             try:
-                rows.values.append(self._schema.vector(_features_of(record)))
+                values = self._schema.vector(_features_of(record))
+                if self._context is not None:
+                    rows.contexts.append(self._context.vector(record.get("context")))
             except PayloadDecodeError as exc:
                 self._dead_letter(outcome, message, index, encode_json(record), exc)
                 continue
+            rows.values.append(values)
             rows.records.append(record)
             rows.sources.append((message, index))
 
@@ -169,18 +174,24 @@ class FeaturePipeline:
         flat = np.fromiter(itertools.chain.from_iterable(rows.values), np.float64, count=n * d)
         with np.errstate(over="ignore"):  # values beyond float32 become inf: caught below
             matrix = flat.reshape(n, d).astype(np.float32)
+            context = (
+                np.array(rows.contexts, np.float64).astype(np.float32) if rows.contexts else None
+            )
         finite = finite_rows(matrix)
+        if context is not None:
+            finite &= finite_rows(context)
         for i in np.flatnonzero(~finite):
             message, index = rows.sources[i]
             exc = PayloadDecodeError(
-                reason="non_finite", detail="a feature value is NaN or out of float32 range"
+                reason="non_finite",
+                detail="a feature or context value is NaN or out of float32 range",
             )
             self._dead_letter(outcome, message, index, encode_json(rows.records[i]), exc)
         keep = np.flatnonzero(finite)
         if keep.size == 0:
             return
         kept = keep.tolist()  # plain ints: indexing lists with numpy integers is slow
-        scored = self.detector.score(matrix[keep])
+        scored = self.detector.score(matrix[keep], None if context is None else context[keep])
         score = self.detector.select(scored)
         segments = None
         if self.threshold.segment_field is not None:

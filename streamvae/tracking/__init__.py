@@ -15,6 +15,7 @@ from streamvae.tracking.store import (
     ensure_experiment,
     flatten,
     log_bundle,
+    log_run_metrics,
     set_alias,
     tracking_uri,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "flatten",
     "load_resolved",
     "log_bundle",
+    "log_run_metrics",
     "record_for_version",
     "record_thresholds",
     "resolve",

@@ -106,6 +106,13 @@ def log_bundle(bundle_dir: Path, registered_model: str | None) -> tuple[str, str
     return info.model_uri, version
 
 
+def log_run_metrics(run_id: str, metrics: Mapping[str, float]) -> None:
+    """Log ``metrics`` to an existing (finished) run, e.g. diagnostics after training."""
+    client = MlflowClient()
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, float(value))
+
+
 def set_alias(name: str, alias: str, version: str) -> None:
     """Point ``models:/name@alias`` at ``version``.
 

@@ -13,7 +13,7 @@ from streamvae.config import TrackingSettings
 from streamvae.data import Table, load_column, load_table
 from streamvae.data.splits import shuffled, split_fraction
 from streamvae.errors import ConfigError, DataError, ModelLoadError
-from streamvae.scoring import DetectionReport, detection_report
+from streamvae.scoring import DetectionReport, Diagnostics, detection_report, roc_auc
 from streamvae.thresholds import (
     CalibrationSpec,
     PRCurve,
@@ -25,11 +25,12 @@ from streamvae.tracking import (
     ResolvedModel,
     configure,
     load_resolved,
+    log_run_metrics,
     record_thresholds,
     resolve,
     set_alias,
 )
-from streamvae.types import ModelRef
+from streamvae.types import SCORE_KINDS, ModelRef
 from streamvae.workflows.train import calibrate_scores, utc_now
 
 
@@ -50,7 +51,13 @@ def _load(uri: str, tracking: TrackingSettings, tmp: Path) -> tuple[LoadedModel,
 def _table_for(bundle: ModelBundle, path: str | Path, label_column: str) -> Table:
     """The model's feature columns of ``path``, in schema order, all finite."""
     names = bundle.preprocess.schema.names
-    table = load_table(path, label_column=label_column, feature_columns=names)
+    context = bundle.preprocess.context
+    table = load_table(
+        path,
+        label_column=label_column,
+        feature_columns=names,
+        context_columns=() if context is None else context.names,
+    )
     bad = ~np.isfinite(table.features)
     if bad.any():
         columns = [names[i] for i in np.flatnonzero(bad.any(axis=0))]
@@ -120,7 +127,7 @@ def prepare_calibration(
         field_name = request.spec.segment_field
         segments = None if field_name is None else load_column(data, field_name)
         detector = Detector(loaded.bundle)
-        scores = detector.select(detector.score(table.features))
+        scores = detector.select(detector.score_table(table))
     labels = table.labels if table.labels is not None else np.zeros(len(table), np.int8)
     if request.label_aware:
         return _label_aware(loaded, resolved, scores, labels, request)
@@ -217,7 +224,7 @@ def evaluate(
             raise DataError(msg)
         detector = Detector(loaded.bundle)
         thresholds = detector.threshold
-        scores = detector.select(detector.score(table.features))
+        scores = detector.select(detector.score_table(table))
     report = detection_report(table.labels, scores, thresholds.default.value)
     return EvaluationResult(loaded.ref, thresholds, report)
 
@@ -242,3 +249,58 @@ def promote(uri: str, alias: str, *, tracking: TrackingSettings) -> ModelRef:
     return ModelRef(
         loaded.ref.name, loaded.ref.version, alias, f"models:/{loaded.ref.name}@{alias}"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class DiagnosisResult:
+    """Latent diagnostics of a model on some data, plus its score separation when labelled."""
+
+    model: ModelRef
+    diagnostics: Diagnostics
+    n_rows: int
+    auroc: dict[str, float] = field(default_factory=dict)
+
+
+def diagnose(
+    uri: str,
+    data: str | Path,
+    *,
+    tracking: TrackingSettings,
+    label_column: str = "label",
+    log: bool = False,
+    seed: int = 0,
+) -> DiagnosisResult:
+    """Latent diagnostics of ``uri`` on ``data``, and every score's AUROC when labelled.
+
+    Per-dimension KL, active dimensions, MMD to the prior, reconstruction MSE and, with
+    labels, the normal-vs-abnormal latent distance.
+
+    Args:
+        uri: the model.
+        data: CSV/Parquet/NPZ rows (labels optional).
+        tracking: the MLflow store.
+        label_column: the label column, when the data has one.
+        log: also log the figures as metrics (``diagnose_*``) to the model's MLflow run.
+        seed: seeds the posterior samples and the MMD's prior draws.
+
+    Raises:
+        ModelLoadError: ``log`` for a model without an MLflow run (a local bundle).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        loaded, resolved = _load(uri, tracking, Path(tmp))
+        table = _table_for(loaded.bundle, data, label_column)
+        detector = Detector(loaded.bundle)
+        diagnostics = detector.diagnose(table, seed=seed)
+        auroc: dict[str, float] = {}
+        if table.labels is not None and 0 < int(table.labels.sum()) < len(table):
+            scores = detector.score_table(table, sampled=True).scores
+            auroc = {kind: roc_auc(table.labels, scores.select(kind)) for kind in SCORE_KINDS}
+    if log:
+        if resolved.run_id is None:
+            msg = f"{uri} has no MLflow run to log to (a local bundle directory?)"
+            raise ModelLoadError(msg)
+        metrics = diagnostics.metrics("diagnose_") | {
+            f"diagnose_auroc_{k}": v for k, v in auroc.items()
+        }
+        log_run_metrics(resolved.run_id, metrics)
+    return DiagnosisResult(loaded.ref, diagnostics, len(table), auroc)

@@ -8,16 +8,26 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
 
 from streamvae.bundle import Detector, ModelBundle, TabularPreprocess, save_bundle
 from streamvae.config import TrainSettings
-from streamvae.data import FeatureSchema, StandardScaler, Table, load_builtin, load_table
+from streamvae.data import (
+    ContextSchema,
+    FeatureSchema,
+    StandardScaler,
+    Table,
+    context_matrix,
+    fit_context,
+    load_builtin,
+    load_table,
+)
 from streamvae.data.splits import shuffled, split_fraction
 from streamvae.errors import ConfigError, DataError
-from streamvae.models import build_model, config_from_dict
+from streamvae.models import build_model, config_from_dict, model_spec
 from streamvae.thresholds import (
     CalibrationSpec,
     ThresholdSet,
@@ -34,7 +44,7 @@ from streamvae.tracking import (
     record_for_version,
     set_alias,
 )
-from streamvae.training import FitResult, TrainConfig, TrainingCallback, fit
+from streamvae.training import BetaSchedule, FitResult, TrainConfig, TrainingCallback, fit
 from streamvae.types import ScoreKind
 
 logger = logging.getLogger(__name__)
@@ -73,9 +83,15 @@ def load_training_table(settings: TrainSettings) -> Table:
         msg = "set exactly one of data.path (a CSV/Parquet/NPZ file) or data.builtin (e.g. cardio)"
         raise ConfigError(msg)
     if data.builtin is not None:
+        if data.context_columns or data.categorical_columns:
+            msg = "context columns need data.path (a CSV or Parquet file), not data.builtin"
+            raise ConfigError(msg)
         return load_builtin(data.builtin)
     return load_table(
-        data.path or "", label_column=data.label_column, feature_columns=data.feature_columns
+        data.path or "",
+        label_column=data.label_column,
+        feature_columns=data.feature_columns,
+        context_columns=data.context_columns + data.categorical_columns,
     )
 
 
@@ -119,11 +135,68 @@ def _spec(settings: TrainSettings) -> CalibrationSpec:
     return settings.calibration.spec()
 
 
+def normals_of(settings: TrainSettings, table: Table) -> Table:
+    """The rows training learns from (the normal ones unless ``data.normal_only`` is off)."""
+    return table.normal_only() if settings.data.normal_only else table
+
+
+def _model_values(settings: TrainSettings, input_dim: int, context: ContextSchema | None) -> dict[
+    str, Any
+]:  # fmt: skip
+    """The model family's config values from the settings (and the context's shape)."""
+    m = settings.model
+    values: dict[str, Any] = m.model_dump(
+        exclude={"name", "score_kind", "is_samples", "embedding_dim"}
+    ) | {"input_dim": input_dim}
+    if context is not None:
+        values |= {
+            "cond_numeric": len(context.numeric),
+            "cond_categories": context.cardinalities,
+            "embedding_dim": m.embedding_dim,
+        }
+    return values
+
+
+def _context_of(settings: TrainSettings, table: Table, train_rows: np.ndarray) -> tuple[
+    ContextSchema | None, StandardScaler | None, np.ndarray | None
+]:  # fmt: skip
+    """Context schema, numeric scaler and the model condition of the training rows."""
+    data = settings.data
+    try:
+        conditional = model_spec(settings.model.name).conditional
+    except KeyError as exc:
+        raise ConfigError(str(exc).strip("'\"")) from exc
+    has_context = bool(data.context_columns or data.categorical_columns)
+    if conditional and not has_context:
+        msg = (
+            f"model {settings.model.name!r} is conditioned on context: set "
+            "data.context_columns and/or data.categorical_columns"
+        )
+        raise ConfigError(msg)
+    if not conditional:
+        if has_context:
+            msg = (
+                f"model {settings.model.name!r} reads no context; use cvae or dcvae, or drop "
+                "data.context_columns / data.categorical_columns"
+            )
+            raise ConfigError(msg)
+        return None, None, None
+    if table.context is None:  # pragma: no cover - load_training_table adds the columns
+        msg = "the training table has no context columns"
+        raise DataError(msg)
+    frame = table.context[np.sort(train_rows).tolist()]
+    schema = fit_context(frame, data.context_columns, data.categorical_columns)
+    raw = context_matrix(schema, frame)
+    m = len(schema.numeric)
+    scaler = StandardScaler.fit(raw[:, :m]) if m else None
+    return schema, scaler, raw
+
+
 def build_bundle(settings: TrainSettings, table: Table, callbacks: list[TrainingCallback]) -> tuple[
-    ModelBundle, FitResult, np.ndarray
+    ModelBundle, FitResult, Table
 ]:  # fmt: skip
     """Fit scaler and model on the normal training rows; returns bundle, fit, calibration rows."""
-    normals = table.normal_only() if settings.data.normal_only else table
+    normals = normals_of(settings, table)
     if len(normals) < 10:
         msg = f"need at least 10 normal training rows, got {len(normals)}"
         raise DataError(msg)
@@ -135,11 +208,15 @@ def build_bundle(settings: TrainSettings, table: Table, callbacks: list[Training
         msg = "training data holds NaN or infinite values"
         raise DataError(msg)
     scaler = StandardScaler.fit(x_train)
+    context, context_scaler, raw_context = _context_of(settings, normals, train_idx)
+    preprocess = TabularPreprocess(FeatureSchema(normals.names), scaler, context, context_scaler)
     m = settings.model
     try:
-        values = m.model_dump(exclude={"name", "score_kind"}) | {"input_dim": x_train.shape[1]}
-        model_config = config_from_dict(m.name, values)
-        train_config = TrainConfig(**settings.training.model_dump())
+        model_config = config_from_dict(m.name, _model_values(settings, x_train.shape[1], context))
+        train_config = TrainConfig(
+            **settings.training.model_dump(exclude={"beta_schedule"}),
+            beta_schedule=BetaSchedule(**settings.training.beta_schedule.model_dump()),
+        )
     except (KeyError, ValueError) as exc:
         raise ConfigError(str(exc).strip("'\"")) from exc
     model, result = fit(
@@ -147,16 +224,18 @@ def build_bundle(settings: TrainSettings, table: Table, callbacks: list[Training
         scaler.transform(x_train),
         train_config,
         callbacks,
+        cond=None if raw_context is None else preprocess.condition(raw_context),
     )
     bundle = ModelBundle(
         model_key=m.name,
         model_config=asdict(model_config),
         state_dict=model.state_dict(),
-        preprocess=TabularPreprocess(FeatureSchema(normals.names), scaler),
+        preprocess=preprocess,
         score_kind=m.score_kind,
         meta={"trained_at": utc_now(), "n_train": int(x_train.shape[0]), "device": result.device},
+        is_samples=m.is_samples,
     )
-    return bundle, result, normals.features[np.sort(cal_idx)]
+    return bundle, result, normals.subset(np.sort(cal_idx))
 
 
 def train(
@@ -181,11 +260,11 @@ def train(
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_params(flatten(settings.model_dump(mode="json", exclude={"tracking"})))
         all_callbacks = [MlflowCallback(), *(callbacks or [])]
-        bundle, result, x_cal = build_bundle(settings, table, all_callbacks)
+        bundle, result, calibration = build_bundle(settings, table, all_callbacks)
         threshold = None
-        if x_cal.shape[0]:
+        if len(calibration):
             detector = Detector(bundle)
-            cal_scores = detector.select(detector.score(x_cal))
+            cal_scores = detector.select(detector.score_table(calibration))
             threshold, _ = calibrate_scores(cal_scores, _spec(settings), bundle.score_kind)
             bundle = bundle.with_threshold(threshold)
             mlflow.log_metrics(
@@ -195,6 +274,11 @@ def train(
                 }
             )
         mlflow.log_metrics({f"best_{k}": v for k, v in result.best_metrics.items()})
+        # on the held-out normals when there are some, else on the training rows
+        diagnostics = Detector(bundle).diagnose(
+            calibration if len(calibration) else normals_of(settings, table)
+        )
+        mlflow.log_metrics(diagnostics.metrics())
         with tempfile.TemporaryDirectory() as tmp:
             bundle_dir = save_bundle(bundle, Path(tmp) / "bundle")
             model_uri, version = log_bundle(bundle_dir, settings.tracking.registered_model)
@@ -207,6 +291,6 @@ def train(
     return TrainOutcome(
         run_id=run.info.run_id, model_uri=model_uri, registered_model=name, version=version,
         alias=alias if version else None, threshold=threshold, fit=result,
-        n_train=int(bundle.meta["n_train"]), n_calibration=int(x_cal.shape[0]),
+        n_train=int(bundle.meta["n_train"]), n_calibration=len(calibration),
         seconds=time.monotonic() - started, tracking_uri=uri,
     )  # fmt: skip

@@ -79,7 +79,7 @@ def test_conditional_families_refuse_to_run_without_a_condition(case):
 def test_loss_goes_down_in_a_few_steps(case):
     torch.manual_seed(0)
     key, model = _default(case)
-    x_raw, frame = make_contextual(256, D)
+    x_raw, _frame = make_contextual(256, D)
     x = torch.from_numpy(StandardScaler.fit(x_raw).transform(x_raw))
     cond = _cond(256, key)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
