@@ -45,8 +45,9 @@ class VAEConfig:
             > 1 = beta-VAE); a beta schedule scales it during training.
         activation: hidden-layer activation.
         learn_variance: decoder ``N(mu_x(z), gamma I)`` with a trainable scalar gamma
-            (log-parameterised); ``False``: gamma fixed at 1.
-        init_log_gamma: starting value of ``log gamma`` when it is learned.
+            (log-parameterised); ``False``: gamma fixed.
+        init_log_gamma: ``log gamma``: its starting value when learned, its value when
+            fixed (default 0: unit variance).
     """
 
     input_dim: int
@@ -114,8 +115,10 @@ class VAE(BaseVAE):
         self.out_head = nn.Linear(dec_out, config.input_dim)
         if config.learn_variance:
             self.log_gamma = nn.Parameter(torch.tensor(float(config.init_log_gamma)))
-        else:  # not in the state dict: fixed unit variance
-            self.register_buffer("log_gamma", torch.tensor(0.0), persistent=False)
+        else:  # fixed: not in the state dict (the config holds it)
+            self.register_buffer(
+                "log_gamma", torch.tensor(float(config.init_log_gamma)), persistent=False
+            )
 
     def _make_condition(self) -> ConditionEncoder | None:
         """The condition encoder of conditional families (none here)."""
