@@ -7,6 +7,7 @@ from typing import Any, Final
 
 from streamvae.models.base import BaseVAE, ElboTerms, LossTerms, VAEOutput
 from streamvae.models.conditional import CVAE, DCVAE, ConditionalVAEConfig
+from streamvae.models.conv1d import Conv1dCVAE, Conv1dVAE, Conv1dVAEConfig
 from streamvae.models.likelihood import ImportanceEstimate, importance_nll, latent_noise
 from streamvae.models.sparse import SparseVAE
 from streamvae.models.vae import VAE, VAEConfig
@@ -38,6 +39,12 @@ MODEL_REGISTRY: Final[dict[str, ModelSpec]] = {
     "cvae": ModelSpec(ConditionalVAEConfig, CVAE, "conditional VAE on the record's context"),
     "dcvae": ModelSpec(
         ConditionalVAEConfig, DCVAE, "disentangled CVAE: learned conditional prior r(z_i | c)"
+    ),
+    "conv1d_vae": ModelSpec(
+        Conv1dVAEConfig, Conv1dVAE, "KPI windows: 1-D convolutional encoder and decoder"
+    ),
+    "conv1d_cvae": ModelSpec(
+        Conv1dVAEConfig, Conv1dCVAE, "KPI windows: 1-D convolutional CVAE (e.g. calendar)"
     ),
 }
 
@@ -84,6 +91,9 @@ __all__ = [
     "VAE",
     "BaseVAE",
     "ConditionalVAEConfig",
+    "Conv1dCVAE",
+    "Conv1dVAE",
+    "Conv1dVAEConfig",
     "ElboTerms",
     "ImportanceEstimate",
     "LossTerms",

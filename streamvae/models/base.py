@@ -85,11 +85,23 @@ class BaseVAE(nn.Module, abc.ABC):
         """Encode and decode ``x (n, d)`` given the condition ``cond (n, m)``."""
 
     @abc.abstractmethod
-    def elbo_terms(self, x: torch.Tensor, out: VAEOutput) -> ElboTerms:
-        """Per-sample negative-ELBO parts of ``x`` given the forward pass ``out``."""
+    def elbo_terms(
+        self, x: torch.Tensor, out: VAEOutput, mask: torch.Tensor | None = None
+    ) -> ElboTerms:
+        """Per-sample negative-ELBO parts of ``x`` given the forward pass ``out``.
+
+        ``mask (n, d)`` (1 = observed, 0 = missing) leaves missing inputs out of the
+        reconstruction terms (the masked ELBO of Donut).
+        """
 
     @abc.abstractmethod
-    def loss(self, x: torch.Tensor, out: VAEOutput, beta: float | None = None) -> LossTerms:
+    def loss(
+        self,
+        x: torch.Tensor,
+        out: VAEOutput,
+        beta: float | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> LossTerms:
         """The training objective ``recon + beta * kl`` (``None``: the configured beta)."""
 
     @abc.abstractmethod

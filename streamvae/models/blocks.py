@@ -39,6 +39,11 @@ def mlp(
     return nn.Sequential(*layers)
 
 
+def activation_module(name: Activation) -> nn.Module:
+    """A fresh activation layer."""
+    return _ACTIVATIONS[name]()
+
+
 def activation_names() -> tuple[str, ...]:
     """The activations ``mlp`` accepts."""
     return tuple(_ACTIVATIONS)

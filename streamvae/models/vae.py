@@ -235,28 +235,41 @@ class VAE(BaseVAE):
             return kl_gaussians(out.mu, out.logvar, zeros, zeros)
         return kl_gaussians(out.mu, out.logvar, out.prior_mu, out.prior_logvar)
 
-    def elbo_terms(self, x: torch.Tensor, out: VAEOutput) -> ElboTerms:
+    def elbo_terms(
+        self, x: torch.Tensor, out: VAEOutput, mask: torch.Tensor | None = None
+    ) -> ElboTerms:
         """Per-sample negative-ELBO parts (see :class:`ElboTerms`).
 
         In eval mode the KL sums only the active latent dimensions (all, except for a
-        Sparse VAE's pruned ones).
+        Sparse VAE's pruned ones). With ``mask (n, d)`` the missing inputs (0) add nothing
+        to the reconstruction NLL or the squared error.
         """
         per_feature = self.recon_nll(x, out.recon)
+        squared = (x - out.recon).pow(2)
+        if mask is not None:
+            per_feature = per_feature * mask
+            squared = squared * mask
         kl_dims = self.kl_per_dim(out)
         if not self.training:
-            mask = self.active_mask()
-            if not bool(mask.all()):
-                kl_dims = kl_dims * mask.to(kl_dims.dtype)
+            active = self.active_mask()
+            if not bool(active.all()):
+                kl_dims = kl_dims * active.to(kl_dims.dtype)
         return ElboTerms(
             recon_nll=per_feature.sum(dim=1),
             kl=kl_dims.sum(dim=1),
             per_feature_nll=per_feature,
-            squared_error=(x - out.recon).pow(2),
+            squared_error=squared,
         )
 
-    def loss(self, x: torch.Tensor, out: VAEOutput, beta: float | None = None) -> LossTerms:
+    def loss(
+        self,
+        x: torch.Tensor,
+        out: VAEOutput,
+        beta: float | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> LossTerms:
         """Batch mean of ``recon_nll + beta * kl`` (``beta=None``: the configured beta)."""
-        terms = self.elbo_terms(x, out)
+        terms = self.elbo_terms(x, out, mask)
         recon = terms.recon_nll.mean()
         kl = terms.kl.mean()
         weight = self.config.beta if beta is None else beta

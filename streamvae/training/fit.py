@@ -40,6 +40,9 @@ class TrainConfig:
             training on CUDA; never on the CPU, where it is slower).
         beta_schedule: how the KL weight moves from 0 to the model's beta during training
             (validation and early stopping always use the full beta).
+        missing_injection: share of observed inputs marked missing at random in each
+            training batch (zeroed and left out of the loss: Donut's missing-data injection,
+            so the model learns to reconstruct across gaps); 0 = off.
     """
 
     epochs: int = 100
@@ -54,6 +57,7 @@ class TrainConfig:
     device: DeviceName = "auto"
     mixed_precision: Literal["auto", "off"] = "auto"
     beta_schedule: BetaSchedule = field(default_factory=BetaSchedule)
+    missing_injection: float = 0.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -65,6 +69,7 @@ class TrainConfig:
             "patience": self.patience >= 0,
             "min_delta": self.min_delta >= 0,
             "grad_clip": self.grad_clip >= 0,
+            "missing_injection": 0.0 <= self.missing_injection < 1.0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -108,10 +113,31 @@ def resolve_device(name: DeviceName) -> torch.device:
 class _Data(NamedTuple):
     x: torch.Tensor
     cond: torch.Tensor | None
+    mask: torch.Tensor | None
 
-    def rows(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def rows(
+        self, index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         index = index.to(self.x.device)
-        return self.x[index], None if self.cond is None else self.cond[index]
+        cond = None if self.cond is None else self.cond[index]
+        return self.x[index], cond, None if self.mask is None else self.mask[index]
+
+    def part(self, rows: slice) -> _Data:
+        return _Data(
+            self.x[rows],
+            None if self.cond is None else self.cond[rows],
+            None if self.mask is None else self.mask[rows],
+        )
+
+
+def _inject_missing(
+    batch: torch.Tensor, mask: torch.Tensor | None, rate: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mark a random ``rate`` of the inputs missing: zeroed, and masked out of the loss."""
+    keep = torch.rand(batch.shape, generator=generator) >= rate
+    keep_t = keep.to(device=batch.device, dtype=batch.dtype)
+    mask = keep_t if mask is None else mask * keep_t
+    return batch * mask, mask
 
 
 def _run_epoch(
@@ -133,7 +159,9 @@ def _run_epoch(
     beta_used = model.beta
     with torch.set_grad_enabled(training):
         for step, start in enumerate(range(0, n, config.batch_size)):
-            batch, cond = data.rows(order[start : start + config.batch_size])
+            batch, cond, mask = data.rows(order[start : start + config.batch_size])
+            if training and config.missing_injection > 0:
+                batch, mask = _inject_missing(batch, mask, config.missing_injection, generator)
             with torch.autocast(device_type=batch.device.type, dtype=torch.bfloat16, enabled=amp):
                 out = model(batch, cond)
             if amp:  # the networks run in bfloat16; the ELBO terms are summed in float32
@@ -142,7 +170,7 @@ def _run_epoch(
             if optimizer is not None:
                 progress = (epoch + step / steps) / config.epochs
                 beta = beta_used = config.beta_schedule.factor(progress) * model.beta
-            terms = model.loss(batch, out, beta)
+            terms = model.loss(batch, out, beta, mask)
             if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)
                 terms.loss.backward()  # type: ignore[no-untyped-call]
@@ -170,6 +198,7 @@ def fit(
     config: TrainConfig,
     callbacks: list[TrainingCallback] | None = None,
     cond: npt.NDArray[np.float32] | None = None,
+    mask: npt.NDArray[np.float32] | None = None,
 ) -> tuple[BaseVAE, FitResult]:
     """Build a model and train it on normal rows ``x`` (already scaled), with early stopping.
 
@@ -183,6 +212,8 @@ def fit(
         config: optimisation settings.
         callbacks: progress listeners.
         cond: ``(n, m)`` condition of each row, for conditional families.
+        mask: ``(n, d)`` 1 where an input was observed, 0 where it is missing (its value in
+            ``x`` should be 0); missing inputs are left out of the loss.
 
     Returns:
         The model holding its best-validation weights, in eval mode, and the
@@ -198,6 +229,9 @@ def fit(
     if cond is not None and (cond.ndim != 2 or cond.shape[0] != x.shape[0]):
         msg = f"condition must have one row per training row, got shape {cond.shape}"
         raise ValueError(msg)
+    if mask is not None and mask.shape != x.shape:
+        msg = f"mask must have the shape of the data {x.shape}, got {mask.shape}"
+        raise ValueError(msg)
     device = resolve_device(config.device)
     events = CallbackList(callbacks or [])
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -205,20 +239,22 @@ def fit(
         generator = torch.Generator().manual_seed(config.seed)
         n_val = math.floor(x.shape[0] * config.val_fraction)
         perm = torch.randperm(x.shape[0], generator=generator).numpy()
-        x_all = torch.from_numpy(np.ascontiguousarray(x[perm], dtype=np.float32)).to(device)
-        c_all = (
-            None
-            if cond is None
-            else torch.from_numpy(np.ascontiguousarray(cond[perm], dtype=np.float32)).to(device)
+        every = _Data(
+            _tensor(x[perm], device),
+            None if cond is None else _tensor(cond[perm], device),
+            None if mask is None else _tensor(mask[perm], device),
         )
-        val = _Data(x_all[:n_val], None if c_all is None else c_all[:n_val])
-        train = _Data(x_all[n_val:], None if c_all is None else c_all[n_val:])
+        val, train = every.part(slice(None, n_val)), every.part(slice(n_val, None))
         if train.x.shape[0] == 0:
             msg = f"val_fraction {config.val_fraction} leaves no training rows out of {x.shape[0]}"
             raise ValueError(msg)
         model = build().to(device)
         result = _fit_loop(model, train, val, config, events, generator, str(device))
     return model, result
+
+
+def _tensor(values: npt.NDArray[np.float32], device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).to(device)
 
 
 def _fit_loop(

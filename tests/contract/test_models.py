@@ -32,6 +32,8 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "sparse_vae": ("sparse_vae", {}),
     "cvae": ("cvae", CONTEXT),
     "dcvae": ("dcvae", CONTEXT),
+    "conv1d_vae": ("conv1d_vae", {}),
+    "conv1d_cvae": ("conv1d_cvae", CONTEXT),
 }
 IDS = sorted(CASES)
 
