@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from streamvae.bundle.io import ModelBundle
+from streamvae.bundle.io import ModelBundle, TabularPreprocess
 from streamvae.data import Table, context_matrix
 from streamvae.errors import ModelLoadError, NotCalibratedError, SchemaMismatchError
 from streamvae.models import BaseVAE, build_model, config_from_dict, importance_nll, latent_noise
@@ -42,7 +42,11 @@ class Detector:
     """
 
     def __init__(self, bundle: ModelBundle, *, device: str = "cpu", chunk_size: int = 8192) -> None:
+        if not isinstance(bundle.preprocess, TabularPreprocess):
+            msg = "a KPI window bundle: score it with WindowDetector (serve with kind 'kpi')"
+            raise ModelLoadError(msg)
         self.bundle = bundle
+        self.preprocess: TabularPreprocess = bundle.preprocess
         self.device = torch.device(device)
         self.chunk_size = chunk_size
         self.model: BaseVAE = self._build(bundle).to(self.device).eval()
@@ -55,6 +59,9 @@ class Detector:
 
     @staticmethod
     def _build(bundle: ModelBundle) -> BaseVAE:
+        if not isinstance(bundle.preprocess, TabularPreprocess):  # pragma: no cover - checked
+            msg = "not a tabular bundle"
+            raise ModelLoadError(msg)
         config = config_from_dict(bundle.model_key, bundle.model_config)
         model = build_model(bundle.model_key, config)
         try:
@@ -102,14 +109,14 @@ class Detector:
         Raises:
             SchemaMismatchError: wrong number of columns, or a missing context.
         """
-        dim = self.bundle.preprocess.schema.dim
+        dim = self.preprocess.schema.dim
         if raw.ndim != 2 or raw.shape[1] != dim:
             msg = f"expected a matrix with {dim} feature columns, got shape {raw.shape}"
             raise SchemaMismatchError(msg)
         cond = self._condition(context, raw.shape[0])
         if sampled is None:
             sampled = self.bundle.score_kind in SAMPLED_SCORE_KINDS
-        scaler = self.bundle.preprocess.scaler
+        scaler = self.preprocess.scaler
         scaled = scaler.transform(np.asarray(raw, dtype=np.float32))
         parts: list[ScoreSet] = []
         recons: list[F32] = []
@@ -129,14 +136,14 @@ class Detector:
         if not self.conditional:
             return None
         if context is None:
-            names = self.bundle.preprocess.context.names if self.bundle.preprocess.context else ()
+            names = self.preprocess.context.names if self.preprocess.context else ()
             msg = f"model {self.bundle.model_key!r} needs each row's context {list(names)}"
             raise SchemaMismatchError(msg)
         if context.shape[0] != n:
             msg = f"{context.shape[0]} context rows for {n} feature rows"
             raise SchemaMismatchError(msg)
         try:
-            return self.bundle.preprocess.condition(context)
+            return self.preprocess.condition(context)
         except ValueError as exc:
             raise SchemaMismatchError(str(exc)) from exc
 
@@ -146,7 +153,7 @@ class Detector:
         Raises:
             SchemaMismatchError: the table lacks context columns the model needs.
         """
-        schema = self.bundle.preprocess.context
+        schema = self.preprocess.context
         if schema is None:
             return None
         if table.context is None:
@@ -164,7 +171,7 @@ class Detector:
         With labels, the latent distance between its normal and abnormal rows is included
         and the other figures use the normal rows.
         """
-        scaled = self.bundle.preprocess.scaler.transform(table.features)
+        scaled = self.preprocess.scaler.transform(table.features)
         raw_context = self.context_of(table)
         cond = self._condition(raw_context, len(table))
         return diagnose(

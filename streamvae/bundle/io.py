@@ -17,11 +17,12 @@ import numpy.typing as npt
 import torch
 
 import streamvae
+from streamvae.bundle.window import WindowPreprocess
 from streamvae.data.schema import ContextSchema, FeatureSchema, StandardScaler
 from streamvae.errors import ModelLoadError
 from streamvae.models import MODEL_REGISTRY, config_from_dict
 from streamvae.thresholds import ThresholdSet
-from streamvae.types import SCORE_KINDS, ScoreKind
+from streamvae.types import SCORE_KINDS, WINDOW_SCORE_KINDS, ScoreKind
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +119,8 @@ class ModelBundle:
         model_key: registry key of the model family.
         model_config: the family's config as plain values (``dataclasses.asdict``).
         state_dict: the trained weights.
-        preprocess: feature schema and scaler.
+        preprocess: feature schema and scaler (tabular), or window spec and per-series
+            scaling (KPI windows).
         score_kind: the score the threshold applies to.
         threshold: the calibrated thresholds, or ``None`` before calibration.
         meta: provenance (versions, training summary).
@@ -128,7 +130,7 @@ class ModelBundle:
     model_key: str
     model_config: dict[str, Any]
     state_dict: dict[str, torch.Tensor]
-    preprocess: TabularPreprocess
+    preprocess: TabularPreprocess | WindowPreprocess
     score_kind: ScoreKind = "neg_elbo"
     threshold: ThresholdSet | None = None
     meta: dict[str, Any] = field(default_factory=dict)
@@ -184,7 +186,7 @@ def save_bundle(bundle: ModelBundle, path: str | Path, *, overwrite: bool = Fals
         if bundle.threshold is not None:
             write_thresholds(tmp, bundle.threshold)
         meta = {"schema_version": BUNDLE_SCHEMA_VERSION} | runtime_versions() | bundle.meta
-        meta["feature_names"] = list(bundle.preprocess.schema.names)
+        meta["feature_names"] = list(feature_names(bundle.preprocess))
         _write_json(tmp / META, meta)
         if target.exists():
             shutil.rmtree(target)
@@ -193,6 +195,20 @@ def save_bundle(bundle: ModelBundle, path: str | Path, *, overwrite: bool = Fals
         if tmp.exists():
             shutil.rmtree(tmp)
     return target
+
+
+def feature_names(preprocess: TabularPreprocess | WindowPreprocess) -> tuple[str, ...]:
+    """The model's input names: feature columns, or window positions."""
+    if isinstance(preprocess, WindowPreprocess):
+        return preprocess.feature_names
+    return preprocess.schema.names
+
+
+def read_preprocess(values: dict[str, Any]) -> TabularPreprocess | WindowPreprocess:
+    """``preprocess.json`` of either kind."""
+    if values.get("kind") == "window":
+        return WindowPreprocess.from_dict(values)
+    return TabularPreprocess.from_dict(values)
 
 
 def write_thresholds(directory: Path, thresholds: ThresholdSet) -> None:
@@ -283,15 +299,16 @@ def load_bundle(path: str | Path, *, strict: bool = False) -> ModelBundle:
             msg = f"bundle uses unknown model {key!r}; known: {sorted(MODEL_REGISTRY)}"
             raise ModelLoadError(msg)
         config_from_dict(key, config["config"])  # validates before any weights are read
+        preprocess = read_preprocess(_read_json(root / PREPROCESS))
         score_kind = config.get("score_kind", "neg_elbo")
-        if score_kind not in SCORE_KINDS:
-            msg = f"bundle score_kind {score_kind!r} is not one of {SCORE_KINDS}"
+        kinds = WINDOW_SCORE_KINDS if isinstance(preprocess, WindowPreprocess) else SCORE_KINDS
+        if score_kind not in kinds:
+            msg = f"bundle score_kind {score_kind!r} is not one of {kinds}"
             raise ModelLoadError(msg)
         is_samples = int(config.get("is_samples", 64))
         if is_samples < 1:
             msg = f"bundle is_samples must be >= 1, got {is_samples}"
             raise ModelLoadError(msg)
-        preprocess = TabularPreprocess.from_dict(_read_json(root / PREPROCESS))
         threshold = read_thresholds(root) if (root / THRESHOLD).is_file() else None
         state = torch.load(root / WEIGHTS, map_location="cpu", weights_only=True)
     except (KeyError, ValueError, TypeError) as exc:

@@ -82,28 +82,65 @@ def train(
 @app.command()
 def evaluate(
     model_uri: Annotated[
-        str,
-        typer.Argument(help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID or a bundle dir."),
-    ],
+        str | None,
+        typer.Argument(
+            help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID or a bundle dir "
+            "(not with --nab)."
+        ),
+    ] = None,
     data: Annotated[
-        Path,
+        Path | None,
         typer.Argument(help="Labelled data: CSV/Parquet with a label column, or NPZ with 'y'."),
-    ],
+    ] = None,
     label_column: Annotated[str, typer.Option(help="Label column (1 = anomaly).")] = "label",
+    nab: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run the Numenta Anomaly Benchmark on this corpus directory instead "
+            "(data/ + labels/combined_windows.json, or CSVs + windows.json)."
+        ),
+    ] = None,
+    write_results: Annotated[
+        Path | None,
+        typer.Option(help="With --nab: write per-point scores in NAB's results layout here."),
+    ] = None,
+    nab_model: Annotated[
+        str, typer.Option(help="With --nab: window model family (dcvae reads the calendar).")
+    ] = "dcvae",
+    window_len: Annotated[int, typer.Option(min=2, help="With --nab: points per window.")] = 32,
+    ensemble: Annotated[
+        int, typer.Option(min=1, help="With --nab: models averaged per file.")
+    ] = 3,
+    epochs: Annotated[int, typer.Option(min=1, help="With --nab: training epochs.")] = 100,
+    seed: Annotated[int, typer.Option(help="With --nab: seed of the first model.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     tracking_uri: TrackingOpt = None,
     work_dir: WorkDirOpt = Path(".streamvae"),
 ) -> None:
-    """Score labelled data and print AUROC, average precision and precision/recall/F1 at the threshold.
+    """Score labelled data and print AUROC, average precision and precision/recall/F1 at the threshold; or, with --nab, run NAB.
+
+    With --nab each file is streamed in order: a window model learns from the probationary
+    first 15 % only, then scores the rest online; the three NAB profile scores are printed
+    per file and overall (thresholds optimised over the corpus, as NAB does).
 
     Example: streamvae evaluate models:/streamvae-tabular@champion labelled.parquet
+    Example: streamvae evaluate --nab ../NAB --write-results nab-results
     """
+    if nab is not None:
+        if model_uri is not None or data is not None:
+            fail("--nab trains one model per file: give no MODEL_URI or DATA with it")
+        _evaluate_nab(nab, write_results, nab_model, window_len, ensemble, epochs, seed, as_json)
+        return
+    if model_uri is None or data is None:
+        fail("evaluate needs MODEL_URI and DATA (or --nab DIR)")
+        return
     from streamvae.workflows.offline import evaluate as run_evaluate
 
+    uri, path = model_uri, data
     result = guard(
         lambda: run_evaluate(
-            model_uri,
-            data,
+            uri,
+            path,
             tracking=tracking_settings(tracking_uri, work_dir),
             label_column=label_column,
         )
@@ -113,6 +150,41 @@ def evaluate(
         console.print_json(json.dumps(values, default=str))
     else:
         print_table("evaluation", values)
+
+
+def _evaluate_nab(
+    root: Path,
+    write_results: Path | None,
+    model: str,
+    window_len: int,
+    ensemble: int,
+    epochs: int,
+    seed: int,
+    as_json: bool,
+) -> None:
+    from streamvae.data.nab import load_nab
+    from streamvae.models import MODEL_REGISTRY
+    from streamvae.workflows.nab import NabSettings, evaluate_nab, format_report, report_dict
+    from streamvae.workflows.nab import write_results as write_nab_results
+
+    if model not in MODEL_REGISTRY:
+        fail(f"bad --nab-model {model!r}: use one of {sorted(MODEL_REGISTRY)}")
+    settings = NabSettings(
+        model=model, window_len=window_len, ensemble=ensemble, epochs=epochs, seed=seed
+    )
+    files = guard(lambda: load_nab(root))
+    report = evaluate_nab(
+        files,
+        settings,
+        lambda r: err_console.print(f"- {r.file.name}: {len(r.file)} points, window {r.window_len}"),
+    )
+    if write_results is not None:
+        written = write_nab_results(report, write_results)
+        err_console.print(f"- wrote {len(written)} result file(s) under {write_results}")
+    if as_json:
+        console.print_json(json.dumps(report_dict(report)))
+    else:
+        console.print(format_report(report), highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -21,6 +21,7 @@ class WindowScores(NamedTuple):
         last_point: ``(n,)`` negative log-likelihood of each window's newest point under the
             decoder (``z = mu``): the score of the point that just arrived.
         neg_elbo: ``(n,)`` the masked negative ELBO of the whole window.
+        kl: ``(n,)`` its KL part.
         residual: ``(n,)`` ``|observed - expected|`` of the newest point (scaled units).
         expected: ``(n,)`` the reconstruction of the newest point (scaled units).
         observed: ``(n,)`` share of the window's points that were observed.
@@ -28,6 +29,7 @@ class WindowScores(NamedTuple):
 
     last_point: F64
     neg_elbo: F64
+    kl: F64
     residual: F64
     expected: F64
     observed: F64
@@ -54,7 +56,7 @@ def score_windows(
     """
     model.eval()
     device = model.device_of()
-    last, elbo, residual, expected = [], [], [], []
+    last, elbo, kl, residual, expected = [], [], [], [], []
     with torch.inference_mode():
         for start in range(0, values.shape[0], chunk_size):
             stop = start + chunk_size
@@ -69,15 +71,17 @@ def score_windows(
             terms = model.elbo_terms(x, out, m)
             last.append(terms.per_feature_nll[:, -1].double().cpu().numpy())
             elbo.append((terms.recon_nll + terms.kl).double().cpu().numpy())
+            kl.append(terms.kl.double().cpu().numpy())
             expected.append(out.recon[:, -1].double().cpu().numpy())
             residual.append((x[:, -1] - out.recon[:, -1]).abs().double().cpu().numpy())
     if not last:
         empty = np.zeros(0, np.float64)
-        return WindowScores(empty, empty, empty, empty, empty)
+        return WindowScores(empty, empty, empty, empty, empty, empty)
     observed = mask.mean(axis=1).astype(np.float64)
     return WindowScores(
         np.concatenate(last),
         np.concatenate(elbo),
+        np.concatenate(kl),
         np.concatenate(residual),
         np.concatenate(expected),
         observed,

@@ -99,8 +99,8 @@ class FeaturePipeline:
         self.model = model
         self.config = config
         self.threshold = detector.threshold  # raises NotCalibratedError without one
-        self._schema = detector.bundle.preprocess.schema
-        self._context = detector.bundle.preprocess.context if detector.conditional else None
+        self._schema = detector.preprocess.schema
+        self._context = detector.preprocess.context if detector.conditional else None
         self.drift = DriftMonitor(
             self.threshold.reference.get("", np.zeros(0)),
             self.threshold.default.expected_alert_rate,

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from streamvae.types import SCORE_KINDS, ScoreKind
+from streamvae.types import ALL_SCORE_KINDS, ScoreKind
 
 F64 = npt.NDArray[np.float64]
 Method = Literal["percentile", "conformal", "pot", "target_precision", "target_recall"]
@@ -73,8 +73,8 @@ class Threshold:
         if not math.isfinite(self.value):
             msg = f"threshold value must be finite, got {self.value}"
             raise ValueError(msg)
-        if self.score_kind not in SCORE_KINDS:
-            msg = f"score_kind must be one of {SCORE_KINDS}, got {self.score_kind!r}"
+        if self.score_kind not in ALL_SCORE_KINDS:
+            msg = f"score_kind must be one of {ALL_SCORE_KINDS}, got {self.score_kind!r}"
             raise ValueError(msg)
         if self.method not in METHODS:
             msg = f"method must be one of {METHODS}, got {self.method!r}"

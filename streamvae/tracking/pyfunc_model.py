@@ -26,7 +26,7 @@ class StreamVAEPyfunc(PythonModel):
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN201
         """Score ``model_input`` (DataFrame with the feature columns, or an (n, d) array)."""
         del context, params
-        names = list(self.detector.bundle.preprocess.schema.names)
+        names = list(self.detector.preprocess.schema.names)
         if isinstance(model_input, pd.DataFrame):
             matrix = model_input[names].to_numpy(dtype=np.float32)
         else:

@@ -220,6 +220,28 @@ def write_results(report: NabReport, out: str | Path, detector: str = "streamvae
     return written
 
 
+def report_dict(report: NabReport) -> dict[str, object]:
+    """The report as plain values (``--json``)."""
+    return {
+        name: {
+            "threshold": corpus.threshold,
+            "normalized": corpus.normalized,
+            "raw": corpus.raw,
+            "files": {
+                f.name: {
+                    "normalized": f.normalized,
+                    "raw": f.raw,
+                    "tp": f.tp,
+                    "fp": f.fp,
+                    "fn": f.fn,
+                }
+                for f in corpus.files
+            },
+        }
+        for name, corpus in report.profiles.items()
+    }
+
+
 def format_report(report: NabReport) -> str:
     """The per-file and overall scores of every profile, as a text table."""
     names = list(report.profiles)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamvae.bundle import Detector, ModelBundle
+from streamvae.bundle import Detector, ModelBundle, TabularPreprocess
 from streamvae.config import TrackingSettings
 from streamvae.data import Table, load_column, load_table
 from streamvae.data.splits import shuffled, split_fraction
@@ -49,9 +49,17 @@ def _load(uri: str, tracking: TrackingSettings, tmp: Path) -> tuple[LoadedModel,
 
 
 def _table_for(bundle: ModelBundle, path: str | Path, label_column: str) -> Table:
-    """The model's feature columns of ``path``, in schema order, all finite."""
-    names = bundle.preprocess.schema.names
-    context = bundle.preprocess.context
+    """The model's feature columns of ``path``, in schema order, all finite.
+
+    Raises:
+        DataError: a KPI window model (it reads series, not feature rows).
+    """
+    preprocess = bundle.preprocess
+    if not isinstance(preprocess, TabularPreprocess):
+        msg = "this is a KPI window model: evaluate it with `streamvae evaluate --nab`"
+        raise DataError(msg)
+    names = preprocess.schema.names
+    context = preprocess.context
     table = load_table(
         path,
         label_column=label_column,

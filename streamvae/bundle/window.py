@@ -1,0 +1,200 @@
+"""KPI window bundles: the window spec, per-series scaling, and a detector over windows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from streamvae.data.series_state import WindowSpec
+from streamvae.data.windows import CALENDAR_FEATURES, SeriesScaler, calendar_features
+from streamvae.errors import ModelLoadError, NotCalibratedError
+from streamvae.models import BaseVAE, build_model, config_from_dict
+from streamvae.scoring.windows import score_windows
+from streamvae.thresholds import ThresholdSet
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class WindowPreprocess:
+    """How raw KPI points become model inputs.
+
+    Attributes:
+        spec: window length, sampling interval, gap and sparsity rules.
+        scalers: robust scaling per series id seen in training.
+        fallback: scaling for series the model has not seen (pooled over training series).
+        calendar: the model is conditioned on hour of day and day of week of the newest
+            point (the features of :func:`~streamvae.data.windows.calendar_features`).
+        utc_offset_ms: local time offset of the calendar features.
+        group_separator: a series' group (for per-group thresholds) is its id up to the
+            first separator.
+    """
+
+    spec: WindowSpec
+    scalers: Mapping[str, SeriesScaler] = field(default_factory=dict)
+    fallback: SeriesScaler = field(default_factory=lambda: SeriesScaler(0.0, 1.0))
+    calendar: bool = False
+    utc_offset_ms: int = 0
+    group_separator: str = "."
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Names of the window's inputs, oldest first (``t-(W-1)`` ... ``t``)."""
+        n = self.spec.window_len
+        return tuple(f"t-{n - 1 - i}" if i < n - 1 else "t" for i in range(n))
+
+    @property
+    def context_names(self) -> tuple[str, ...]:
+        """The condition's fields (calendar features), if any."""
+        return CALENDAR_FEATURES if self.calendar else ()
+
+    def scaler(self, series: str) -> SeriesScaler:
+        """The series' scaler, or the fallback for an unseen series."""
+        return self.scalers.get(series, self.fallback)
+
+    def group(self, series: str) -> str:
+        """The group of a series id (its text up to the first separator)."""
+        sep = self.group_separator
+        return series.split(sep, 1)[0] if sep else series
+
+    def scale(self, series: Sequence[str], values: F64, mask: F64) -> tuple[F32, F32]:
+        """Scale raw windows ``(n, W)`` per series; missing slots stay 0."""
+        centers = np.array([self.scaler(s).center for s in series], np.float64)
+        scales = np.array([self.scaler(s).scale for s in series], np.float64)
+        scaled = (values - centers[:, None]) / scales[:, None] * mask
+        return scaled.astype(np.float32), mask.astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values."""
+        return {
+            "kind": "window",
+            "group_separator": self.group_separator,
+            "spec": self.spec.to_dict(),
+            "scalers": {k: v.to_dict() for k, v in sorted(self.scalers.items())},
+            "fallback": self.fallback.to_dict(),
+            "calendar": self.calendar,
+            "utc_offset_ms": self.utc_offset_ms,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> WindowPreprocess:
+        """Inverse of :meth:`to_dict`."""
+        if values.get("kind") != "window":
+            msg = f"unsupported preprocessing kind {values.get('kind')!r}"
+            raise ValueError(msg)
+        return cls(
+            WindowSpec.from_dict(values["spec"]),
+            {k: SeriesScaler.from_dict(v) for k, v in values.get("scalers", {}).items()},
+            SeriesScaler.from_dict(values["fallback"]),
+            bool(values.get("calendar", False)),
+            int(values.get("utc_offset_ms", 0)),
+            str(values.get("group_separator", ".")),
+        )
+
+
+class ScoredWindows(NamedTuple):
+    """Scores of a batch of windows, and the newest point's expectation in raw units.
+
+    Attributes:
+        last_point: ``(n,)`` ``|observed - expected|`` of the newest point, robust units.
+        window_neg_elbo: ``(n,)`` masked negative ELBO of each window.
+        expected: ``(n,)`` the model's expectation of the newest point, in series units.
+        recon_nll: ``(n,)`` the reconstruction part of the ELBO.
+        kl: ``(n,)`` the KL part.
+    """
+
+    last_point: F64
+    window_neg_elbo: F64
+    expected: F64
+    recon_nll: F64
+    kl: F64
+
+    def select(self, kind: str) -> F64:
+        """The ``(n,)`` scores of ``kind`` (``last_point`` or ``window_neg_elbo``).
+
+        Raises:
+            ValueError: another kind.
+        """
+        if kind == "last_point":
+            return self.last_point
+        if kind == "window_neg_elbo":
+            return self.window_neg_elbo
+        msg = f"a window model scores last_point or window_neg_elbo, not {kind!r}"
+        raise ValueError(msg)
+
+
+class WindowDetector:
+    """Scores raw KPI windows with a window bundle's model, deterministically (``z = mu``)."""
+
+    def __init__(self, bundle: Any, *, device: str = "cpu") -> None:
+        preprocess = bundle.preprocess
+        if not isinstance(preprocess, WindowPreprocess):
+            msg = "not a KPI window bundle (its preprocessing is not 'window')"
+            raise ModelLoadError(msg)
+        self.bundle = bundle
+        self.preprocess: WindowPreprocess = preprocess
+        config = config_from_dict(bundle.model_key, bundle.model_config)
+        model: BaseVAE = build_model(bundle.model_key, config)
+        try:
+            model.load_state_dict(bundle.state_dict, strict=True)
+        except RuntimeError as exc:
+            msg = f"weights do not fit model {bundle.model_key!r} {asdict(config)}: {exc}"
+            raise ModelLoadError(msg) from exc
+        if config.input_dim != preprocess.spec.window_len:
+            msg = f"window of {preprocess.spec.window_len} points, model input {config.input_dim}"
+            raise ModelLoadError(msg)
+        if model.conditional != preprocess.calendar:
+            msg = f"model {bundle.model_key!r} and the bundle's calendar setting do not match"
+            raise ModelLoadError(msg)
+        self.model = model.to(torch.device(device)).eval()
+
+    @property
+    def threshold(self) -> ThresholdSet:
+        """The thresholds in force.
+
+        Raises:
+            NotCalibratedError: the bundle has none.
+        """
+        if self.bundle.threshold is None:
+            msg = "the model has no threshold: calibrate it first"
+            raise NotCalibratedError(msg)
+        threshold: ThresholdSet = self.bundle.threshold
+        return threshold
+
+    def score(self, series: Sequence[str], values: F64, mask: F64, end_ts: I64) -> ScoredWindows:
+        """Score raw windows ``values (n, W)`` (``mask`` 1 = observed) of ``series``.
+
+        Args:
+            series: the series id of each window (picks its scaler).
+            values: raw values, oldest first; 0 where missing.
+            mask: 1.0 where observed.
+            end_ts: ``(n,)`` timestamp of each window's newest point (calendar features).
+        """
+        x, m = self.preprocess.scale(series, values, mask)
+        cond = (
+            calendar_features(end_ts, self.preprocess.utc_offset_ms)
+            if self.preprocess.calendar
+            else None
+        )
+        scores = score_windows(self.model, x, m, cond)
+        scales = np.array([self.preprocess.scaler(s).scale for s in series], np.float64)
+        centers = np.array([self.preprocess.scaler(s).center for s in series], np.float64)
+        return ScoredWindows(
+            last_point=scores.residual,
+            window_neg_elbo=scores.neg_elbo,
+            expected=scores.expected * scales + centers,
+            recon_nll=scores.neg_elbo - scores.kl,
+            kl=scores.kl,
+        )
+
+    def select(self, scored: ScoredWindows) -> F64:
+        """The scores the threshold applies to (the bundle's score kind)."""
+        return scored.select(self.bundle.score_kind)
+

@@ -1,0 +1,292 @@
+"""Train a KPI window model from historical series and calibrate per-series thresholds.
+
+Each series is streamed through the same window state the consumer keeps (so training sees
+exactly the windows serving will see: gaps masked, duplicates and out-of-order points
+dropped). The first ``1 - calibration_fraction`` of every series trains one pooled model
+(per-series robust scaling, masked ELBO, missing-point injection, calendar condition for
+conditional families); the rest calibrates a percentile threshold per series, per group of
+series, or one for all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from streamvae.bundle import ModelBundle
+from streamvae.bundle.window import WindowDetector, WindowPreprocess
+from streamvae.data.series_state import WindowSpec, WindowStore
+from streamvae.data.windows import SeriesScaler, calendar_features, infer_interval_ms
+from streamvae.errors import DataError
+from streamvae.models import build_model, config_from_dict, model_spec
+from streamvae.thresholds import CalibrationSpec, calibrate_set
+from streamvae.training import TrainConfig, TrainingCallback, fit
+from streamvae.types import ScoreKind
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+ThresholdBy = Literal["series", "group", "all"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KpiSettings:
+    """How to train and calibrate a KPI window model.
+
+    Attributes:
+        model: registry key (``vae``, ``conv1d_vae``; ``cvae``, ``dcvae``, ``conv1d_cvae``
+            read hour of day and day of week).
+        window_len: points per window.
+        interval_ms: sampling interval (default: the median gap of the data).
+        min_observed: least share of observed points for a window to be scored.
+        latent_dim: latent size.
+        hidden_dims: hidden widths.
+        epochs: epoch budget (early stopping on a validation split).
+        batch_size: mini-batch size.
+        missing_injection: share of points marked missing per training batch.
+        calibration_fraction: the newest share of each series held out to calibrate.
+        percentile: calibration percentile of normal scores.
+        threshold_by: one threshold per ``series``, per ``group`` (the series id up to
+            ``group_separator``), or one for ``all``.
+        group_separator: separates the group from the rest of a series id.
+        score_kind: ``last_point`` (the newest point vs its expectation) or
+            ``window_neg_elbo``.
+        seed: training seed.
+        device: ``auto``, ``cpu`` or ``cuda``.
+    """
+
+    model: str = "vae"
+    window_len: int = 32
+    interval_ms: int | None = None
+    min_observed: float = 0.5
+    latent_dim: int = 4
+    hidden_dims: tuple[int, ...] = (64, 32)
+    epochs: int = 100
+    batch_size: int = 64
+    missing_injection: float = 0.01
+    calibration_fraction: float = 0.2
+    percentile: float = 99.5
+    threshold_by: ThresholdBy = "series"
+    group_separator: str = "."
+    score_kind: ScoreKind = "last_point"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self) -> None:
+        model_spec(self.model)
+        if not 0.0 < self.calibration_fraction < 1.0:
+            msg = f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}"
+            raise ValueError(msg)
+        if not 0.0 < self.percentile < 100.0:
+            msg = f"percentile must be in (0, 100), got {self.percentile}"
+            raise ValueError(msg)
+        if self.threshold_by not in ("series", "group", "all"):
+            msg = f"threshold_by must be series, group or all, got {self.threshold_by!r}"
+            raise ValueError(msg)
+        if self.score_kind not in ("last_point", "window_neg_elbo"):
+            msg = f"a KPI model scores last_point or window_neg_elbo, not {self.score_kind!r}"
+            raise ValueError(msg)
+
+
+Series = Mapping[str, tuple[I64, F64]]
+
+
+def read_series(
+    path: str | Path,
+    *,
+    series_column: str = "series",
+    ts_column: str = "timestamp",
+    value_column: str = "value",
+) -> dict[str, tuple[I64, F64]]:
+    """Read long-format KPI history (one row per point) from CSV or Parquet with polars.
+
+    Timestamps may be epoch milliseconds or date-time text. Rows keep their order within a
+    series (the window state drops points that go back in time, as the consumer would).
+
+    Raises:
+        DataError: unreadable file or missing columns.
+    """
+    source = Path(path)
+    try:
+        frame = pl.read_parquet(source) if source.suffix in (".parquet", ".pq") else pl.read_csv(
+            source, schema_overrides={series_column: pl.Utf8}
+        )
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        msg = f"cannot read KPI history {str(source)!r}: {exc}"
+        raise DataError(msg) from exc
+    missing = [c for c in (series_column, ts_column, value_column) if c not in frame.columns]
+    if missing:
+        msg = f"{str(source)!r} lacks column(s) {missing}; has {frame.columns}"
+        raise DataError(msg)
+    ts = frame[ts_column]
+    if ts.dtype == pl.Utf8:
+        ts = ts.str.to_datetime(time_unit="ms", strict=False)
+    if ts.dtype.is_temporal():
+        ts = ts.cast(pl.Datetime("ms")).dt.epoch(time_unit="ms")
+    frame = frame.with_columns(
+        ts.cast(pl.Int64).alias("_ts"), pl.col(value_column).cast(pl.Float64).alias("_value")
+    )
+    if frame["_ts"].null_count():
+        msg = f"{str(source)!r}: {frame['_ts'].null_count()} unreadable timestamp(s)"
+        raise DataError(msg)
+    out: dict[str, tuple[I64, F64]] = {}
+    for (name,), part in frame.group_by(series_column, maintain_order=True):
+        out[str(name)] = (part["_ts"].to_numpy(), part["_value"].fill_null(np.nan).to_numpy())
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Windows:
+    series: list[str]
+    values: F64
+    mask: F64
+    end_ts: I64
+    calibrate: npt.NDArray[np.bool_]
+
+
+def _windows(data: Series, spec: WindowSpec, fraction: float) -> _Windows:
+    names: list[str] = []
+    values: list[F64] = []
+    masks: list[F64] = []
+    ends: list[int] = []
+    calibrate: list[bool] = []
+    for name, (ts, vals) in data.items():
+        store = WindowStore(spec, max_series=1)
+        cut = int(np.quantile(ts, 1.0 - fraction)) if ts.size else 0
+        for t, v in zip(ts.tolist(), vals.tolist(), strict=True):
+            if not np.isfinite(v):
+                continue  # a missing value is a gap
+            push = store.push(name, int(t), float(v))
+            if push.status == "ready" and push.values is not None and push.mask is not None:
+                names.append(name)
+                values.append(push.values)
+                masks.append(push.mask)
+                ends.append(push.end_ts)
+                calibrate.append(push.end_ts > cut)
+    if not names:
+        msg = f"no series yields a full window of {spec.window_len} points"
+        raise DataError(msg)
+    return _Windows(
+        names, np.stack(values), np.stack(masks), np.array(ends, np.int64), np.array(calibrate)
+    )
+
+
+def _scalers(data: Series, fraction: float) -> tuple[dict[str, SeriesScaler], SeriesScaler]:
+    scalers: dict[str, SeriesScaler] = {}
+    for name, (ts, vals) in data.items():
+        cut = np.quantile(ts, 1.0 - fraction) if ts.size else 0
+        train = vals[(ts <= cut) & np.isfinite(vals)]
+        if train.size:
+            scalers[name] = SeriesScaler.fit(train)
+    if not scalers:
+        msg = "no series has an observed value to scale by"
+        raise DataError(msg)
+    fallback = SeriesScaler(
+        float(np.median([s.center for s in scalers.values()])),
+        float(np.median([s.scale for s in scalers.values()])),
+    )
+    return scalers, fallback
+
+
+def train_kpi(
+    data: Series,
+    settings: KpiSettings,
+    callbacks: list[TrainingCallback] | None = None,
+    *,
+    log: Callable[[str], None] | None = None,
+) -> ModelBundle:
+    """Train, calibrate and assemble a KPI window bundle from ``series -> (ts_ms, values)``.
+
+    Raises:
+        DataError: too little data (no full window, no calibration window).
+    """
+    if not data:
+        msg = "no KPI series to train on"
+        raise DataError(msg)
+    interval = settings.interval_ms or int(
+        np.median([infer_interval_ms(np.sort(ts)) for ts, _ in data.values() if ts.size > 1])
+    )
+    spec = WindowSpec(
+        window_len=settings.window_len, interval_ms=interval, min_observed=settings.min_observed
+    )
+    conditional = model_spec(settings.model).conditional
+    scalers, fallback = _scalers(data, settings.calibration_fraction)
+    preprocess = WindowPreprocess(
+        spec, scalers, fallback, calendar=conditional, group_separator=settings.group_separator
+    )
+    win = _windows(data, spec, settings.calibration_fraction)
+    learn = ~win.calibrate
+    if learn.sum() < 2 or win.calibrate.sum() < 1:
+        msg = (
+            f"need training and calibration windows; got {int(learn.sum())} and "
+            f"{int(win.calibrate.sum())} (more history, or a smaller window_len)"
+        )
+        raise DataError(msg)
+    values: dict[str, object] = {
+        "input_dim": settings.window_len,
+        "latent_dim": settings.latent_dim,
+        "hidden_dims": settings.hidden_dims,
+    }
+    if conditional:
+        values["cond_numeric"] = 4
+    config = config_from_dict(settings.model, values)
+    x, m = preprocess.scale(win.series, win.values, win.mask)
+    cond = calendar_features(win.end_ts) if conditional else None
+    train = TrainConfig(
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        seed=settings.seed,
+        device=settings.device,
+        missing_injection=settings.missing_injection,
+        patience=20,
+    )
+    model, result = fit(
+        lambda: build_model(settings.model, config),
+        x[learn],
+        train,
+        callbacks,
+        cond=None if cond is None else cond[learn],
+        mask=m[learn],
+    )
+    if log is not None:
+        log(f"trained {settings.model} on {int(learn.sum())} windows ({result.epochs_run} epochs)")
+    bundle = ModelBundle(
+        settings.model,
+        asdict(config),
+        {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        preprocess,
+        settings.score_kind,
+        meta={
+            "kind": "kpi",
+            "series": len(data),
+            "train_windows": int(learn.sum()),
+            "calibration_windows": int(win.calibrate.sum()),
+            "best_epoch": result.best_epoch,
+        },
+    )
+    detector = WindowDetector(bundle, device="cpu")
+    cal = np.flatnonzero(win.calibrate)
+    cal_series = [win.series[i] for i in cal]
+    scored = detector.score(cal_series, win.values[cal], win.mask[cal], win.end_ts[cal])
+    field = None if settings.threshold_by == "all" else settings.threshold_by
+    segments = None
+    if field == "series":
+        segments = cal_series
+    elif field == "group":
+        segments = [preprocess.group(s) for s in cal_series]
+    thresholds, skipped = calibrate_set(
+        scored.select(settings.score_kind),
+        CalibrationSpec(percentile=settings.percentile, segment_field=field, min_segment_size=50),
+        score_kind=settings.score_kind,
+        segments=segments,
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+    if log is not None and skipped:
+        log(f"{len(skipped)} series/group(s) use the default threshold: too few windows")
+    return bundle.with_threshold(thresholds)
