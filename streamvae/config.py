@@ -182,6 +182,11 @@ class KafkaSettings(BaseModel):
     alert_topic: str = "alerts"
     dead_letter_topic: str = "dead-letters"
     score_topic: str | None = Field(None, description="optional: every score, not just alerts")
+    state_topic: str | None = Field(
+        None,
+        description="KPI models: window state snapshots (default '<input_topic>-state'; "
+        "create it with as many partitions as the input topic, cleanup.policy=compact)",
+    )
     group_id: str = "streamvae"
     client_id: str = "streamvae"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
@@ -224,6 +229,12 @@ class ServeSettings(BaseSettings):
     strict_versions: bool = False
     drift_window: int = Field(5_000, ge=1, description="live scores compared with calibration")
     drift_min_count: int = Field(200, ge=1, description="scores before drift gauges are set")
+    kpi_max_series: int = Field(
+        100_000, ge=1, description="KPI models: live series cap (least recently updated evicted)"
+    )
+    kpi_series_ttl_s: float = Field(
+        86_400.0, gt=0.0, description="KPI models: drop a series' window after this silence"
+    )
 
     @field_validator("model_uri")
     @classmethod

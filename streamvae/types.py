@@ -67,12 +67,17 @@ class InboundMessage(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class OutboundMessage:
-    """One record to produce: an alert, a score or a dead letter."""
+    """One record to produce: an alert, a score, a dead letter or a state snapshot.
+
+    ``partition`` pins the record to a partition (state snapshots go to the input's
+    partition number); ``None`` lets the producer's partitioner choose by key.
+    """
 
     topic: str
     value: bytes
     key: bytes | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
+    partition: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,5 +100,6 @@ class RunStats:
     alerted: int = 0
     dead_lettered: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+    unscored: dict[str, int] = field(default_factory=dict)  # KPI points not scored, by status
     elapsed_s: float = 0.0
     active_s: float = 0.0  # from the first message received to the end (no group join)

@@ -164,3 +164,42 @@ class ListSink:
 
     def on(self, topic: str) -> list[OutboundMessage]:
         return [m for m in self.flushed if m.topic == topic]
+
+
+KPI_SERIES = {"cpu.web-1": (50.0, 10.0), "cpu.web-2": (40.0, 8.0), "mem.db-1": (70.0, 5.0)}
+KPI_INTERVAL_MS = 60_000
+KPI_PERIOD = 60  # points per cycle
+
+
+def kpi_values(series: str, start: int, n: int, seed: int = 0) -> np.ndarray:
+    """Points ``start .. start + n - 1`` of a synthetic seasonal KPI (level, amplitude, noise)."""
+    level, amplitude = KPI_SERIES[series]
+    t = np.arange(start, start + n)
+    rng = np.random.default_rng([seed, start, sum(map(ord, series))])
+    return (
+        level
+        + amplitude * np.sin(2 * np.pi * t / KPI_PERIOD)
+        + 0.02 * amplitude * rng.normal(size=n)
+    )
+
+
+def make_kpi_history(n: int = 1200, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``series -> (ts_ms, values)`` of every synthetic series, ``n`` points each."""
+    ts = np.arange(n, dtype=np.int64) * KPI_INTERVAL_MS
+    return {s: (ts, kpi_values(s, 0, n, seed)) for s in KPI_SERIES}
+
+
+def make_kpi_bundle(window_len: int = 16, epochs: int = 40, seed: int = 0) -> ModelBundle:
+    """A calibrated KPI window bundle trained on :func:`make_kpi_history` (a few seconds)."""
+    from streamvae.workflows.kpi import KpiSettings, train_kpi
+
+    settings = KpiSettings(
+        model="vae", window_len=window_len, epochs=epochs, seed=seed, device="cpu",
+        percentile=99.0, threshold_by="series",
+    )  # fmt: skip
+    return train_kpi(make_kpi_history(seed=seed), settings)
+
+
+def kpi_point(series: str, index: int, value: float) -> bytes:
+    """One KPI message value (point ``index`` of the synthetic time axis)."""
+    return orjson.dumps({"series": series, "ts": index * KPI_INTERVAL_MS, "value": float(value)})

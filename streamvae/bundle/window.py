@@ -197,4 +197,3 @@ class WindowDetector:
     def select(self, scored: ScoredWindows) -> F64:
         """The scores the threshold applies to (the bundle's score kind)."""
         return scored.select(self.bundle.score_kind)
-

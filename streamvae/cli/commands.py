@@ -108,9 +108,7 @@ def evaluate(
         str, typer.Option(help="With --nab: window model family (dcvae reads the calendar).")
     ] = "dcvae",
     window_len: Annotated[int, typer.Option(min=2, help="With --nab: points per window.")] = 32,
-    ensemble: Annotated[
-        int, typer.Option(min=1, help="With --nab: models averaged per file.")
-    ] = 3,
+    ensemble: Annotated[int, typer.Option(min=1, help="With --nab: models averaged per file.")] = 3,
     epochs: Annotated[int, typer.Option(min=1, help="With --nab: training epochs.")] = 100,
     seed: Annotated[int, typer.Option(help="With --nab: seed of the first model.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
@@ -176,7 +174,9 @@ def _evaluate_nab(
     report = evaluate_nab(
         files,
         settings,
-        lambda r: err_console.print(f"- {r.file.name}: {len(r.file)} points, window {r.window_len}"),
+        lambda r: err_console.print(
+            f"- {r.file.name}: {len(r.file)} points, window {r.window_len}"
+        ),
     )
     if write_results is not None:
         written = write_nab_results(report, write_results)

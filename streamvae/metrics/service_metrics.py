@@ -126,6 +126,25 @@ class ServiceMetrics:
             namespace=ns,
             registry=registry,
         )
+        self.records_unscored = Counter(
+            "records_unscored",
+            "KPI points not scored, by status (warming_up: the series' window is not full; "
+            "sparse: too few observed points in it; replayed: absorbed before a restart).",
+            ["status"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.series_live = Gauge(
+            "kpi_series_live", "KPI series with window state held.", namespace=ns, registry=registry
+        )
+        self.state_bytes = Gauge(
+            "kpi_state_bytes",
+            "Approximate memory held by KPI window state.",
+            namespace=ns,
+            registry=registry,
+        )
+        for status in ("warming_up", "sparse", "replayed"):
+            self.records_unscored.labels(status=status)
         for reason in DEAD_LETTER_REASONS:
             self.records_dead_lettered.labels(reason=reason)
         for severity in SEVERITIES:

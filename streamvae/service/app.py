@@ -7,18 +7,22 @@ import logging
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 
 from streamvae.bundle import Detector
+from streamvae.bundle.window import WindowDetector, WindowPreprocess
 from streamvae.config import ServeSettings
 from streamvae.metrics import MetricsServer, Registry, ServiceMetrics
+from streamvae.service.kpi_pipeline import KpiPipeline, KpiPipelineConfig
 from streamvae.service.pipeline import FeaturePipeline, PipelineConfig
 from streamvae.service.runner import RunnerConfig, ServiceRunner
 from streamvae.stream.confluent import ConfluentMessageSink, ConfluentMessageSource
 from streamvae.stream.consumer import KafkaMessageSource
 from streamvae.stream.producer import KafkaMessageSink
+from streamvae.stream.state import ensure_state_topic, read_state
 from streamvae.tracking import configure, load_resolved, resolve
 from streamvae.training import resolve_device
 from streamvae.types import ModelRef, RunStats
@@ -69,22 +73,54 @@ class ScoringService:
         )
         resolved = resolve(s.model_uri, workdir)
         bundle = load_resolved(resolved, strict=s.strict_versions)
-        detector = Detector(bundle, device=str(resolve_device(s.device)))
+        device = str(resolve_device(s.device))
         self.model = resolved.ref
-        pipeline = FeaturePipeline(
-            detector,
-            resolved.ref,
-            PipelineConfig(
-                alert_topic=s.kafka.alert_topic,
-                dead_letter_topic=s.kafka.dead_letter_topic,
-                score_topic=s.kafka.score_topic,
-                max_message_bytes=s.max_message_bytes,
-                max_records_per_message=s.max_records_per_message,
-                top_features=s.top_features,
-                drift_window=s.drift_window,
-                drift_min_count=s.drift_min_count,
-            ),
-        )
+        pipeline: FeaturePipeline | KpiPipeline
+        on_assignment: Callable[[list[tuple[str, int]]], None]
+        if isinstance(bundle.preprocess, WindowPreprocess):
+            kpi = KpiPipeline(
+                WindowDetector(bundle, device=device),
+                resolved.ref,
+                KpiPipelineConfig(
+                    alert_topic=s.kafka.alert_topic,
+                    dead_letter_topic=s.kafka.dead_letter_topic,
+                    state_topic=s.kafka.state_topic or f"{s.kafka.input_topic}-state",
+                    score_topic=s.kafka.score_topic,
+                    max_message_bytes=s.max_message_bytes,
+                    max_records_per_message=s.max_records_per_message,
+                    max_series=s.kpi_max_series,
+                    series_ttl_s=s.kpi_series_ttl_s,
+                    drift_window=s.drift_window,
+                    drift_min_count=s.drift_min_count,
+                ),
+            )
+            pipeline = kpi
+            if kpi.config.state_topic is not None:
+                ensure_state_topic(s.kafka, kpi.config.state_topic, s.kafka.input_topic)
+
+            def on_assignment(parts: list[tuple[str, int]]) -> None:
+                self._restore_windows(kpi, parts)
+                self.assigned.set()
+        else:
+            pipeline = FeaturePipeline(
+                Detector(bundle, device=device),
+                resolved.ref,
+                PipelineConfig(
+                    alert_topic=s.kafka.alert_topic,
+                    dead_letter_topic=s.kafka.dead_letter_topic,
+                    score_topic=s.kafka.score_topic,
+                    max_message_bytes=s.max_message_bytes,
+                    max_records_per_message=s.max_records_per_message,
+                    top_features=s.top_features,
+                    drift_window=s.drift_window,
+                    drift_min_count=s.drift_min_count,
+                ),
+            )
+
+            def on_assignment(parts: list[tuple[str, int]]) -> None:
+                del parts
+                self.assigned.set()
+
         threshold = pipeline.threshold.default
         self.metrics.set_model(
             resolved.ref, bundle.score_kind, threshold.value, threshold.expected_alert_rate
@@ -102,7 +138,7 @@ class ScoringService:
         source = source_cls(
             s.kafka,
             (s.kafka.input_topic,),
-            on_assignment=lambda parts: self.assigned.set(),
+            on_assignment=on_assignment,
             before_revoke=self._checkpoint_before_revoke,
         )
         self._stack.callback(source.close)
@@ -122,6 +158,19 @@ class ScoringService:
         server = MetricsServer(self.metrics.registry, self.health, s.metrics_host, s.metrics_port)
         self.metrics_server = server.start()
         self._stack.callback(server.stop)
+
+    def _restore_windows(self, pipeline: KpiPipeline, parts: list[tuple[str, int]]) -> None:
+        """Rebuild the window state of newly assigned partitions from the state topic."""
+        topic = pipeline.config.state_topic
+        if topic is None:
+            return
+        start = time.perf_counter()
+        values = read_state(self.settings.kafka, topic, [p for _, p in parts])
+        restored = pipeline.restore(values, parts)
+        logger.info(
+            "window state restored series=%d records=%d partitions=%s in %.2f s",
+            restored, len(values), parts, time.perf_counter() - start,
+        )  # fmt: skip
 
     def _checkpoint_before_revoke(self) -> None:
         if self.runner is not None:

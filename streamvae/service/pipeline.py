@@ -38,7 +38,9 @@ class PipelineConfig:
 class BatchOutcome:
     """What one batch produced; the runner sends ``outbound``, then commits ``offsets``.
 
-    ``records_consumed == records_scored + sum(dead_letters.values())`` always holds.
+    ``records_consumed == records_scored + sum(dead_letters.values()) +
+    sum(unscored.values())`` always holds (``unscored``: KPI points whose series is warming
+    up, whose window is too sparse, or that were absorbed before a restart).
     """
 
     outbound: list[OutboundMessage] = field(default_factory=list)
@@ -49,6 +51,9 @@ class BatchOutcome:
     event_ts_ms: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     score_ratios: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    unscored: Counter[str] = field(default_factory=Counter)
+    series_live: int | None = None
+    state_bytes: int | None = None
 
 
 @dataclass(slots=True)
@@ -111,6 +116,10 @@ class FeaturePipeline:
     def drift_snapshot(self) -> DriftSnapshot:
         """Live scores against the calibration scores (see ``DriftMonitor``)."""
         return self.drift.snapshot()
+
+    def checkpoint_messages(self) -> list[OutboundMessage]:
+        """State to persist at a checkpoint: none (feature vectors are scored alone)."""
+        return []
 
     def handle(self, messages: list[InboundMessage], now_ms: int) -> BatchOutcome:
         """Handle one poll's messages; never raises for bad input (it is dead-lettered)."""

@@ -19,7 +19,7 @@ from streamvae.metrics import ServiceMetrics
 from streamvae.service.pipeline import BatchOutcome
 from streamvae.service.ports import MessageSink, MessageSource
 from streamvae.thresholds import DriftSnapshot
-from streamvae.types import InboundMessage, RunStats
+from streamvae.types import InboundMessage, OutboundMessage, RunStats
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,10 @@ class BatchHandler(Protocol):
 
     def drift_snapshot(self) -> DriftSnapshot:
         """Live scores against the calibration scores."""
+        ...
+
+    def checkpoint_messages(self) -> list[OutboundMessage]:
+        """State to persist once the outputs are flushed (KPI windows), before the commit."""
         ...
 
 
@@ -182,6 +186,13 @@ class ServiceRunner:
         """
         try:
             self.sink.flush()
+            # state goes out only after the outputs it covers are delivered: a restart that
+            # restores it never skips an input whose alert was lost
+            state = self.handler.checkpoint_messages()
+            for message in state:
+                self.sink.send(message)
+            if state:
+                self.sink.flush()
         except Exception:
             self.metrics.errors.labels(kind="produce").inc()
             raise
@@ -218,6 +229,12 @@ class ServiceRunner:
             m.records_dead_lettered.labels(reason=reason).inc(count)
         for severity, count in outcome.alerts.items():
             m.alerts.labels(severity=severity).inc(count)
+        for status, count in outcome.unscored.items():
+            m.records_unscored.labels(status=status).inc(count)
+        if outcome.series_live is not None:
+            m.series_live.set(outcome.series_live)
+        if outcome.state_bytes is not None:
+            m.state_bytes.set(outcome.state_bytes)
         m.scoring_seconds.observe(elapsed_s)
         m.batch_size.observe(outcome.records_consumed)
         m.score_ratio.observe_many(outcome.score_ratios)
@@ -239,6 +256,7 @@ class _Totals:
         self.scored = 0
         self.alerted = 0
         self.dead: Counter[str] = Counter()
+        self.unscored: Counter[str] = Counter()
         self.first_message: float | None = None
 
     def add(self, outcome: BatchOutcome, n_messages: int) -> None:
@@ -247,6 +265,7 @@ class _Totals:
         self.scored += outcome.records_scored
         self.alerted += sum(outcome.alerts.values())
         self.dead.update(outcome.dead_letters)
+        self.unscored.update(outcome.unscored)
 
     def stats(self, elapsed_s: float, active_s: float) -> RunStats:
         return RunStats(
@@ -256,6 +275,7 @@ class _Totals:
             alerted=self.alerted,
             dead_lettered=sum(self.dead.values()),
             dead_letter_reasons=dict(self.dead),
+            unscored=dict(self.unscored),
             elapsed_s=elapsed_s,
             active_s=active_s,
         )

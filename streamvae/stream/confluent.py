@@ -168,9 +168,10 @@ class ConfluentMessageSink:
         """Queue one record; waits only when the local queue is full."""
         while True:
             try:
+                extra = {} if message.partition is None else {"partition": message.partition}
                 self._producer.produce(
                     message.topic, value=message.value, key=message.key,
-                    headers=list(message.headers), on_delivery=self._delivered,
+                    headers=list(message.headers), on_delivery=self._delivered, **extra,
                 )  # fmt: skip
                 break
             except BufferError:

@@ -56,7 +56,11 @@ class KafkaMessageSink:
     def send(self, message: OutboundMessage) -> None:
         """Queue one record (returns at once)."""
         future = self._producer.send(
-            message.topic, value=message.value, key=message.key, headers=list(message.headers)
+            message.topic,
+            value=message.value,
+            key=message.key,
+            headers=list(message.headers),
+            partition=message.partition,
         )
         future.add_errback(self._errors.append)
         self._unflushed += 1

@@ -43,6 +43,9 @@ class TrainConfig:
         missing_injection: share of observed inputs marked missing at random in each
             training batch (zeroed and left out of the loss: Donut's missing-data injection,
             so the model learns to reconstruct across gaps); 0 = off.
+        hide_last: share of training rows whose last input is hidden from the encoder but
+            kept in the loss: teaches a window model to predict its newest point from the
+            rest of the window, which is how KPI scoring asks for it; 0 = off.
     """
 
     epochs: int = 100
@@ -58,6 +61,7 @@ class TrainConfig:
     mixed_precision: Literal["auto", "off"] = "auto"
     beta_schedule: BetaSchedule = field(default_factory=BetaSchedule)
     missing_injection: float = 0.0
+    hide_last: float = 0.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -70,6 +74,7 @@ class TrainConfig:
             "min_delta": self.min_delta >= 0,
             "grad_clip": self.grad_clip >= 0,
             "missing_injection": 0.0 <= self.missing_injection < 1.0,
+            "hide_last": 0.0 <= self.hide_last <= 1.0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -162,8 +167,13 @@ def _run_epoch(
             batch, cond, mask = data.rows(order[start : start + config.batch_size])
             if training and config.missing_injection > 0:
                 batch, mask = _inject_missing(batch, mask, config.missing_injection, generator)
+            seen = batch
+            if training and config.hide_last > 0:
+                hide = torch.rand(batch.shape[0], generator=generator) < config.hide_last
+                seen = batch.clone()
+                seen[hide.to(batch.device), -1] = 0.0
             with torch.autocast(device_type=batch.device.type, dtype=torch.bfloat16, enabled=amp):
-                out = model(batch, cond)
+                out = model(seen, cond)
             if amp:  # the networks run in bfloat16; the ELBO terms are summed in float32
                 out = out.to_float()
             beta = None  # validation: the full beta, so epochs compare

@@ -50,6 +50,8 @@ class KpiSettings:
         epochs: epoch budget (early stopping on a validation split).
         batch_size: mini-batch size.
         missing_injection: share of points marked missing per training batch.
+        hide_last: share of training windows whose newest point the encoder does not see
+            (the model learns to predict it, as scoring asks).
         calibration_fraction: the newest share of each series held out to calibrate.
         percentile: calibration percentile of normal scores.
         threshold_by: one threshold per ``series``, per ``group`` (the series id up to
@@ -70,6 +72,7 @@ class KpiSettings:
     epochs: int = 100
     batch_size: int = 64
     missing_injection: float = 0.01
+    hide_last: float = 0.5
     calibration_fraction: float = 0.2
     percentile: float = 99.5
     threshold_by: ThresholdBy = "series"
@@ -114,8 +117,10 @@ def read_series(
     """
     source = Path(path)
     try:
-        frame = pl.read_parquet(source) if source.suffix in (".parquet", ".pq") else pl.read_csv(
-            source, schema_overrides={series_column: pl.Utf8}
+        frame = (
+            pl.read_parquet(source)
+            if source.suffix in (".parquet", ".pq")
+            else pl.read_csv(source, schema_overrides={series_column: pl.Utf8})
         )
     except (OSError, pl.exceptions.PolarsError) as exc:
         msg = f"cannot read KPI history {str(source)!r}: {exc}"
@@ -244,6 +249,7 @@ def train_kpi(
         seed=settings.seed,
         device=settings.device,
         missing_injection=settings.missing_injection,
+        hide_last=settings.hide_last,
         patience=20,
     )
     model, result = fit(
@@ -280,13 +286,18 @@ def train_kpi(
         segments = cal_series
     elif field == "group":
         segments = [preprocess.group(s) for s in cal_series]
-    thresholds, skipped = calibrate_set(
-        scored.select(settings.score_kind),
-        CalibrationSpec(percentile=settings.percentile, segment_field=field, min_segment_size=50),
-        score_kind=settings.score_kind,
-        segments=segments,
-        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    )
+    try:
+        thresholds, skipped = calibrate_set(
+            scored.select(settings.score_kind),
+            CalibrationSpec(
+                percentile=settings.percentile, segment_field=field, min_segment_size=50
+            ),
+            score_kind=settings.score_kind,
+            segments=segments,
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        )
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
     if log is not None and skipped:
         log(f"{len(skipped)} series/group(s) use the default threshold: too few windows")
     return bundle.with_threshold(thresholds)

@@ -55,6 +55,7 @@ class NabSettings:
     epochs: int = 150
     missing_injection: float = 0.01
     hide_last: bool = True
+    train_hide_last: float = 0.0
     ensemble: int = 1
     seed: int = 0
     device: str = "cpu"
@@ -158,6 +159,7 @@ def run_file(file: NabFile, settings: NabSettings) -> FileResult:
             seed=settings.seed + member,
             device="cuda" if settings.device == "cuda" else "cpu",
             missing_injection=settings.missing_injection,
+            hide_last=settings.train_hide_last,
         )
         model, result = fit(
             lambda: build_model(model_key, config),

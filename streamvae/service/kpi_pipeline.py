@@ -1,0 +1,363 @@
+"""Per-batch handling of KPI points: validate, keep windows per series, score, decide. No I/O.
+
+A message holds one point ``{"series", "ts", "value"}`` (or a JSON array of them; the
+message key is the series id, so a series stays on one partition). Every consumed point ends
+as exactly one of: scored, dead-lettered (bad input, a duplicate timestamp, a point out of
+order), or *not scored yet* (its series is warming up or its window too sparse; or it was
+already absorbed before a restart). The score of a point is its deviation from the model's
+expectation of it given the rest of its window; alerts name the window span and the expected
+vs observed value.
+
+Window state survives restarts and partition moves through a state topic: at each
+checkpoint, after the outputs are flushed, the pipeline emits one snapshot per changed
+series (keyed by series, on the input's partition number) carrying the input offset it
+covers; a consumer that is assigned a partition restores its series from there and skips
+points at or before each series' snapshot offset, so scores after a restart equal scores
+without one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamvae.bundle.window import WindowDetector
+from streamvae.data.series_state import WindowStore
+from streamvae.errors import PayloadDecodeError
+from streamvae.service.pipeline import BatchOutcome
+from streamvae.stream.codecs import decode_json, encode_json, split_records
+from streamvae.thresholds import DriftMonitor, DriftSnapshot
+from streamvae.types import InboundMessage, ModelRef, OutboundMessage
+
+MAX_SERIES_ID = 256
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KpiPipelineConfig:
+    """Topics and limits of the KPI pipeline."""
+
+    alert_topic: str
+    dead_letter_topic: str
+    state_topic: str | None = None
+    score_topic: str | None = None
+    max_message_bytes: int = 1_048_576
+    max_records_per_message: int = 10_000
+    max_series: int = 100_000
+    series_ttl_s: float = 86_400.0
+    drift_window: int = 5_000
+    drift_min_count: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class _Point:
+    series: str
+    ts: int
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    point: _Point
+    record: dict[str, Any]
+    message: InboundMessage
+    index: int
+    values: npt.NDArray[np.float64]
+    mask: npt.NDArray[np.float64]
+    start_ts: int
+    end_ts: int
+
+
+def parse_point(record: object, key: bytes | None) -> _Point:
+    """Validate one KPI record.
+
+    Raises:
+        PayloadDecodeError: ``invalid_record`` (shape, types) or ``non_finite``.
+    """
+    if not isinstance(record, dict):
+        raise PayloadDecodeError(reason="invalid_record", detail="a KPI point must be an object")
+    series = record.get("series")
+    if series is None and key:
+        series = key.decode(errors="replace")
+    if not isinstance(series, str) or not 0 < len(series) <= MAX_SERIES_ID:
+        detail = f"'series' must be a non-empty string of at most {MAX_SERIES_ID} characters"
+        raise PayloadDecodeError(reason="invalid_record", detail=detail)
+    ts = record.get("ts")
+    if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0:
+        detail = f"'ts' must be epoch milliseconds (a non-negative integer), got {ts!r}"
+        raise PayloadDecodeError(reason="invalid_record", detail=detail[:200])
+    value = record.get("value")
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        detail = f"'value' must be a number, got {type(value).__name__}"
+        raise PayloadDecodeError(reason="invalid_record", detail=detail)
+    if not math.isfinite(value) or abs(value) > 3.4e38:
+        raise PayloadDecodeError(reason="non_finite", detail="'value' is not a finite float32")
+    return _Point(series, ts, float(value))
+
+
+class KpiPipeline:
+    """Turns polled KPI points into alerts, scores, dead letters and window state."""
+
+    def __init__(
+        self, detector: WindowDetector, model: ModelRef, config: KpiPipelineConfig
+    ) -> None:
+        self.detector = detector
+        self.model = model
+        self.config = config
+        self.threshold = detector.threshold  # raises NotCalibratedError without one
+        self.store = WindowStore(detector.preprocess.spec, max_series=config.max_series)
+        self._applied: dict[str, tuple[str, int, int]] = {}  # series -> topic, partition, offset
+        self._dirty: set[str] = set()
+        self.drift = DriftMonitor(
+            self.threshold.reference.get("", np.zeros(0)),
+            self.threshold.default.expected_alert_rate,
+            window=config.drift_window,
+            min_count=config.drift_min_count,
+        )
+
+    def drift_snapshot(self) -> DriftSnapshot:
+        """Live scores against the calibration scores."""
+        return self.drift.snapshot()
+
+    # ------------------------------------------------------------------ state
+    def checkpoint_messages(self) -> list[OutboundMessage]:
+        """Snapshots of the series changed since the last call (sent after the outputs)."""
+        topic = self.config.state_topic
+        if topic is None:
+            self._dirty.clear()
+            return []
+        out = []
+        for series in sorted(self._dirty):
+            snapshot = self.store.snapshot(series)
+            source = self._applied.get(series)
+            if snapshot is None or source is None:
+                continue
+            in_topic, partition, offset = source
+            value = {"series": series, "topic": in_topic, "partition": partition}
+            value |= {"offset": offset} | snapshot
+            out.append(OutboundMessage(topic, encode_json(value), series.encode(), (), partition))
+        self._dirty.clear()
+        return out
+
+    def restore(self, values: Iterable[bytes | None], partitions: Iterable[tuple[str, int]]) -> int:
+        """Take over ``partitions``: forget their series, restore them from state records.
+
+        Later records of a series win (the state topic is append-only or compacted).
+        Returns the number of series restored.
+        """
+        owned = set(partitions)
+        for series, (topic, partition, _) in list(self._applied.items()):
+            if (topic, partition) in owned:
+                self.store.drop(series)
+                del self._applied[series]
+        latest: dict[str, dict[str, Any]] = {}
+        for raw in values:
+            try:
+                record = decode_json(raw, max_bytes=self.config.max_message_bytes)
+            except PayloadDecodeError:
+                continue
+            if isinstance(record, dict) and (record.get("topic"), record.get("partition")) in owned:
+                latest[str(record.get("series"))] = record
+        restored = 0
+        for series, record in latest.items():
+            try:
+                self.store.restore(series, record)
+            except (KeyError, TypeError, ValueError):
+                continue  # a snapshot of another window spec: the series warms up again
+            self._applied[series] = (
+                record["topic"],
+                int(record["partition"]),
+                int(record["offset"]),
+            )
+            restored += 1
+        return restored
+
+    def forget(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Drop the series of partitions this consumer no longer owns."""
+        gone = set(partitions)
+        for series, (topic, partition, _) in list(self._applied.items()):
+            if (topic, partition) in gone:
+                self.store.drop(series)
+                del self._applied[series]
+                self._dirty.discard(series)
+
+    # ------------------------------------------------------------------ batches
+    def handle(self, messages: list[InboundMessage], now_ms: int) -> BatchOutcome:
+        """Handle one poll's messages; never raises for bad input (it is dead-lettered)."""
+        outcome = BatchOutcome()
+        ready: list[_Ready] = []
+        for message in messages:
+            outcome.offsets[(message.topic, message.partition)] = message.offset + 1
+            self._collect(message, outcome, ready, now_ms)
+        if ready:
+            self._score(ready, outcome, now_ms)
+        evicted = self.store.evict_idle(now_ms, int(self.config.series_ttl_s * 1000))
+        if evicted:
+            live = set(self.store.names())
+            for series in [s for s in self._applied if s not in live]:
+                del self._applied[series]
+        outcome.series_live = len(self.store)
+        outcome.state_bytes = self.store.memory_bytes
+        return outcome
+
+    def _collect(
+        self, message: InboundMessage, outcome: BatchOutcome, ready: list[_Ready], now_ms: int
+    ) -> None:
+        try:
+            payload = decode_json(message.value, max_bytes=self.config.max_message_bytes)
+            records = (
+                [payload]
+                if type(payload) is dict
+                else split_records(payload, max_records=self.config.max_records_per_message)
+            )
+        except PayloadDecodeError as exc:
+            outcome.records_consumed += 1
+            self._dead_letter(outcome, message, -1, message.value or b"", exc)
+            return
+        outcome.records_consumed += len(records)
+        for index, record in enumerate(records):
+            try:
+                point = parse_point(record, message.key)
+            except PayloadDecodeError as exc:
+                self._dead_letter(outcome, message, index, encode_json(record), exc)
+                continue
+            applied = self._applied.get(point.series)
+            source = (message.topic, message.partition)
+            if applied is not None and applied[:2] == source and message.offset <= applied[2]:
+                outcome.unscored["replayed"] += 1  # absorbed before a restart
+                continue
+            push = self.store.push(point.series, point.ts, point.value, now_ms)
+            if push.status in ("duplicate", "out_of_order"):
+                reason = "duplicate_point" if push.status == "duplicate" else "out_of_order"
+                what = "a duplicate" if reason == "duplicate_point" else "older"
+                detail = (
+                    f"series {point.series!r} is at ts {push.end_ts}; point ts {point.ts} is {what}"
+                )
+                rejected = PayloadDecodeError(reason=reason, detail=detail)
+                self._dead_letter(outcome, message, index, encode_json(record), rejected)
+                continue
+            self._applied[point.series] = (message.topic, message.partition, message.offset)
+            self._dirty.add(point.series)
+            if push.status != "ready" or push.values is None or push.mask is None:
+                outcome.unscored[push.status] += 1
+                if self.config.score_topic is not None:
+                    status = self._status_record(point, message, index, push.status, now_ms)
+                    outcome.outbound.append(self._out(self.config.score_topic, status, point))
+                continue
+            ready.append(
+                _Ready(
+                    point, record, message, index, push.values, push.mask, push.start_ts,
+                    push.end_ts,
+                )
+            )  # fmt: skip
+
+    def _score(self, ready: list[_Ready], outcome: BatchOutcome, now_ms: int) -> None:
+        series = [r.point.series for r in ready]
+        values = np.stack([r.values for r in ready])
+        mask = np.stack([r.mask for r in ready])
+        end_ts = np.array([r.end_ts for r in ready], np.int64)
+        scored = self.detector.score(series, values, mask, end_ts)
+        score = self.detector.select(scored)
+        field = self.threshold.segment_field
+        segments = None
+        if field == "series":
+            segments = list(series)
+        elif field == "group":
+            segments = [self.detector.preprocess.group(s) for s in series]
+        decided = self.threshold.decide(score, segments)
+        flagged = decided.severities != ""
+        self.drift.update(score, flagged)
+        outcome.records_scored += len(ready)
+        outcome.score_ratios = np.divide(
+            score, decided.thresholds, out=score.copy(), where=decided.thresholds > 0
+        )
+        outcome.event_ts_ms = np.array([r.point.ts for r in ready], np.int64)
+        for i, item in enumerate(ready):
+            if not flagged[i] and self.config.score_topic is None:
+                continue
+            p_value = float(decided.p_values[i])
+            record: dict[str, Any] = {
+                "alert_id": f"{item.message.topic}:{item.message.partition}:"
+                f"{item.message.offset}:{max(item.index, 0)}",
+                "id": None if item.record.get("id") is None else str(item.record["id"]),
+                "key": item.point.series,
+                "series": item.point.series,
+                "ts": item.point.ts,
+                "scored_at": now_ms,
+                "model": {"name": self.model.name, "version": self.model.version},
+                "score_kind": self.detector.bundle.score_kind,
+                "score": float(score[i]),
+                "threshold": float(decided.thresholds[i]),
+                "p_value": None if math.isnan(p_value) else p_value,
+                "severity": str(decided.severities[i]) or "normal",
+                "status": "scored",
+                "components": {
+                    "recon": float(scored.recon_nll[i]),
+                    "kl": float(scored.kl[i]),
+                },
+            }
+            if segments is not None:
+                record["segment"] = segments[i]
+            if self.config.score_topic is not None:
+                outcome.outbound.append(self._out(self.config.score_topic, record, item.point))
+            if flagged[i]:
+                record = record | {"explanation": self._explain(item, float(scored.expected[i]))}
+                outcome.alerts[record["severity"]] += 1
+                outcome.outbound.append(self._out(self.config.alert_topic, record, item.point))
+
+    def _explain(self, item: _Ready, expected: float) -> dict[str, Any]:
+        observed = item.point.value
+        return {
+            "window": {
+                "start_ts": item.start_ts,
+                "end_ts": item.end_ts,
+                "points": int(item.mask.size),
+                "observed_points": int(item.mask.sum()),
+            },
+            "observed": observed,
+            "expected": expected,
+            "deviation": observed - expected,
+        }
+
+    def _status_record(
+        self, point: _Point, message: InboundMessage, index: int, status: str, now_ms: int
+    ) -> dict[str, Any]:
+        """A not-scored point's record on the score topic: never reported as normal."""
+        return {
+            "alert_id": f"{message.topic}:{message.partition}:{message.offset}:{max(index, 0)}",
+            "key": point.series,
+            "series": point.series,
+            "ts": point.ts,
+            "scored_at": now_ms,
+            "model": {"name": self.model.name, "version": self.model.version},
+            "status": status,
+            "score": None,
+            "severity": None,
+        }
+
+    def _dead_letter(
+        self,
+        outcome: BatchOutcome,
+        message: InboundMessage,
+        index: int,
+        value: bytes,
+        exc: PayloadDecodeError,
+    ) -> None:
+        headers = (
+            ("error", exc.reason.encode()),
+            ("detail", exc.detail[:500].encode()),
+            ("source", f"{message.topic}:{message.partition}:{message.offset}:{index}".encode()),
+            *message.headers,
+        )
+        outcome.outbound.append(
+            OutboundMessage(self.config.dead_letter_topic, value, message.key, headers)
+        )
+        outcome.dead_letters[exc.reason] += 1
+
+    @staticmethod
+    def _out(topic: str, payload: dict[str, Any], point: _Point) -> OutboundMessage:
+        return OutboundMessage(topic, encode_json(payload), point.series.encode())

@@ -1,0 +1,164 @@
+"""The KPI pipeline with in-memory fakes: windows per series, bad points, alerts, state."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from streamvae.bundle.window import WindowDetector
+from streamvae.metrics import ServiceMetrics
+from streamvae.service.kpi_pipeline import KpiPipeline, KpiPipelineConfig
+from streamvae.service.runner import RunnerConfig, ServiceRunner
+from streamvae.types import InboundMessage, ModelRef
+from tests.factories import (
+    KPI_INTERVAL_MS,
+    FakeSource,
+    ListSink,
+    kpi_point,
+    kpi_values,
+    make_kpi_bundle,
+)
+
+START = 1200  # the synthetic time axis continues after the training history
+W = 16
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return make_kpi_bundle(window_len=W)
+
+
+def config(**extra) -> KpiPipelineConfig:
+    values = {"alert_topic": "alerts", "dead_letter_topic": "dlq", "state_topic": "state"}
+    return KpiPipelineConfig(**(values | extra))
+
+
+def pipeline(bundle, **extra) -> KpiPipeline:
+    return KpiPipeline(WindowDetector(bundle), ModelRef("kpi", "1"), config(**extra))
+
+
+def stream(series: str, n: int, *, spike_at: int | None = None) -> list[bytes]:
+    values = kpi_values(series, START, n)
+    if spike_at is not None:
+        values[spike_at] += 25.0
+    return [kpi_point(series, START + i, v) for i, v in enumerate(values)]
+
+
+def messages(values: list[bytes], *, start: int = 0, partition: int = 0) -> list[InboundMessage]:
+    return [
+        InboundMessage("kpi", partition, start + i, v, None, 1_000) for i, v in enumerate(values)
+    ]
+
+
+def test_warm_up_then_scores_and_an_alert_explains_the_window(bundle):
+    pipe = pipeline(bundle, score_topic="scores")
+    outcome = pipe.handle(messages(stream("cpu.web-1", 60, spike_at=40)), now_ms=0)
+    assert outcome.unscored["warming_up"] == W - 1
+    assert outcome.records_scored == 60 - (W - 1)
+    scores = [orjson.loads(m.value) for m in outcome.outbound if m.topic == "scores"]
+    assert [s["status"] for s in scores[: W - 1]] == ["warming_up"] * (W - 1)
+    assert all(s["score"] is None and s["severity"] is None for s in scores[: W - 1])
+    alerts = [orjson.loads(m.value) for m in outcome.outbound if m.topic == "alerts"]
+    spike_ts = (START + 40) * KPI_INTERVAL_MS
+    # the spike alerts at once; its distortion of the next window may alert once more
+    assert alerts and alerts[0]["ts"] == spike_ts
+    assert all(spike_ts <= a["ts"] <= spike_ts + 2 * KPI_INTERVAL_MS for a in alerts)
+    alert = alerts[0]
+    window = alert["explanation"]["window"]
+    assert window["end_ts"] == alert["ts"]
+    assert window["start_ts"] == alert["ts"] - (W - 1) * KPI_INTERVAL_MS
+    assert alert["explanation"]["observed"] - alert["explanation"]["expected"] > 15.0
+    assert alert["series"] == "cpu.web-1" and alert["segment"] == "cpu.web-1"
+
+
+def test_bad_points_are_dead_lettered_with_a_reason_and_everything_is_accounted_for(bundle):
+    pipe = pipeline(bundle)
+    good = stream("mem.db-1", 20)
+    late = kpi_point("mem.db-1", START + 3, 70.0)
+    duplicate = kpi_point("mem.db-1", START + 19, 71.0)
+    bad = [
+        b"{not json",
+        orjson.dumps({"series": "mem.db-1", "ts": "yesterday", "value": 1.0}),
+        orjson.dumps({"series": "mem.db-1", "ts": 5, "value": "high"}),
+        orjson.dumps({"ts": 5, "value": 1.0}),  # no series and no key
+        orjson.dumps({"series": "mem.db-1", "ts": 5, "value": 1e39}),
+    ]
+    outcome = pipe.handle(messages([*good, late, duplicate, *bad]), now_ms=0)
+    assert dict(outcome.dead_letters) == {
+        "out_of_order": 1,
+        "duplicate_point": 1,
+        "invalid_json": 1,
+        "invalid_record": 3,
+        "non_finite": 1,
+    }
+    dead = [m for m in outcome.outbound if m.topic == "dlq"]
+    assert dict(dead[0].headers)["error"] == b"out_of_order"
+    accounted = (
+        outcome.records_scored + sum(outcome.dead_letters.values()) + sum(outcome.unscored.values())
+    )
+    assert accounted == outcome.records_consumed == len(good) + 2 + len(bad)
+
+
+def test_the_message_key_names_the_series_when_the_record_does_not(bundle):
+    pipe = pipeline(bundle)
+    value = orjson.dumps({"ts": START * KPI_INTERVAL_MS, "value": 50.0})
+    outcome = pipe.handle([InboundMessage("kpi", 0, 0, value, b"cpu.web-2", 1)], now_ms=0)
+    assert outcome.unscored["warming_up"] == 1 and "cpu.web-2" in pipe.store
+
+
+def test_state_snapshots_restore_and_skip_what_was_already_absorbed(bundle):
+    values = stream("cpu.web-2", 80)
+    straight = pipeline(bundle, score_topic="scores")
+    expected = [
+        orjson.loads(m.value)
+        for m in straight.handle(messages(values), now_ms=0).outbound
+        if m.topic == "scores"
+    ]
+    first = pipeline(bundle, score_topic="scores")
+    first.handle(messages(values[:50]), now_ms=0)
+    state = first.checkpoint_messages()
+    assert [m.key for m in state] == [b"cpu.web-2"]
+    assert state[0].topic == "state" and state[0].partition == 0
+    assert first.checkpoint_messages() == []  # nothing changed since
+    resumed = pipeline(bundle, score_topic="scores")
+    assert resumed.restore([m.value for m in state], [("kpi", 0)]) == 1
+    # the consumer restarts from an older committed offset: 45..49 are replayed
+    outcome = resumed.handle(messages(values[45:], start=45), now_ms=0)
+    assert outcome.unscored == {"replayed": 5}
+    got = [orjson.loads(m.value) for m in outcome.outbound if m.topic == "scores"]
+    assert [g["ts"] for g in got] == [e["ts"] for e in expected[50:]]
+    np.testing.assert_allclose([g["score"] for g in got], [e["score"] for e in expected[50:]])
+
+
+def test_restore_ignores_other_partitions_and_forget_drops_series(bundle):
+    first = pipeline(bundle)
+    first.handle(messages(stream("cpu.web-1", 20), partition=1), now_ms=0)
+    state = [m.value for m in first.checkpoint_messages()]
+    other = pipeline(bundle)
+    assert other.restore(state, [("kpi", 0)]) == 0
+    assert other.restore(state, [("kpi", 1)]) == 1
+    other.forget([("kpi", 1)])
+    assert len(other.store) == 0
+
+
+def test_idle_series_are_evicted_and_memory_is_reported(bundle):
+    pipe = pipeline(bundle, series_ttl_s=60.0)
+    outcome = pipe.handle(messages(stream("cpu.web-1", 5)), now_ms=0)
+    assert outcome.series_live == 1 and outcome.state_bytes and outcome.state_bytes > 0
+    later = pipe.handle(messages(stream("mem.db-1", 1), start=5), now_ms=120_000)
+    assert later.series_live == 1 and "cpu.web-1" not in pipe.store
+
+
+def test_runner_writes_state_after_the_outputs_and_before_the_commit(bundle):
+    source = FakeSource(messages(stream("cpu.web-1", 30)), batch=10)
+    sink = ListSink()
+    runner = ServiceRunner(
+        source, sink, pipeline(bundle), ServiceMetrics(), RunnerConfig(commit_interval_s=0.0)
+    )
+    stats = runner.run(max_messages=30, idle_timeout_s=0.5)
+    assert stats.unscored == {"warming_up": W - 1}
+    state = sink.on("state")
+    assert state and source.committed == {("kpi", 0): 30}
+    last = orjson.loads(state[-1].value)
+    assert last["offset"] == 29 and last["filled"] == W
