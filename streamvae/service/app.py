@@ -78,13 +78,15 @@ class ScoringService:
         pipeline: FeaturePipeline | KpiPipeline
         on_assignment: Callable[[list[tuple[str, int]]], None]
         if isinstance(bundle.preprocess, WindowPreprocess):
+            state_topic = s.kafka.state_topic or f"{s.kafka.input_topic}-state"
             kpi = KpiPipeline(
                 WindowDetector(bundle, device=device),
                 resolved.ref,
                 KpiPipelineConfig(
                     alert_topic=s.kafka.alert_topic,
                     dead_letter_topic=s.kafka.dead_letter_topic,
-                    state_topic=s.kafka.state_topic or f"{s.kafka.input_topic}-state",
+                    state_topic=state_topic,
+                    state_partitions=ensure_state_topic(s.kafka, state_topic, s.kafka.input_topic),
                     score_topic=s.kafka.score_topic,
                     max_message_bytes=s.max_message_bytes,
                     max_records_per_message=s.max_records_per_message,
@@ -95,8 +97,6 @@ class ScoringService:
                 ),
             )
             pipeline = kpi
-            if kpi.config.state_topic is not None:
-                ensure_state_topic(s.kafka, kpi.config.state_topic, s.kafka.input_topic)
 
             def on_assignment(parts: list[tuple[str, int]]) -> None:
                 self._restore_windows(kpi, parts)
@@ -165,7 +165,9 @@ class ScoringService:
         if topic is None:
             return
         start = time.perf_counter()
-        values = read_state(self.settings.kafka, topic, [p for _, p in parts])
+        values = read_state(
+            self.settings.kafka, topic, {pipeline.state_partition(p) for _, p in parts}
+        )
         restored = pipeline.restore(values, parts)
         logger.info(
             "window state restored series=%d records=%d partitions=%s in %.2f s",

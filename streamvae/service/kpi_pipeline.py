@@ -39,11 +39,16 @@ MAX_SERIES_ID = 256
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KpiPipelineConfig:
-    """Topics and limits of the KPI pipeline."""
+    """Topics and limits of the KPI pipeline.
+
+    ``state_partitions``: partitions of the state topic; a series' snapshot goes to its input
+    partition number modulo this (0: the same number as the input partition).
+    """
 
     alert_topic: str
     dead_letter_topic: str
     state_topic: str | None = None
+    state_partitions: int = 0
     score_topic: str | None = None
     max_message_bytes: int = 1_048_576
     max_records_per_message: int = 10_000
@@ -139,9 +144,15 @@ class KpiPipeline:
             in_topic, partition, offset = source
             value = {"series": series, "topic": in_topic, "partition": partition}
             value |= {"offset": offset} | snapshot
-            out.append(OutboundMessage(topic, encode_json(value), series.encode(), (), partition))
+            target = self.state_partition(partition)
+            out.append(OutboundMessage(topic, encode_json(value), series.encode(), (), target))
         self._dirty.clear()
         return out
+
+    def state_partition(self, input_partition: int) -> int:
+        """The state topic partition holding the snapshots of an input partition's series."""
+        n = self.config.state_partitions
+        return input_partition % n if n > 0 else input_partition
 
     def restore(self, values: Iterable[bytes | None], partitions: Iterable[tuple[str, int]]) -> int:
         """Take over ``partitions``: forget their series, restore them from state records.

@@ -81,8 +81,8 @@ def read_state(
 def ensure_state_topic(settings: KafkaSettings, state_topic: str, input_topic: str) -> int:
     """Create ``state_topic`` (compacted) with as many partitions as ``input_topic``, if absent.
 
-    Returns the input topic's partition count (0 when it does not exist yet: the state topic
-    is then left for the operator or a later start to create).
+    Returns the state topic's partition count (0 when neither topic exists yet: the state
+    topic is then left for the operator or a later start to create).
 
     Raises:
         BrokerError: the broker cannot be reached or refuses.
@@ -98,12 +98,16 @@ def ensure_state_topic(settings: KafkaSettings, state_topic: str, input_topic: s
         raise BrokerError(msg) from exc
     parts = 0
     try:
-        described = admin.describe_topics([input_topic])
-        parts = len(described[0].get("partitions", [])) if described else 0
-        if parts and state_topic not in set(admin.list_topics()):
-            config = {"cleanup.policy": "compact"}
-            admin.create_topics([NewTopic(state_topic, parts, 1, topic_configs=config)])
-            logger.info("created state topic %s partitions=%d", state_topic, parts)
+        if state_topic not in set(admin.list_topics()):
+            described = admin.describe_topics([input_topic])
+            parts = len(described[0].get("partitions", [])) if described else 0
+            if parts:
+                config = {"cleanup.policy": "compact"}
+                admin.create_topics([NewTopic(state_topic, parts, 1, topic_configs=config)])
+                logger.info("created state topic %s partitions=%d", state_topic, parts)
+        else:
+            described = admin.describe_topics([state_topic])
+            parts = len(described[0].get("partitions", [])) if described else 0
     except TopicAlreadyExistsError:
         pass  # created concurrently by another consumer
     except KafkaError as exc:

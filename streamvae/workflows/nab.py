@@ -42,6 +42,8 @@ class NabSettings:
         missing_injection: share of points marked missing in each training batch.
         hide_last: score the newest point from the rest of its window (see
             :func:`~streamvae.scoring.windows.score_windows`).
+        train_hide_last: share of training windows whose newest point the encoder does not
+            see (the model learns to predict it, as scoring asks).
         ensemble: models trained with seeds ``seed, seed + 1, ...``; their point scores are
             averaged (steadier than one model on a few hundred windows).
         seed: training seed of the first model.
@@ -55,7 +57,7 @@ class NabSettings:
     epochs: int = 150
     missing_injection: float = 0.01
     hide_last: bool = True
-    train_hide_last: float = 0.0
+    train_hide_last: float = 0.5
     ensemble: int = 1
     seed: int = 0
     device: str = "cpu"
