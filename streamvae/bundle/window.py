@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from streamvae.data.series_state import WindowSpec
+from streamvae.data.series_state import WindowSpec, WindowStore
 from streamvae.data.windows import CALENDAR_FEATURES, SeriesScaler, calendar_features
 from streamvae.errors import ModelLoadError, NotCalibratedError
 from streamvae.models import BaseVAE, build_model, config_from_dict
@@ -197,3 +197,52 @@ class WindowDetector:
     def select(self, scored: ScoredWindows) -> F64:
         """The scores the threshold applies to (the bundle's score kind)."""
         return scored.select(self.bundle.score_kind)
+
+
+class PointScores(NamedTuple):
+    """Per-point outcome of replaying KPI history through the window state.
+
+    Attributes:
+        status: ``(n,)`` ``ready`` (scored), ``warming_up``, ``sparse``, ``duplicate`` or
+            ``out_of_order``.
+        score: ``(n,)`` the bundle's score kind, NaN where not scored.
+        expected: ``(n,)`` the model's expectation of the point, NaN where not scored.
+    """
+
+    status: npt.NDArray[np.str_]
+    score: F64
+    expected: F64
+
+
+def score_points(
+    detector: WindowDetector, series: Sequence[str], ts_ms: I64, values: F64
+) -> PointScores:
+    """Score KPI points in the given order, as the streaming service would.
+
+    Every point goes through a fresh :class:`~streamvae.data.series_state.WindowStore`;
+    ready windows are scored in one batch.
+    """
+    store = WindowStore(detector.preprocess.spec, max_series=max(1, len(set(series))))
+    n = len(series)
+    status = np.empty(n, dtype=object)
+    rows: list[int] = []
+    windows: list[F64] = []
+    masks: list[F64] = []
+    ends: list[int] = []
+    for i, (name, t, v) in enumerate(zip(series, ts_ms.tolist(), values.tolist(), strict=True)):
+        push = store.push(name, int(t), float(v))
+        status[i] = push.status
+        if push.values is not None and push.mask is not None:
+            rows.append(i)
+            windows.append(push.values)
+            masks.append(push.mask)
+            ends.append(push.end_ts)
+    score = np.full(n, np.nan)
+    expected = np.full(n, np.nan)
+    if rows:
+        scored = detector.score(
+            [series[i] for i in rows], np.stack(windows), np.stack(masks), np.array(ends, np.int64)
+        )
+        score[rows] = detector.select(scored)
+        expected[rows] = scored.expected
+    return PointScores(status.astype(np.str_), score, expected)

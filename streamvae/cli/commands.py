@@ -79,6 +79,103 @@ def train(
     )
 
 
+@app.command("train-kpi")
+def train_kpi(
+    data: Annotated[Path, typer.Argument(help="KPI history, one row per point (CSV or Parquet).")],
+    series_column: Annotated[str, typer.Option(help="Series id column.")] = "series",
+    ts_column: Annotated[
+        str, typer.Option(help="Timestamp column (epoch ms or date-time text).")
+    ] = "timestamp",
+    value_column: Annotated[str, typer.Option(help="Value column.")] = "value",
+    model: Annotated[
+        str, typer.Option(help="Window model: vae, conv1d_vae; calendar: cvae, dcvae, conv1d_cvae.")
+    ] = "vae",
+    window_len: Annotated[int, typer.Option(min=2, help="Points per window.")] = 32,
+    interval_s: Annotated[
+        float | None, typer.Option(help="Sampling interval (default: the data's median gap).")
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Epoch budget (early stopping).")] = 100,
+    percentile: Annotated[float, typer.Option(help="Calibration percentile per threshold.")] = 99.5,
+    threshold_by: Annotated[
+        str, typer.Option(help="series, group (id up to the first '.') or all.")
+    ] = "series",
+    calibration_fraction: Annotated[
+        float, typer.Option(help="Newest share of each series held out to calibrate.")
+    ] = 0.2,
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    registered_model: Annotated[
+        str, typer.Option(help="MLflow registered model name.")
+    ] = "streamvae-kpi",
+    alias: Annotated[
+        str | None, typer.Option(help="Set this registry alias (e.g. champion) on the new version.")
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+    work_dir: WorkDirOpt = Path(".streamvae"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train a KPI window model on many series, calibrate per-series thresholds, register it.
+
+    Example: streamvae train-kpi kpi_history.parquet --model dcvae --window-len 32 --alias champion
+    """
+    from streamvae.workflows.kpi import KpiSettings, read_series, train_and_register
+
+    try:
+        settings = KpiSettings(
+            model=model,
+            window_len=window_len,
+            interval_ms=None if interval_s is None else round(interval_s * 1000),
+            epochs=epochs,
+            percentile=percentile,
+            threshold_by=threshold_by,  # type: ignore[arg-type]
+            calibration_fraction=calibration_fraction,
+            seed=seed,
+            device=device,  # type: ignore[arg-type]
+        )
+    except (KeyError, ValueError) as exc:
+        fail(str(exc.args[0]) if exc.args else str(exc))
+        return
+    if device not in ("auto", "cpu", "cuda"):
+        fail(f"bad --device {device!r}: use auto, cpu or cuda")
+    history = guard(
+        lambda: read_series(
+            data, series_column=series_column, ts_column=ts_column, value_column=value_column
+        )
+    )
+    tracking = tracking_settings(tracking_uri, work_dir).model_copy(
+        update={"registered_model": registered_model, "alias": alias}
+    )
+    outcome = guard(
+        lambda: train_and_register(
+            history,
+            settings,
+            tracking,
+            [] if quiet else [ProgressBar()],
+            log=lambda line: err_console.print(f"- {line}"),
+        )
+    )
+    thresholds = outcome.bundle.threshold
+    print_table(
+        "trained (KPI)",
+        {
+            "run id": outcome.run_id,
+            "model": f"{outcome.registered_model} v{outcome.version}"
+            if outcome.version
+            else outcome.model_uri,
+            "alias": outcome.alias or "-",
+            "series": outcome.bundle.meta["series"],
+            "train / calibration windows": f"{outcome.bundle.meta['train_windows']} / "
+            f"{outcome.bundle.meta['calibration_windows']}",
+            "thresholds": "-"
+            if thresholds is None
+            else f"{len(thresholds.segments)} per {thresholds.segment_field or 'all'} "
+            f"+ default {thresholds.default.value:.4g}",
+            "tracking uri": outcome.tracking_uri,
+            "seconds": round(outcome.seconds, 1),
+        },
+    )
+
+
 @app.command()
 def evaluate(
     model_uri: Annotated[
