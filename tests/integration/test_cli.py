@@ -102,6 +102,13 @@ def test_train_calibrate_evaluate_promote(workdir):
         (["serve", "--set", "poll_timeout_ms=-1"], "poll_timeout_ms"),
         (["serve", "--model-uri", "models:/ghost@champion"], "models:/ghost@champion"),
         (["demo", "--percentile", "100"], "bad --percentile 100"),
+        (["evaluate"], "needs MODEL_URI and DATA (or --nab DIR)"),
+        (["evaluate", "m", "--nab", "."], "give no MODEL_URI or DATA"),
+        (["evaluate", "--nab", "."], "is not a NAB directory"),
+        (["evaluate", "--nab", ".", "--nab-model", "ghost"], "bad --nab-model 'ghost'"),
+        (["train-kpi", "missing.csv"], "cannot read KPI history 'missing.csv'"),
+        (["train-kpi", "x.csv", "--threshold-by", "host"], "got 'host'"),
+        (["train-kpi", "x.csv", "--model", "ghost"], "unknown model 'ghost'"),
         (["--log-level", "LOUD", "demo"], "bad --log-level 'LOUD'"),
     ],
 )
@@ -229,9 +236,65 @@ def test_train_refuses_a_percentile_the_calibration_split_cannot_support(workdir
 
 
 @pytest.mark.parametrize(
-    "command", ["train", "calibrate", "thresholds show", "evaluate", "promote", "serve", "demo"]
+    "command",
+    ["train", "train-kpi", "calibrate", "thresholds show", "evaluate", "promote", "serve", "demo"],
 )
 def test_every_command_has_help_with_an_example(command):
     code, out = invoke(*command.split(), "--help")
     assert code == 0
     assert "Example:" in out
+
+
+def test_train_kpi_registers_a_window_model_with_per_series_thresholds(workdir):
+    from streamvae.bundle.window import WindowPreprocess
+    from streamvae.config import TrackingSettings
+    from streamvae.tracking import configure, load_resolved, resolve
+    from tests.factories import make_kpi_history
+
+    frames = [
+        pl.DataFrame({"host": [name] * ts.size, "time": ts, "cpu": values})
+        for name, (ts, values) in make_kpi_history().items()
+    ]
+    pl.concat(frames).write_parquet(workdir / "history.parquet")
+    code, out = invoke(
+        "train-kpi", "history.parquet", "--series-column", "host", "--ts-column", "time",
+        "--value-column", "cpu", "--window-len", "16", "--epochs", "5", "--percentile", "99",
+        "--alias", "champion", "--quiet",
+    )  # fmt: skip
+    assert code == 0, out
+    assert "streamvae-kpi v1" in out and "3 per series" in out
+    configure(TrackingSettings())
+    bundle = load_resolved(resolve("models:/streamvae-kpi@champion", workdir / "m"))
+    assert isinstance(bundle.preprocess, WindowPreprocess)
+    assert bundle.threshold is not None and set(bundle.threshold.segments) == set(
+        make_kpi_history()
+    )
+
+
+def test_evaluate_nab_prints_profiles_and_writes_nab_results(workdir):
+    from tests.factories import KPI_INTERVAL_MS, kpi_values
+
+    data = workdir / "nab" / "synthetic"
+    data.mkdir(parents=True)
+    n = 1500
+    values = kpi_values("cpu.web-1", 0, n)
+    values[1200:1210] += 40.0
+    stamps = np.datetime64("2024-01-01T00:00:00") + np.arange(n) * np.timedelta64(
+        KPI_INTERVAL_MS, "ms"
+    )
+    text = [str(t).replace("T", " ") for t in stamps]
+    pl.DataFrame({"timestamp": text, "value": values}).write_csv(data / "spiky.csv")
+    windows = {"synthetic/spiky.csv": [[text[1190], text[1230]]]}
+    (workdir / "nab" / "windows.json").write_text(json.dumps(windows))
+    code, out = invoke(
+        "evaluate", "--nab", "nab", "--write-results", "results", "--nab-model", "vae",
+        "--epochs", "10", "--ensemble", "1", "--json",
+    )  # fmt: skip
+    assert code == 0, out
+    report = json.loads(out[out.index("{") :])
+    assert set(report) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
+    assert report["standard"]["files"]["synthetic/spiky.csv"]["tp"] == 1
+    written = pl.read_csv(workdir / "results" / "streamvae" / "synthetic" / "streamvae_spiky.csv")
+    assert written.columns == ["timestamp", "value", "anomaly_score", "label"]
+    assert written.height == n and written["label"].sum() == 41
+    assert written["anomaly_score"].min() >= 0.0 and written["anomaly_score"].max() <= 1.0

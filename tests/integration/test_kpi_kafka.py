@@ -19,7 +19,6 @@ from tests.integration.kafka_helpers import (
     serve_settings,
 )
 
-
 START, N, W = 1200, 60, 16
 
 

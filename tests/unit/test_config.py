@@ -65,6 +65,9 @@ def test_shipped_configs_load():
     serve = load_settings(ServeSettings, root / "serve.yaml")
     assert serve.kafka.input_topic == "features"
     assert serve.kafka.sasl_password is None
+    kpi = load_settings(ServeSettings, root / "kpi.yaml")
+    assert (kpi.kafka.input_topic, kpi.kafka.state_topic) == ("kpi", "kpi-state")
+    assert kpi.model_uri == "models:/streamvae-kpi@champion"
 
 
 def test_secrets_are_not_shown(monkeypatch):
