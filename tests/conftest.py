@@ -31,6 +31,13 @@ def adbench_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def nab_dir() -> Path:
+    path = SHARED_DATA / "nab"
+    need(path.is_dir(), f"NAB data not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
 def broker() -> Iterator[str]:
     """Bootstrap servers of one embedded Tansu broker for the whole session."""
     from streamvae.errors import BrokerError

@@ -422,6 +422,14 @@ def serve(
 
 @app.command()
 def demo(
+    kind: Annotated[
+        str,
+        typer.Option(help="tabular (cardio records) or kpi (KPI series, one point per message)."),
+    ] = "tabular",
+    nab: Annotated[
+        Path | None,
+        typer.Option(help="With --kind kpi: stream real NAB series from this NAB directory."),
+    ] = None,
     work_dir: Annotated[
         Path | None, typer.Option(help="Keep the MLflow store here (default: a temporary dir).")
     ] = None,
@@ -435,7 +443,15 @@ def demo(
     """Run everything on embedded parts: broker, MLflow store, training, calibration, serving, replay.
 
     Example: streamvae demo --linger 60
+    Example: streamvae demo --kind kpi --nab ../NAB
     """
+    if kind not in ("tabular", "kpi"):
+        fail(f"bad --kind {kind!r}: use tabular or kpi")
+    if nab is not None and kind != "kpi":
+        fail("--nab goes with --kind kpi")
+    if kind == "kpi":
+        _demo_kpi(nab, work_dir, seed, 99.5 if percentile == 99.0 else percentile, linger)
+        return
     if not 0.0 < percentile < 100.0:
         fail(f"bad --percentile {percentile}: must be strictly between 0 and 100")
     from streamvae.workflows.demo import DemoSettings, run_demo
@@ -463,6 +479,34 @@ def demo(
             "throughput (records/s)": round(report.throughput_rps, 1),
             "end-to-end latency p50 / p99 (ms)": f"{report.latency_p50_ms:.1f} / {report.latency_p99_ms:.1f}",
             "training time (s)": round(report.train_s, 1),
+            "metrics URL (live while the demo runs)": report.metrics_url,
+        },
+    )
+
+
+def _demo_kpi(
+    nab: Path | None, work_dir: Path | None, seed: int, percentile: float, linger: float
+) -> None:
+    if not 0.0 < percentile < 100.0:
+        fail(f"bad --percentile {percentile}: must be strictly between 0 and 100")
+    from streamvae.workflows.demo_kpi import KpiDemoSettings, run_kpi_demo
+
+    cfg = KpiDemoSettings(
+        nab_dir=nab, work_dir=work_dir, seed=seed, percentile=percentile, linger_s=linger
+    )
+    report = guard(
+        lambda: run_kpi_demo(cfg, [ProgressBar()], lambda line: err_console.print(f"- {line}"))
+    )
+    print_table(
+        f"streamvae demo --kind kpi: {report.source} streamed through Kafka",
+        {
+            "model": report.model_uri,
+            "series / points streamed": f"{report.series} / {report.points}",
+            "points scored / warming up": f"{report.scored} / {report.warming_up}",
+            "alerts (inside labelled windows)": f"{report.alerts} ({report.alerts_in_windows})",
+            "labelled windows detected": f"{report.windows_detected} of {report.windows}",
+            "dead letters (a repeated point)": report.dead_lettered,
+            "throughput (points/s)": round(report.throughput_pps, 1),
             "metrics URL (live while the demo runs)": report.metrics_url,
         },
     )

@@ -54,7 +54,7 @@ class NabSettings:
     window_len: int = 32
     latent_dim: int = 4
     hidden_dims: tuple[int, ...] = (64, 32)
-    epochs: int = 150
+    epochs: int = 100
     missing_injection: float = 0.01
     hide_last: bool = True
     train_hide_last: float = 0.5
