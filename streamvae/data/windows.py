@@ -129,8 +129,8 @@ def sliding_windows(
 def calendar_features(ts_ms: I64, utc_offset_ms: int = 0) -> F32:
     """``(n, 4)`` hour of day and day of week on the unit circle (sin, cos each).
 
-    >>> calendar_features(np.array([0], np.int64)).round(3).tolist()  # Thu 1970-01-01 00:00
-    [[0.0, 1.0, 0.434, -0.901]]
+    >>> [round(float(v), 3) for v in calendar_features(np.array([0], np.int64))[0]]  # Thu 00:00
+    [0.0, 1.0, 0.434, -0.901]
     """
     local = ts_ms.astype(np.int64) + utc_offset_ms
     hour = (local % MS_PER_DAY) / MS_PER_HOUR
