@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
+import orjson
 import pytest
 
-from streamvae.bundle import save_bundle
+from streamvae.bundle import load_bundle, save_bundle
+from streamvae.bundle.window import WindowDetector, score_points
 from streamvae.stream.admin import ensure_topics
 from streamvae.stream.tools import produce_all
 from tests.factories import KPI_INTERVAL_MS, KPI_SERIES, kpi_point, kpi_values, make_kpi_bundle
@@ -108,3 +114,67 @@ def test_scores_after_a_restart_equal_scores_without_one(broker, kpi_bundle_dir,
     assert set(after) == set(expected)
     keys = sorted(after)
     np.testing.assert_allclose([after[k] for k in keys], [expected[k] for k in keys], rtol=1e-9)
+
+
+def _serve_cmd(broker: str, topics: Topics, bundle_dir, work) -> list[str]:
+    overrides = {
+        "kafka.input_topic": topics.input,
+        "kafka.alert_topic": topics.alerts,
+        "kafka.dead_letter_topic": topics.dead,
+        "kafka.score_topic": topics.scores,
+        "kafka.group_id": topics.group,
+        "kafka.session_timeout_ms": 2000,
+        "kafka.heartbeat_interval_ms": 500,
+        "commit_interval_s": 0.2,
+        "tracking.work_dir": work,
+    }
+    cmd = [sys.executable, "-m", "streamvae", "serve", "--model-uri", str(bundle_dir)]
+    cmd += ["--bootstrap-servers", broker, "--metrics-port", "0"]
+    for key, value in overrides.items():
+        cmd += ["--set", f"{key}={value}"]
+    return cmd
+
+
+def test_kill_9_mid_stream_changes_no_score(broker, kpi_bundle_dir, tmp_path):
+    topics = Topics.unique()
+    settings = settings_for(broker, topics, kpi_bundle_dir, tmp_path)
+    n = 1000
+    items = points(0, n)
+    produce(broker, topics.input, items)
+    proc = subprocess.Popen(
+        _serve_cmd(broker, topics, kpi_bundle_dir, tmp_path), stderr=subprocess.DEVNULL
+    )
+    first = read_json(broker, topics.scores, expected=len(items) // 10, timeout_s=60)
+    assert len(first) >= len(items) // 10
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    with running_service(settings):
+        # read until the topic stops growing: re-deliveries may push it past the point count
+        scores = read_json(broker, topics.scores, expected=10**9, timeout_s=15)
+    # the reference: the same points scored in order in-process, no broker, no restart
+    detector = WindowDetector(load_bundle(kpi_bundle_dir))
+    records = [orjson.loads(v) for _, v in items]
+    reference = score_points(
+        detector,
+        [r["series"] for r in records],
+        np.array([r["ts"] for r in records], np.int64),
+        np.array([r["value"] for r in records]),
+    )
+    expected = {
+        (r["series"], r["ts"]): (str(st), sc)
+        for r, st, sc in zip(records, reference.status, reference.score, strict=True)
+    }
+    seen: dict[tuple[str, int], set[tuple[str, float | None]]] = {}
+    for s in scores:
+        status = "ready" if s["status"] == "scored" else s["status"]
+        seen.setdefault((s["series"], s["ts"]), set()).add(
+            (status, None if s["score"] is None else round(s["score"], 9))
+        )
+    assert set(seen) == set(expected), "every point was handled at least once"
+    for point, outcomes in seen.items():
+        status, score = expected[point]
+        assert len(outcomes) == 1, f"{point} got different outcomes: {outcomes}"
+        ((got_status, got_score),) = outcomes
+        assert got_status == status, point
+        if status == "ready":
+            assert got_score == pytest.approx(score, rel=1e-6), point
