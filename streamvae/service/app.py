@@ -168,7 +168,7 @@ class ScoringService:
         values = read_state(
             self.settings.kafka, topic, {pipeline.state_partition(p) for _, p in parts}
         )
-        restored = pipeline.restore(values, parts)
+        restored = pipeline.restore(values, parts, now_ms=time.time_ns() // 1_000_000)
         logger.info(
             "window state restored series=%d records=%d partitions=%s in %.2f s",
             restored, len(values), parts, time.perf_counter() - start,

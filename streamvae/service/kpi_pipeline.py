@@ -35,6 +35,7 @@ from streamvae.thresholds import DriftMonitor, DriftSnapshot
 from streamvae.types import InboundMessage, ModelRef, OutboundMessage
 
 MAX_SERIES_ID = 256
+EVICTION_INTERVAL_MS = 1_000  # idle series are looked for at most once a second
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,6 +118,7 @@ class KpiPipeline:
         self.store = WindowStore(detector.preprocess.spec, max_series=config.max_series)
         self._applied: dict[str, tuple[str, int, int]] = {}  # series -> topic, partition, offset
         self._dirty: set[str] = set()
+        self._last_eviction_ms = -EVICTION_INTERVAL_MS
         self.drift = DriftMonitor(
             self.threshold.reference.get("", np.zeros(0)),
             self.threshold.default.expected_alert_rate,
@@ -154,11 +156,17 @@ class KpiPipeline:
         n = self.config.state_partitions
         return input_partition % n if n > 0 else input_partition
 
-    def restore(self, values: Iterable[bytes | None], partitions: Iterable[tuple[str, int]]) -> int:
+    def restore(
+        self,
+        values: Iterable[bytes | None],
+        partitions: Iterable[tuple[str, int]],
+        now_ms: int = 0,
+    ) -> int:
         """Take over ``partitions``: forget their series, restore them from state records.
 
-        Later records of a series win (the state topic is append-only or compacted).
-        Returns the number of series restored.
+        Later records of a series win (the state topic is append-only or compacted); a
+        restored series counts as seen at ``now_ms`` (its idle time starts again). Malformed
+        snapshots are skipped (those series warm up again). Returns the number restored.
         """
         owned = set(partitions)
         for series, (topic, partition, _) in list(self._applied.items()):
@@ -176,14 +184,11 @@ class KpiPipeline:
         restored = 0
         for series, record in latest.items():
             try:
-                self.store.restore(series, record)
+                source = (str(record["topic"]), int(record["partition"]), int(record["offset"]))
+                self.store.restore(series, record, seen_ms=now_ms)
             except (KeyError, TypeError, ValueError):
-                continue  # a snapshot of another window spec: the series warms up again
-            self._applied[series] = (
-                record["topic"],
-                int(record["partition"]),
-                int(record["offset"]),
-            )
+                continue  # malformed, or another window spec: the series warms up again
+            self._applied[series] = source
             restored += 1
         return restored
 
@@ -206,7 +211,10 @@ class KpiPipeline:
             self._collect(message, outcome, ready, now_ms)
         if ready:
             self._score(ready, outcome, now_ms)
-        evicted = self.store.evict_idle(now_ms, int(self.config.series_ttl_s * 1000))
+        evicted = 0
+        if now_ms - self._last_eviction_ms >= EVICTION_INTERVAL_MS:  # a scan of every series
+            self._last_eviction_ms = now_ms
+            evicted = self.store.evict_idle(now_ms, int(self.config.series_ttl_s * 1000))
         if evicted:
             live = set(self.store.names())
             for series in [s for s in self._applied if s not in live]:

@@ -142,6 +142,23 @@ def test_restore_ignores_other_partitions_and_forget_drops_series(bundle):
     assert len(other.store) == 0
 
 
+def test_a_restored_series_is_not_evicted_as_idle_before_its_next_point(bundle):
+    first = pipeline(bundle, series_ttl_s=60.0)
+    first.handle(messages(stream("cpu.web-1", 20)), now_ms=1_000_000_000)
+    state = [m.value for m in first.checkpoint_messages()]
+    resumed = pipeline(bundle, series_ttl_s=60.0)
+    now = 2_000_000_000
+    assert resumed.restore(state, [("kpi", 0)], now_ms=now) == 1
+    resumed.handle(messages(stream("mem.db-1", 1), start=20), now_ms=now + 1_000)
+    assert "cpu.web-1" in resumed.store  # restored a second ago: not idle
+
+
+def test_a_malformed_snapshot_is_skipped(bundle):
+    pipe = pipeline(bundle)
+    bad = [b"{not json", orjson.dumps({"series": "a", "topic": "kpi", "partition": 0})]
+    assert pipe.restore(bad, [("kpi", 0)]) == 0
+
+
 def test_idle_series_are_evicted_and_memory_is_reported(bundle):
     pipe = pipeline(bundle, series_ttl_s=60.0)
     outcome = pipe.handle(messages(stream("cpu.web-1", 5)), now_ms=0)
