@@ -48,3 +48,17 @@ def test_every_alert_has_for_severity_and_a_runbook_section():
         assert anchor == rule["alert"].lower()
         assert f"### {rule['alert'].lower()}" in runbook, f"no runbook section for {rule['alert']}"
         assert f"alertname: {rule['alert']}" in tested, f"{rule['alert']} has no promtool test"
+
+
+def test_committed_dashboard_is_what_the_generator_writes():
+    import json
+    import runpy
+
+    deploy = RULES.parents[1]
+    generator = runpy.run_path(str(deploy / "grafana" / "make_dashboard.py"))
+    committed = json.loads((deploy / "grafana" / "dashboards" / "streamvae.json").read_text())
+    assert committed == generator["dashboard"](), "run python deploy/grafana/make_dashboard.py"
+    titles = [p["title"] for p in committed["panels"]]
+    for wanted in ("Throughput", "Alert rate vs calibrated", "Score / threshold", "latency",
+                   "Consumer lag", "Dead letters by reason", "Model version"):  # fmt: skip
+        assert any(wanted in t for t in titles), wanted
