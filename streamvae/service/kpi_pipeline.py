@@ -29,8 +29,8 @@ import numpy.typing as npt
 from streamvae.bundle.window import WindowDetector
 from streamvae.data.series_state import WindowStore
 from streamvae.errors import PayloadDecodeError
-from streamvae.service.pipeline import BatchOutcome
-from streamvae.stream.codecs import decode_json, encode_json, split_records
+from streamvae.service.pipeline import BatchOutcome, decode_records
+from streamvae.stream.codecs import decode_json, encode_json
 from streamvae.thresholds import DriftMonitor, DriftSnapshot
 from streamvae.types import InboundMessage, ModelRef, OutboundMessage
 
@@ -226,23 +226,23 @@ class KpiPipeline:
     def _collect(
         self, message: InboundMessage, outcome: BatchOutcome, ready: list[_Ready], now_ms: int
     ) -> None:
+        dead_topic = self.config.dead_letter_topic
         try:
-            payload = decode_json(message.value, max_bytes=self.config.max_message_bytes)
-            records = (
-                [payload]
-                if type(payload) is dict
-                else split_records(payload, max_records=self.config.max_records_per_message)
+            records = decode_records(
+                message,
+                max_bytes=self.config.max_message_bytes,
+                max_records=self.config.max_records_per_message,
             )
         except PayloadDecodeError as exc:
             outcome.records_consumed += 1
-            self._dead_letter(outcome, message, -1, message.value or b"", exc)
+            outcome.dead_letter(dead_topic, message, -1, message.value or b"", exc)
             return
         outcome.records_consumed += len(records)
         for index, record in enumerate(records):
             try:
                 point = parse_point(record, message.key)
             except PayloadDecodeError as exc:
-                self._dead_letter(outcome, message, index, encode_json(record), exc)
+                outcome.dead_letter(dead_topic, message, index, encode_json(record), exc)
                 continue
             applied = self._applied.get(point.series)
             source = (message.topic, message.partition)
@@ -257,7 +257,7 @@ class KpiPipeline:
                     f"series {point.series!r} is at ts {push.end_ts}; point ts {point.ts} is {what}"
                 )
                 rejected = PayloadDecodeError(reason=reason, detail=detail)
-                self._dead_letter(outcome, message, index, encode_json(record), rejected)
+                outcome.dead_letter(dead_topic, message, index, encode_json(record), rejected)
                 continue
             self._applied[point.series] = (message.topic, message.partition, message.offset)
             self._dirty.add(point.series)
@@ -357,25 +357,6 @@ class KpiPipeline:
             "score": None,
             "severity": None,
         }
-
-    def _dead_letter(
-        self,
-        outcome: BatchOutcome,
-        message: InboundMessage,
-        index: int,
-        value: bytes,
-        exc: PayloadDecodeError,
-    ) -> None:
-        headers = (
-            ("error", exc.reason.encode()),
-            ("detail", exc.detail[:500].encode()),
-            ("source", f"{message.topic}:{message.partition}:{message.offset}:{index}".encode()),
-            *message.headers,
-        )
-        outcome.outbound.append(
-            OutboundMessage(self.config.dead_letter_topic, value, message.key, headers)
-        )
-        outcome.dead_letters[exc.reason] += 1
 
     @staticmethod
     def _out(topic: str, payload: dict[str, Any], point: _Point) -> OutboundMessage:

@@ -55,6 +55,40 @@ class BatchOutcome:
     series_live: int | None = None
     state_bytes: int | None = None
 
+    def dead_letter(
+        self,
+        topic: str,
+        message: InboundMessage,
+        index: int,
+        value: bytes,
+        exc: PayloadDecodeError,
+    ) -> None:
+        """Send ``value`` (element ``index`` of ``message``, -1: all of it) to ``topic``.
+
+        Headers: ``error`` (reason code), ``detail``, ``source``
+        (``topic:partition:offset:index``), then the input's own headers.
+        """
+        headers = (
+            ("error", exc.reason.encode()),
+            ("detail", exc.detail[:500].encode()),
+            ("source", f"{message.topic}:{message.partition}:{message.offset}:{index}".encode()),
+            *message.headers,
+        )
+        self.outbound.append(OutboundMessage(topic, value, message.key, headers))
+        self.dead_letters[exc.reason] += 1
+
+
+def decode_records(message: InboundMessage, *, max_bytes: int, max_records: int) -> list[Any]:
+    """The records of one message: a JSON object, or each element of a JSON array.
+
+    Raises:
+        PayloadDecodeError: undecodable, too large, or not an object / array of objects.
+    """
+    payload = decode_json(message.value, max_bytes=max_bytes)
+    if type(payload) is dict:
+        return [payload]
+    return split_records(payload, max_records=max_records)
+
 
 @dataclass(slots=True)
 class _Rows:
@@ -135,16 +169,16 @@ class FeaturePipeline:
         return outcome
 
     def _collect(self, message: InboundMessage, rows: _Rows, outcome: BatchOutcome) -> None:
+        config = self.config
         try:
-            payload = decode_json(message.value, max_bytes=self.config.max_message_bytes)
-            records = (
-                [payload]
-                if type(payload) is dict
-                else split_records(payload, max_records=self.config.max_records_per_message)
+            records = decode_records(
+                message,
+                max_bytes=config.max_message_bytes,
+                max_records=config.max_records_per_message,
             )
         except PayloadDecodeError as exc:
             outcome.records_consumed += 1
-            self._dead_letter(outcome, message, -1, message.value or b"", exc)
+            outcome.dead_letter(config.dead_letter_topic, message, -1, message.value or b"", exc)
             return
         outcome.records_consumed += len(records)
         for index, record in enumerate(records):
@@ -153,30 +187,13 @@ class FeaturePipeline:
                 if self._context is not None:
                     rows.contexts.append(self._context.vector(record.get("context")))
             except PayloadDecodeError as exc:
-                self._dead_letter(outcome, message, index, encode_json(record), exc)
+                outcome.dead_letter(
+                    self.config.dead_letter_topic, message, index, encode_json(record), exc
+                )
                 continue
             rows.values.append(values)
             rows.records.append(record)
             rows.sources.append((message, index))
-
-    def _dead_letter(
-        self,
-        outcome: BatchOutcome,
-        message: InboundMessage,
-        index: int,
-        value: bytes,
-        exc: PayloadDecodeError,
-    ) -> None:
-        headers = (
-            ("error", exc.reason.encode()),
-            ("detail", exc.detail[:500].encode()),
-            ("source", f"{message.topic}:{message.partition}:{message.offset}:{index}".encode()),
-            *message.headers,
-        )
-        outcome.outbound.append(
-            OutboundMessage(self.config.dead_letter_topic, value, message.key, headers)
-        )
-        outcome.dead_letters[exc.reason] += 1
 
     def _score(self, rows: _Rows, outcome: BatchOutcome, now_ms: int) -> None:
         n, d = len(rows.values), self._schema.dim
@@ -195,7 +212,9 @@ class FeaturePipeline:
                 reason="non_finite",
                 detail="a feature or context value is NaN or out of float32 range",
             )
-            self._dead_letter(outcome, message, index, encode_json(rows.records[i]), exc)
+            outcome.dead_letter(
+                self.config.dead_letter_topic, message, index, encode_json(rows.records[i]), exc
+            )
         keep = np.flatnonzero(finite)
         if keep.size == 0:
             return
