@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import NamedTuple
 
 import numpy as np
@@ -10,9 +9,10 @@ import numpy.typing as npt
 import torch
 
 from streamvae.bundle.io import ModelBundle, TabularPreprocess
+from streamvae.bundle.model import load_model, thresholds_in_force
 from streamvae.data import Table, context_matrix
-from streamvae.errors import ModelLoadError, NotCalibratedError, SchemaMismatchError
-from streamvae.models import BaseVAE, build_model, config_from_dict, importance_nll, latent_noise
+from streamvae.errors import ModelLoadError, SchemaMismatchError
+from streamvae.models import BaseVAE, importance_nll, latent_noise
 from streamvae.scoring import Diagnostics, ScoreSet, concat_score_sets, diagnose, score_set
 from streamvae.thresholds import ThresholdSet
 from streamvae.types import SAMPLED_SCORE_KINDS
@@ -62,13 +62,7 @@ class Detector:
         if not isinstance(bundle.preprocess, TabularPreprocess):  # pragma: no cover - checked
             msg = "not a tabular bundle"
             raise ModelLoadError(msg)
-        config = config_from_dict(bundle.model_key, bundle.model_config)
-        model = build_model(bundle.model_key, config)
-        try:
-            model.load_state_dict(bundle.state_dict, strict=True)
-        except RuntimeError as exc:
-            msg = f"weights do not fit model {bundle.model_key!r} {asdict(config)}: {exc}"
-            raise ModelLoadError(msg) from exc
+        model, config = load_model(bundle.model_key, bundle.model_config, bundle.state_dict)
         if bundle.preprocess.schema.dim != config.input_dim:
             msg = f"schema has {bundle.preprocess.schema.dim} features, model {config.input_dim}"
             raise ModelLoadError(msg)
@@ -91,10 +85,7 @@ class Detector:
         Raises:
             NotCalibratedError: the bundle has none.
         """
-        if self.bundle.threshold is None:
-            msg = "the model has no threshold: run `streamvae calibrate` first"
-            raise NotCalibratedError(msg)
-        return self.bundle.threshold
+        return thresholds_in_force(self.bundle.threshold)
 
     def score(self, raw: F32, context: F32 | None = None, *, sampled: bool | None = None) -> Scored:
         """Score ``raw (n, d)`` rows in schema order.

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
+from streamvae.bundle.model import load_model, thresholds_in_force
 from streamvae.data.series_state import WindowSpec, WindowStore
 from streamvae.data.windows import CALENDAR_FEATURES, SeriesScaler, calendar_features
-from streamvae.errors import ModelLoadError, NotCalibratedError
-from streamvae.models import BaseVAE, build_model, config_from_dict
+from streamvae.errors import ModelLoadError
 from streamvae.scoring.windows import score_windows
 from streamvae.thresholds import ThresholdSet
 
@@ -140,13 +140,7 @@ class WindowDetector:
             raise ModelLoadError(msg)
         self.bundle = bundle
         self.preprocess: WindowPreprocess = preprocess
-        config = config_from_dict(bundle.model_key, bundle.model_config)
-        model: BaseVAE = build_model(bundle.model_key, config)
-        try:
-            model.load_state_dict(bundle.state_dict, strict=True)
-        except RuntimeError as exc:
-            msg = f"weights do not fit model {bundle.model_key!r} {asdict(config)}: {exc}"
-            raise ModelLoadError(msg) from exc
+        model, config = load_model(bundle.model_key, bundle.model_config, bundle.state_dict)
         if config.input_dim != preprocess.spec.window_len:
             msg = f"window of {preprocess.spec.window_len} points, model input {config.input_dim}"
             raise ModelLoadError(msg)
@@ -162,11 +156,7 @@ class WindowDetector:
         Raises:
             NotCalibratedError: the bundle has none.
         """
-        if self.bundle.threshold is None:
-            msg = "the model has no threshold: calibrate it first"
-            raise NotCalibratedError(msg)
-        threshold: ThresholdSet = self.bundle.threshold
-        return threshold
+        return thresholds_in_force(self.bundle.threshold)
 
     def score(self, series: Sequence[str], values: F64, mask: F64, end_ts: I64) -> ScoredWindows:
         """Score raw windows ``values (n, W)`` (``mask`` 1 = observed) of ``series``.

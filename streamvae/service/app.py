@@ -19,10 +19,11 @@ from streamvae.metrics import MetricsServer, Registry, ServiceMetrics
 from streamvae.service.kpi_pipeline import KpiPipeline, KpiPipelineConfig
 from streamvae.service.pipeline import FeaturePipeline, PipelineConfig
 from streamvae.service.runner import RunnerConfig, ServiceRunner
+from streamvae.stream.admin import ensure_state_topic
 from streamvae.stream.confluent import ConfluentMessageSink, ConfluentMessageSource
 from streamvae.stream.consumer import KafkaMessageSource
 from streamvae.stream.producer import KafkaMessageSink
-from streamvae.stream.state import ensure_state_topic, read_state
+from streamvae.stream.state import read_state
 from streamvae.tracking import configure, load_resolved, resolve
 from streamvae.training import resolve_device
 from streamvae.types import ModelRef, RunStats

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -9,6 +11,25 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from streamvae.config import KafkaSettings
 from streamvae.errors import BrokerError
 from streamvae.stream.consumer import security_options
+
+logger = logging.getLogger(__name__)
+
+
+def admin_client(settings: KafkaSettings) -> KafkaAdminClient:
+    """An admin client for ``settings``' cluster.
+
+    Raises:
+        BrokerError: the broker cannot be reached.
+    """
+    try:
+        return KafkaAdminClient(
+            bootstrap_servers=settings.bootstrap_servers.split(","),
+            client_id=f"{settings.client_id}-admin",
+            **security_options(settings),
+        )
+    except KafkaError as exc:
+        msg = f"cannot connect to Kafka at {settings.bootstrap_servers!r}: {exc}"
+        raise BrokerError(msg) from exc
 
 
 def ensure_topics(
@@ -19,15 +40,7 @@ def ensure_topics(
     Raises:
         BrokerError: the broker cannot be reached or refuses.
     """
-    try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=settings.bootstrap_servers.split(","),
-            client_id=f"{settings.client_id}-admin",
-            **security_options(settings),
-        )
-    except KafkaError as exc:
-        msg = f"cannot connect to Kafka at {settings.bootstrap_servers!r}: {exc}"
-        raise BrokerError(msg) from exc
+    admin = admin_client(settings)
     try:
         existing = set(admin.list_topics())
         missing = [NewTopic(t, partitions, replication) for t in topics if t not in existing]
@@ -40,3 +53,35 @@ def ensure_topics(
         raise BrokerError(msg) from exc
     finally:
         admin.close()
+
+
+def ensure_state_topic(settings: KafkaSettings, state_topic: str, input_topic: str) -> int:
+    """Create ``state_topic`` (compacted) with as many partitions as ``input_topic``, if absent.
+
+    Returns the state topic's partition count (0 when neither topic exists yet: the state
+    topic is then left for the operator or a later start to create).
+
+    Raises:
+        BrokerError: the broker cannot be reached or refuses.
+    """
+    admin = admin_client(settings)
+    parts = 0
+    try:
+        if state_topic not in set(admin.list_topics()):
+            described = admin.describe_topics([input_topic])
+            parts = len(described[0].get("partitions", [])) if described else 0
+            if parts:
+                config = {"cleanup.policy": "compact"}
+                admin.create_topics([NewTopic(state_topic, parts, 1, topic_configs=config)])
+                logger.info("created state topic %s partitions=%d", state_topic, parts)
+        else:
+            described = admin.describe_topics([state_topic])
+            parts = len(described[0].get("partitions", [])) if described else 0
+    except TopicAlreadyExistsError:
+        pass  # created concurrently by another consumer
+    except KafkaError as exc:
+        msg = f"cannot create state topic {state_topic!r}: {exc}"
+        raise BrokerError(msg) from exc
+    finally:
+        admin.close()
+    return parts
