@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import uuid
 from contextlib import contextmanager
@@ -64,6 +65,27 @@ def serve_settings(
         metrics_port=0,
         poll_timeout_ms=50,
     )
+
+
+def serve_cmd(
+    bootstrap: str, topics: Topics, model_dir: Path, work: Path, **overrides: object
+) -> list[str]:
+    """``streamvae serve`` as a subprocess command on ``topics`` (``--set`` ``overrides``)."""
+    settings: dict[str, object] = {
+        "kafka.input_topic": topics.input,
+        "kafka.alert_topic": topics.alerts,
+        "kafka.dead_letter_topic": topics.dead,
+        "kafka.score_topic": topics.scores,
+        "kafka.group_id": topics.group,
+        "kafka.session_timeout_ms": 2000,
+        "kafka.heartbeat_interval_ms": 500,
+        "tracking.work_dir": work,
+    } | overrides
+    cmd = [sys.executable, "-m", "streamvae", "serve", "--model-uri", str(model_dir)]
+    cmd += ["--bootstrap-servers", bootstrap, "--metrics-port", "0"]
+    for key, value in settings.items():
+        cmd += ["--set", f"{key}={value}"]
+    return cmd
 
 
 @dataclass

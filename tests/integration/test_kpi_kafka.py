@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -22,6 +21,7 @@ from tests.integration.kafka_helpers import (
     read_json,
     read_raw,
     running_service,
+    serve_cmd,
     serve_settings,
 )
 
@@ -116,25 +116,6 @@ def test_scores_after_a_restart_equal_scores_without_one(broker, kpi_bundle_dir,
     np.testing.assert_allclose([after[k] for k in keys], [expected[k] for k in keys], rtol=1e-9)
 
 
-def _serve_cmd(broker: str, topics: Topics, bundle_dir, work) -> list[str]:
-    overrides = {
-        "kafka.input_topic": topics.input,
-        "kafka.alert_topic": topics.alerts,
-        "kafka.dead_letter_topic": topics.dead,
-        "kafka.score_topic": topics.scores,
-        "kafka.group_id": topics.group,
-        "kafka.session_timeout_ms": 2000,
-        "kafka.heartbeat_interval_ms": 500,
-        "commit_interval_s": 0.2,
-        "tracking.work_dir": work,
-    }
-    cmd = [sys.executable, "-m", "streamvae", "serve", "--model-uri", str(bundle_dir)]
-    cmd += ["--bootstrap-servers", broker, "--metrics-port", "0"]
-    for key, value in overrides.items():
-        cmd += ["--set", f"{key}={value}"]
-    return cmd
-
-
 def test_kill_9_mid_stream_changes_no_score(broker, kpi_bundle_dir, tmp_path):
     topics = Topics.unique()
     settings = settings_for(broker, topics, kpi_bundle_dir, tmp_path)
@@ -142,7 +123,8 @@ def test_kill_9_mid_stream_changes_no_score(broker, kpi_bundle_dir, tmp_path):
     items = points(0, n)
     produce(broker, topics.input, items)
     proc = subprocess.Popen(
-        _serve_cmd(broker, topics, kpi_bundle_dir, tmp_path), stderr=subprocess.DEVNULL
+        serve_cmd(broker, topics, kpi_bundle_dir, tmp_path, commit_interval_s=0.2),
+        stderr=subprocess.DEVNULL,
     )
     first = read_json(broker, topics.scores, expected=len(items) // 10, timeout_s=60)
     assert len(first) >= len(items) // 10

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -20,6 +19,7 @@ from tests.integration.kafka_helpers import (
     read_json,
     read_raw,
     running_service,
+    serve_cmd,
     serve_settings,
 )
 
@@ -119,24 +119,6 @@ def test_restart_resumes_from_committed_offsets_without_loss(broker, bundle_dir,
     assert len(ids) == 120, "a clean stop commits everything: nothing is scored twice"
 
 
-def _serve_cmd(bootstrap: str, topics: Topics, model_dir, work) -> list[str]:
-    overrides = {
-        "kafka.input_topic": topics.input,
-        "kafka.alert_topic": topics.alerts,
-        "kafka.dead_letter_topic": topics.dead,
-        "kafka.score_topic": topics.scores,
-        "kafka.group_id": topics.group,
-        "kafka.session_timeout_ms": 2000,
-        "kafka.heartbeat_interval_ms": 500,
-        "tracking.work_dir": work,
-    }
-    cmd = [sys.executable, "-m", "streamvae", "serve", "--model-uri", str(model_dir)]
-    cmd += ["--bootstrap-servers", bootstrap, "--metrics-port", "0"]
-    for key, value in overrides.items():
-        cmd += ["--set", f"{key}={value}"]
-    return cmd
-
-
 def _wait_for_scores(bootstrap, topic, n, timeout_s=60):
     scores = read_json(bootstrap, topic, expected=n, timeout_s=timeout_s)
     assert len(scores) >= n, f"only {len(scores)} of {n} scores arrived"
@@ -149,7 +131,7 @@ def test_sigterm_finishes_flushes_commits_and_exits_zero(broker, bundle_dir, tmp
     values, _ = _records(100, 0)
     produce_all(broker, topics.input, values)
     proc = subprocess.Popen(
-        _serve_cmd(broker, topics, bundle_dir, tmp_path), stderr=subprocess.PIPE, text=True
+        serve_cmd(broker, topics, bundle_dir, tmp_path), stderr=subprocess.PIPE, text=True
     )
     try:
         _wait_for_scores(broker, topics.scores, 100)
@@ -170,7 +152,7 @@ def test_kill_9_loses_nothing(broker, bundle_dir, tmp_path):
     values, _ = _records(3000, 0, seed=3)
     produce_all(broker, topics.input, values)
     proc = subprocess.Popen(
-        _serve_cmd(broker, topics, bundle_dir, tmp_path), stderr=subprocess.DEVNULL
+        serve_cmd(broker, topics, bundle_dir, tmp_path), stderr=subprocess.DEVNULL
     )
     _wait_for_scores(broker, topics.scores, 500)
     os.kill(proc.pid, signal.SIGKILL)
