@@ -29,9 +29,9 @@ import numpy.typing as npt
 from streamvae.bundle.window import WindowDetector
 from streamvae.data.series_state import WindowStore
 from streamvae.errors import PayloadDecodeError
-from streamvae.service.pipeline import BatchOutcome, decode_records
+from streamvae.service.pipeline import BatchOutcome, decode_records, drift_monitor
 from streamvae.stream.codecs import decode_json, encode_json
-from streamvae.thresholds import DriftMonitor, DriftSnapshot
+from streamvae.thresholds import DriftSnapshot
 from streamvae.types import InboundMessage, ModelRef, OutboundMessage
 
 MAX_SERIES_ID = 256
@@ -119,12 +119,7 @@ class KpiPipeline:
         self._applied: dict[str, tuple[str, int, int]] = {}  # series -> topic, partition, offset
         self._dirty: set[str] = set()
         self._last_eviction_ms = -EVICTION_INTERVAL_MS
-        self.drift = DriftMonitor(
-            self.threshold.reference.get("", np.zeros(0)),
-            self.threshold.default.expected_alert_rate,
-            window=config.drift_window,
-            min_count=config.drift_min_count,
-        )
+        self.drift = drift_monitor(self.threshold, config.drift_window, config.drift_min_count)
 
     def drift_snapshot(self) -> DriftSnapshot:
         """Live scores against the calibration scores."""

@@ -16,7 +16,7 @@ from streamvae.data.schema import finite_rows
 from streamvae.errors import PayloadDecodeError
 from streamvae.scoring import top_contributions
 from streamvae.stream.codecs import decode_json, encode_json, split_records
-from streamvae.thresholds import Decisions, DriftMonitor, DriftSnapshot
+from streamvae.thresholds import Decisions, DriftMonitor, DriftSnapshot, ThresholdSet
 from streamvae.types import InboundMessage, ModelRef, OutboundMessage
 
 
@@ -76,6 +76,16 @@ class BatchOutcome:
         )
         self.outbound.append(OutboundMessage(topic, value, message.key, headers))
         self.dead_letters[exc.reason] += 1
+
+
+def drift_monitor(threshold: ThresholdSet, window: int, min_count: int) -> DriftMonitor:
+    """Live scores against the default threshold's calibration scores and alert rate."""
+    return DriftMonitor(
+        threshold.reference.get("", np.zeros(0)),
+        threshold.default.expected_alert_rate,
+        window=window,
+        min_count=min_count,
+    )
 
 
 def decode_records(message: InboundMessage, *, max_bytes: int, max_records: int) -> list[Any]:
@@ -140,12 +150,7 @@ class FeaturePipeline:
         self.threshold = detector.threshold  # raises NotCalibratedError without one
         self._schema = detector.preprocess.schema
         self._context = detector.preprocess.context if detector.conditional else None
-        self.drift = DriftMonitor(
-            self.threshold.reference.get("", np.zeros(0)),
-            self.threshold.default.expected_alert_rate,
-            window=config.drift_window,
-            min_count=config.drift_min_count,
-        )
+        self.drift = drift_monitor(self.threshold, config.drift_window, config.drift_min_count)
 
     def drift_snapshot(self) -> DriftSnapshot:
         """Live scores against the calibration scores (see ``DriftMonitor``)."""
