@@ -11,7 +11,7 @@ import numpy.typing as npt
 import torch
 
 from streamvae.bundle.model import load_model, thresholds_in_force
-from streamvae.data.series_state import WindowSpec, WindowStore
+from streamvae.data.series_state import WindowSpec, replay
 from streamvae.data.windows import CALENDAR_FEATURES, SeriesScaler, calendar_features
 from streamvae.errors import ModelLoadError
 from streamvae.scoring.windows import score_windows
@@ -64,10 +64,17 @@ class WindowPreprocess:
         sep = self.group_separator
         return series.split(sep, 1)[0] if sep else series
 
-    def scale(self, series: Sequence[str], values: F64, mask: F64) -> tuple[F32, F32]:
+    def scaling(self, series: Sequence[str]) -> tuple[F64, F64]:
+        """``(centers (n,), scales (n,))`` of each series' scaler."""
+        scalers = [self.scaler(s) for s in series]
+        centers = np.array([sc.center for sc in scalers], np.float64)
+        return centers, np.array([sc.scale for sc in scalers], np.float64)
+
+    def scale(
+        self, series: Sequence[str], values: F64, mask: F64, scaling: tuple[F64, F64] | None = None
+    ) -> tuple[F32, F32]:
         """Scale raw windows ``(n, W)`` per series; missing slots stay 0."""
-        centers = np.array([self.scaler(s).center for s in series], np.float64)
-        scales = np.array([self.scaler(s).scale for s in series], np.float64)
+        centers, scales = self.scaling(series) if scaling is None else scaling
         scaled = (values - centers[:, None]) / scales[:, None] * mask
         return scaled.astype(np.float32), mask.astype(np.float32)
 
@@ -167,15 +174,14 @@ class WindowDetector:
             mask: 1.0 where observed.
             end_ts: ``(n,)`` timestamp of each window's newest point (calendar features).
         """
-        x, m = self.preprocess.scale(series, values, mask)
+        centers, scales = self.preprocess.scaling(series)
+        x, m = self.preprocess.scale(series, values, mask, (centers, scales))
         cond = (
             calendar_features(end_ts, self.preprocess.utc_offset_ms)
             if self.preprocess.calendar
             else None
         )
         scores = score_windows(self.model, x, m, cond)
-        scales = np.array([self.preprocess.scaler(s).scale for s in series], np.float64)
-        centers = np.array([self.preprocess.scaler(s).center for s in series], np.float64)
         return ScoredWindows(
             last_point=scores.residual,
             window_neg_elbo=scores.neg_elbo,
@@ -212,15 +218,14 @@ def score_points(
     Every point goes through a fresh :class:`~streamvae.data.series_state.WindowStore`;
     ready windows are scored in one batch.
     """
-    store = WindowStore(detector.preprocess.spec, max_series=max(1, len(set(series))))
+    pushes = replay(detector.preprocess.spec, series, ts_ms.tolist(), values.tolist())
     n = len(series)
     status = np.empty(n, dtype=object)
     rows: list[int] = []
     windows: list[F64] = []
     masks: list[F64] = []
     ends: list[int] = []
-    for i, (name, t, v) in enumerate(zip(series, ts_ms.tolist(), values.tolist(), strict=True)):
-        push = store.push(name, int(t), float(v))
+    for i, push in enumerate(pushes):
         status[i] = push.status
         if push.values is not None and push.mask is not None:
             rows.append(i)

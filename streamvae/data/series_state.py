@@ -22,6 +22,7 @@ first) and :meth:`WindowStore.evict_idle` drops series silent for a TTL.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -258,3 +259,17 @@ class WindowStore:
     def names(self) -> list[str]:
         """The live series, least recently updated first."""
         return list(self._series)
+
+
+def replay(
+    spec: WindowSpec, series: Sequence[str], ts_ms: Sequence[int], values: Sequence[float]
+) -> list[Push]:
+    """Push points, in the given order, through a fresh store holding every series.
+
+    What the consumer would do with the same points (used to train on history, to score it
+    offline and to run NAB), so offline and online windows are the same windows.
+    """
+    store = WindowStore(spec, max_series=max(1, len(set(series))))
+    return [
+        store.push(name, int(t), float(v)) for name, t, v in zip(series, ts_ms, values, strict=True)
+    ]

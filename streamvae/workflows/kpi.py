@@ -26,7 +26,7 @@ import polars as pl
 from streamvae.bundle import ModelBundle, save_bundle
 from streamvae.bundle.window import WindowDetector, WindowPreprocess
 from streamvae.config import TrackingSettings
-from streamvae.data.series_state import WindowSpec, WindowStore
+from streamvae.data.series_state import WindowSpec, replay
 from streamvae.data.windows import SeriesScaler, calendar_features, infer_interval_ms
 from streamvae.errors import DataError
 from streamvae.models import build_model, config_from_dict, model_spec
@@ -167,12 +167,10 @@ def _windows(data: Series, spec: WindowSpec, fraction: float) -> _Windows:
     ends: list[int] = []
     calibrate: list[bool] = []
     for name, (ts, vals) in data.items():
-        store = WindowStore(spec, max_series=1)
         cut = int(np.quantile(ts, 1.0 - fraction)) if ts.size else 0
-        for t, v in zip(ts.tolist(), vals.tolist(), strict=True):
-            if not np.isfinite(v):
-                continue  # a missing value is a gap
-            push = store.push(name, int(t), float(v))
+        observed = np.isfinite(vals)  # a missing value is a gap
+        names_of = [name] * int(observed.sum())
+        for push in replay(spec, names_of, ts[observed].tolist(), vals[observed].tolist()):
             if push.status == "ready" and push.values is not None and push.mask is not None:
                 names.append(name)
                 values.append(push.values)

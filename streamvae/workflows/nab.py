@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamvae.data.nab import NabFile
-from streamvae.data.series_state import Push, WindowSpec, WindowStore
+from streamvae.data.series_state import Push, WindowSpec, replay
 from streamvae.data.windows import SeriesScaler, calendar_features, infer_interval_ms
 from streamvae.models import build_model, config_from_dict, model_spec
 from streamvae.scoring.nab import NAB_PROFILES, CorpusScore, probationary_length, score_corpus
@@ -117,16 +117,13 @@ def anomaly_scores(raw: F64, reference: F64, floor: float = 0.05) -> F64:
 
 
 def stream_windows(file: NabFile, spec: WindowSpec) -> tuple[list[Push], npt.NDArray[np.intp]]:
-    """Push every point of ``file`` in file order through a :class:`WindowStore`.
+    """Push every point of ``file`` in file order through the consumer's window state.
 
     Returns:
         Each point's :class:`Push`, and the row indices whose window is ready.
     """
-    store = WindowStore(spec, max_series=1)
-    pushes = [
-        store.push(file.name, int(t), float(v))
-        for t, v in zip(file.timestamps_ms.tolist(), file.values.tolist(), strict=True)
-    ]
+    names = [file.name] * len(file)
+    pushes = replay(spec, names, file.timestamps_ms.tolist(), file.values.tolist())
     ready = np.array([i for i, p in enumerate(pushes) if p.status == "ready"], np.intp)
     return pushes, ready
 
