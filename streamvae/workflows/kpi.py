@@ -160,14 +160,22 @@ class _Windows:
     calibrate: npt.NDArray[np.bool_]
 
 
-def _windows(data: Series, spec: WindowSpec, fraction: float) -> _Windows:
+def _cuts(data: Series, fraction: float) -> dict[str, int]:
+    """Per series, the last timestamp of its training part (later points calibrate)."""
+    return {
+        name: int(np.quantile(ts, 1.0 - fraction)) if ts.size else 0
+        for name, (ts, _) in data.items()
+    }
+
+
+def _windows(data: Series, spec: WindowSpec, cuts: dict[str, int]) -> _Windows:
     names: list[str] = []
     values: list[F64] = []
     masks: list[F64] = []
     ends: list[int] = []
     calibrate: list[bool] = []
     for name, (ts, vals) in data.items():
-        cut = int(np.quantile(ts, 1.0 - fraction)) if ts.size else 0
+        cut = cuts[name]
         observed = np.isfinite(vals)  # a missing value is a gap
         names_of = [name] * int(observed.sum())
         for push in replay(spec, names_of, ts[observed].tolist(), vals[observed].tolist()):
@@ -185,11 +193,10 @@ def _windows(data: Series, spec: WindowSpec, fraction: float) -> _Windows:
     )
 
 
-def _scalers(data: Series, fraction: float) -> tuple[dict[str, SeriesScaler], SeriesScaler]:
+def _scalers(data: Series, cuts: dict[str, int]) -> tuple[dict[str, SeriesScaler], SeriesScaler]:
     scalers: dict[str, SeriesScaler] = {}
     for name, (ts, vals) in data.items():
-        cut = np.quantile(ts, 1.0 - fraction) if ts.size else 0
-        train = vals[(ts <= cut) & np.isfinite(vals)]
+        train = vals[(ts <= cuts[name]) & np.isfinite(vals)]
         if train.size:
             scalers[name] = SeriesScaler.fit(train)
     if not scalers:
@@ -224,11 +231,12 @@ def train_kpi(
         window_len=settings.window_len, interval_ms=interval, min_observed=settings.min_observed
     )
     conditional = model_spec(settings.model).conditional
-    scalers, fallback = _scalers(data, settings.calibration_fraction)
+    cuts = _cuts(data, settings.calibration_fraction)
+    scalers, fallback = _scalers(data, cuts)
     preprocess = WindowPreprocess(
         spec, scalers, fallback, calendar=conditional, group_separator=settings.group_separator
     )
-    win = _windows(data, spec, settings.calibration_fraction)
+    win = _windows(data, spec, cuts)
     learn = ~win.calibrate
     if learn.sum() < 2 or win.calibrate.sum() < 1:
         msg = (
