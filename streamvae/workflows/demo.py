@@ -8,6 +8,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,32 @@ def _stamped(records: list[dict[str, Any]]) -> Iterator[bytes]:
     yield from BAD_MESSAGES
 
 
+@contextmanager
+def background_service(settings: ServeSettings) -> Iterator[tuple[ScoringService, list[RunStats]]]:
+    """The scoring service running in a thread once it owns partitions; stopped on exit.
+
+    Yields the service and the list its ``RunStats`` is appended to when the run ends.
+    """
+    with ScoringService(settings) as service:
+        stats: list[RunStats] = []
+        thread = threading.Thread(target=lambda: stats.append(service.run()), name="scoring")
+        thread.start()
+        service.assigned.wait(timeout=30)
+        try:
+            yield service, stats
+        finally:
+            service.stop()
+            thread.join(timeout=30)
+
+
+def linger(service: ScoringService, seconds: float, say: Callable[[str], None]) -> str:
+    """Keep ``/metrics`` up ``seconds`` for a look; returns the metrics URL."""
+    if seconds > 0:
+        say(f"metrics at {service.metrics_url} for {seconds:.0f} s")
+        time.sleep(seconds)
+    return service.metrics_url
+
+
 def run_demo(
     cfg: DemoSettings,
     callbacks: list[TrainingCallback] | None = None,
@@ -144,11 +171,7 @@ def _run(
         poll_timeout_ms=50,
     )  # fmt: skip
     records, labels = _records(table.subset(split.test), cfg.seed)
-    with ScoringService(serve) as service:
-        stats: list[RunStats] = []
-        thread = threading.Thread(target=lambda: stats.append(service.run()), name="scoring")
-        thread.start()
-        service.assigned.wait(timeout=30)
+    with background_service(serve) as (service, stats):
         say(f"replaying {len(records)} held-out records ({sum(labels.values())} anomalies) "
             f"and {len(BAD_MESSAGES)} malformed messages into {INPUT!r}")  # fmt: skip
         produce_all(bootstrap, INPUT, _stamped(records))
@@ -159,12 +182,7 @@ def _run(
         alerts = read_topic(
             bootstrap, ALERTS, partitions=cfg.partitions, expected=n_flagged, timeout_s=30
         )
-        if cfg.linger_s > 0:
-            say(f"metrics at {service.metrics_url} for {cfg.linger_s:.0f} s")
-            time.sleep(cfg.linger_s)
-        metrics_url = service.metrics_url
-        service.stop()
-        thread.join(timeout=30)
+        metrics_url = linger(service, cfg.linger_s, say)
     return _report(outcome, serve.model_uri, scores, alerts, labels,
                    stats[0] if stats else RunStats(), metrics_url, work)  # fmt: skip
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,12 +26,12 @@ import orjson
 
 from streamvae.config import KafkaSettings, ServeSettings, TrackingSettings
 from streamvae.data.nab import load_nab
-from streamvae.service import ScoringService
 from streamvae.stream.admin import ensure_topics
 from streamvae.stream.embedded import EmbeddedBroker, free_port
 from streamvae.stream.tools import produce_all, read_topic
 from streamvae.training import TrainingCallback
 from streamvae.types import InboundMessage, RunStats
+from streamvae.workflows.demo import background_service, linger
 from streamvae.workflows.kpi import KpiSettings, train_and_register
 
 logger = logging.getLogger(__name__)
@@ -202,11 +201,7 @@ def _run(
     )  # fmt: skip
     items = _messages(series, cut, cfg.max_points)
     late = items[len(items) // 2]  # a repeated point: comes back as a dead letter
-    with ScoringService(serve) as service:
-        stats: list[RunStats] = []
-        thread = threading.Thread(target=lambda: stats.append(service.run()), name="scoring")
-        thread.start()
-        service.assigned.wait(timeout=30)
+    with background_service(serve) as (service, stats):
         say(f"streaming {len(items)} points (one per message, keyed by series) into {INPUT!r}")
         started = time.monotonic()
         keys = [k for _, k, _ in items] + [late[1]]
@@ -224,12 +219,7 @@ def _run(
             bootstrap, ALERTS, partitions=cfg.partitions, expected=flagged, timeout_s=30
         )
         dead = read_topic(bootstrap, DEAD, partitions=cfg.partitions, expected=1, timeout_s=10)
-        if cfg.linger_s > 0:
-            say(f"metrics at {service.metrics_url} for {cfg.linger_s:.0f} s")
-            time.sleep(cfg.linger_s)
-        metrics_url = service.metrics_url
-        service.stop()
-        thread.join(timeout=30)
+        metrics_url = linger(service, cfg.linger_s, say)
     return _report(series, source, scores, alerts, dead, elapsed, serve.model_uri, metrics_url,
                    stats[0] if stats else RunStats())  # fmt: skip
 
