@@ -227,6 +227,9 @@ class ServeSettings(BaseSettings):
     top_features: int = Field(3, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     strict_versions: bool = False
+    stall_timeout_s: float = Field(
+        120.0, gt=0.0, description="/healthz fails when the loop has not polled for this long"
+    )
     drift_window: int = Field(5_000, ge=1, description="live scores compared with calibration")
     drift_min_count: int = Field(200, ge=1, description="scores before drift gauges are set")
     kpi_max_series: int = Field(

@@ -18,15 +18,20 @@ HealthCheck = Callable[[], tuple[bool, dict[str, object]]]
 class MetricsServer:
     """Serves metrics and health in a daemon thread.
 
-    ``health`` returns ``(ok, details)``; ``/healthz`` answers 200 when ok, else 503.
-    ``/readyz`` answers the same (the service is ready once its model is loaded and the
-    loop runs, which is what ``health`` reports).
+    Each check returns ``(ok, details)`` and its endpoint answers 200 when ok, else 503:
+    ``/healthz`` asks ``health`` (liveness: restart the process when it fails) and ``/readyz``
+    asks ``ready`` (readiness: take the instance out of rotation), which defaults to ``health``.
     """
 
     def __init__(
-        self, registry: CollectorRegistry, health: HealthCheck, host: str, port: int
+        self,
+        registry: CollectorRegistry,
+        health: HealthCheck,
+        host: str,
+        port: int,
+        ready: HealthCheck | None = None,
     ) -> None:
-        handler = _handler_for(registry, health)
+        handler = _handler_for(registry, {"/healthz": health, "/readyz": ready or health})
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -51,14 +56,16 @@ class MetricsServer:
         self._server.server_close()
 
 
-def _handler_for(registry: CollectorRegistry, health: HealthCheck) -> type[BaseHTTPRequestHandler]:
+def _handler_for(
+    registry: CollectorRegistry, checks: dict[str, HealthCheck]
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 self._reply(200, CONTENT_TYPE_LATEST, generate_latest(registry))
-            elif path in ("/healthz", "/readyz"):
-                ok, details = health()
+            elif path in checks:
+                ok, details = checks[path]()
                 body = json.dumps({"status": "ok" if ok else "unavailable"} | details).encode()
                 self._reply(200 if ok else 503, "application/json", body)
             else:

@@ -18,7 +18,7 @@ from streamvae.config import ServeSettings
 from streamvae.metrics import MetricsServer, Registry, ServiceMetrics
 from streamvae.service.kpi_pipeline import KpiPipeline, KpiPipelineConfig
 from streamvae.service.pipeline import FeaturePipeline, PipelineConfig
-from streamvae.service.runner import RunnerConfig, ServiceRunner
+from streamvae.service.runner import RunnerConfig, ServiceRunner, liveness
 from streamvae.stream.admin import ensure_state_topic
 from streamvae.stream.confluent import ConfluentMessageSink, ConfluentMessageSource
 from streamvae.stream.consumer import KafkaMessageSource
@@ -156,7 +156,9 @@ class ScoringService:
                 target_batch_records=s.target_batch_records,
             ),
         )
-        server = MetricsServer(self.metrics.registry, self.health, s.metrics_host, s.metrics_port)
+        server = MetricsServer(
+            self.metrics.registry, self.alive, s.metrics_host, s.metrics_port, ready=self.health
+        )
         self.metrics_server = server.start()
         self._stack.callback(server.stop)
 
@@ -180,7 +182,7 @@ class ScoringService:
             self.runner.checkpoint(commit=False)
 
     def health(self) -> tuple[bool, dict[str, object]]:
-        """Healthy while the loop runs with a model loaded."""
+        """Ready (``/readyz``): the loop runs with a model loaded and is not stalled."""
         runner = self.runner
         details: dict[str, object] = {
             "model": None if self.model is None else f"{self.model.name}/{self.model.version}",
@@ -188,7 +190,19 @@ class ScoringService:
         }
         if runner is not None and runner.last_batch_monotonic is not None:
             details["last_batch_age_s"] = round(time.monotonic() - runner.last_batch_monotonic, 3)
-        return bool(self.model is not None and runner is not None and runner.running), details
+        alive, _ = self.alive()
+        running = runner is not None and runner.running
+        return bool(self.model is not None and running and alive), details
+
+    def alive(self) -> tuple[bool, dict[str, object]]:
+        """Alive (``/healthz``) unless the running loop has stopped polling (see ``liveness``)."""
+        runner = self.runner
+        return liveness(
+            running=runner is not None and runner.running,
+            last_poll=None if runner is None else runner.last_poll_monotonic,
+            now=time.monotonic(),
+            stall_timeout_s=self.settings.stall_timeout_s,
+        )
 
     @property
     def metrics_url(self) -> str:

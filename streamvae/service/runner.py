@@ -57,6 +57,22 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def liveness(
+    *, running: bool, last_poll: float | None, now: float, stall_timeout_s: float
+) -> tuple[bool, dict[str, object]]:
+    """Whether the scoring loop is alive, with details for ``/healthz``.
+
+    Only a running loop that has not polled for ``stall_timeout_s`` is dead. Starting up (model
+    download, window-state restore) counts as alive: a liveness probe must not kill a slow
+    start; readiness holds traffic back meanwhile.
+    """
+    if not running or last_poll is None:
+        return True, {"loop": "up" if running else "starting"}
+    age = now - last_poll
+    stalled = age > stall_timeout_s
+    return not stalled, {"loop": "stalled" if stalled else "up", "last_poll_age_s": round(age, 3)}
+
+
 class ServiceRunner:
     """Runs the scoring loop until stopped, ``max_messages`` consumed or idle too long.
 
@@ -80,6 +96,7 @@ class ServiceRunner:
         self._stop = threading.Event()
         self.running = False
         self.last_batch_monotonic: float | None = None
+        self.last_poll_monotonic: float | None = None  # liveness: the loop keeps polling
         self._last_drift = -float("inf")
         self._pending: dict[tuple[str, int], int] = {}  # handled, not yet flushed and marked
         self._last_gc = time.monotonic()
@@ -123,7 +140,7 @@ class ServiceRunner:
                     break
                 limit = min(self._poll_limit(totals), remaining or self.config.max_poll_records)
                 messages = self.source.poll(self.config.poll_timeout_ms, limit)
-                now = time.monotonic()
+                now = self.last_poll_monotonic = time.monotonic()
                 if not messages:
                     # a quiet stream still gets its handled records committed when due
                     if self._pending and now - last_commit >= self.config.commit_interval_s:

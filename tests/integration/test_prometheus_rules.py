@@ -30,6 +30,12 @@ def test_rules_pass_promtool_check():
     assert "SUCCESS" in result.stdout
 
 
+def test_the_deploy_prometheus_config_and_its_rule_files_pass_promtool():
+    result = promtool("check", "config", str(RULES.parent / "prometheus.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 1 rule files found" in result.stdout + result.stderr
+
+
 def test_rules_pass_their_promtool_unit_tests():
     result = promtool("test", "rules", str(RULES / "streamvae.rules.test.yml"))
     assert result.returncode == 0, result.stdout + result.stderr

@@ -58,3 +58,20 @@ def test_two_instances_do_not_collide():
     ServiceMetrics(CollectorRegistry())
     ServiceMetrics(CollectorRegistry())
     ServiceMetrics()
+
+
+def test_liveness_and_readiness_can_differ():
+    registry = CollectorRegistry()
+    srv = MetricsServer(
+        registry,
+        lambda: (True, {"loop": "starting"}),
+        "127.0.0.1",
+        0,
+        ready=lambda: (False, {"model": None}),
+    ).start()
+    try:
+        assert _get(srv.url + "/healthz")[0] == 200
+        status, body = _get(srv.url + "/readyz")
+        assert status == 503 and json.loads(body) == {"status": "unavailable", "model": None}
+    finally:
+        srv.stop()

@@ -184,3 +184,21 @@ def test_a_quiet_stream_still_commits_when_due(small_bundle):
     )
     runner.run(idle_timeout_s=0.3)
     assert {("in", 0): 11} in source.seen_when_idle, "committed while idle, before the run ended"
+
+
+def test_liveness_fails_only_for_a_running_loop_that_stopped_polling():
+    from streamvae.service.runner import liveness
+
+    assert liveness(running=False, last_poll=None, now=500.0, stall_timeout_s=60)[0]
+    assert liveness(running=True, last_poll=None, now=500.0, stall_timeout_s=60)[0]
+    ok, details = liveness(running=True, last_poll=450.0, now=500.0, stall_timeout_s=60)
+    assert ok and details == {"loop": "up", "last_poll_age_s": 50.0}
+    ok, details = liveness(running=True, last_poll=430.0, now=500.0, stall_timeout_s=60)
+    assert not ok and details["loop"] == "stalled"
+
+
+def test_the_runner_stamps_every_poll_even_an_empty_one(small_bundle):
+    runner, *_ = _runner(small_bundle, [])
+    before = time.monotonic()
+    runner.run(idle_timeout_s=0.05)
+    assert runner.last_poll_monotonic is not None and runner.last_poll_monotonic >= before
