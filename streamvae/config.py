@@ -227,6 +227,12 @@ class ServeSettings(BaseSettings):
     top_features: int = Field(3, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     strict_versions: bool = False
+    model_poll_interval_s: float = Field(
+        30.0, ge=0.0, description="follow the model alias: registry poll period (0: off)"
+    )
+    shadow_model_uri: str | None = Field(
+        None, description="also score with this model (e.g. the @challenger alias), no alerts"
+    )
     stall_timeout_s: float = Field(
         120.0, gt=0.0, description="/healthz fails when the loop has not polled for this long"
     )

@@ -135,6 +135,18 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], int]] = [
         8,
     ),
     (
+        "Model swaps (1 h) and shadow alert rate",
+        "short",
+        [
+            ("{{result}}", "sum by (result) (increase(streamvae_model_reloads_total[1h]))"),
+            (
+                "shadow alerts / shadow scored",
+                "sum(rate(streamvae_shadow_alerts_total[5m])) / sum(rate(streamvae_shadow_records_scored_total[5m]))",
+            ),
+        ],
+        8,
+    ),
+    (
         "Score drift vs calibration",
         "none",
         [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from streamvae.bundle.compat import check_replacement, probe
 from streamvae.bundle.detector import Detector, Scored
 from streamvae.bundle.io import (
     ModelBundle,
@@ -18,7 +19,9 @@ __all__ = [
     "ModelBundle",
     "Scored",
     "TabularPreprocess",
+    "check_replacement",
     "load_bundle",
+    "probe",
     "read_thresholds",
     "runtime_versions",
     "save_bundle",

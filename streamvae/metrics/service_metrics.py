@@ -92,6 +92,35 @@ class ServiceMetrics:
         self.model_loads = Counter(
             "model_loads", "Models loaded (start and reloads).", namespace=ns, registry=registry
         )
+        self.model_reloads = Counter(
+            "model_reloads",
+            "Live model swaps attempted after the registry alias moved, by result "
+            "(swapped; refused: failed validation, the old model keeps serving; failed: the "
+            "registry or download failed, retried).",
+            ["result"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.shadow_model_info = Gauge(
+            "shadow_model_info",
+            "The shadow (challenger) model scored alongside, alerts not emitted (value 1).",
+            ["name", "version", "alias", "score_kind"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.shadow_scored = Counter(
+            "shadow_records_scored",
+            "Records scored by the shadow model.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.shadow_alerts = Counter(
+            "shadow_alerts",
+            "Alerts the shadow model would have raised (not emitted), by severity.",
+            ["severity"],
+            namespace=ns,
+            registry=registry,
+        )
         self.errors = Counter(
             "errors", "Internal errors, by kind.", ["kind"], namespace=ns, registry=registry
         )
@@ -149,6 +178,9 @@ class ServiceMetrics:
             self.records_dead_lettered.labels(reason=reason)
         for severity in SEVERITIES:
             self.alerts.labels(severity=severity)
+            self.shadow_alerts.labels(severity=severity)
+        for result in ("swapped", "refused", "failed"):
+            self.model_reloads.labels(result=result)
         for kind in ("produce", "commit", "scoring"):
             self.errors.labels(kind=kind)
 
@@ -163,6 +195,15 @@ class ServiceMetrics:
         self.threshold.set(threshold)
         self.expected_alert_ratio.set(expected_rate)
         self.model_loads.inc()
+
+    def set_shadow(self, model: ModelRef | None, score_kind: str = "") -> None:
+        """Publish the shadow model now scored alongside (``None``: none)."""
+        self.shadow_model_info.clear()
+        if model is not None:
+            self.shadow_model_info.labels(
+                name=model.name, version=model.version, alias=model.alias or "",
+                score_kind=score_kind,
+            ).set(1)  # fmt: skip
 
     def set_drift(self, snapshot: DriftSnapshot) -> None:
         """Publish drift statistics (NaN until the window holds enough scores)."""

@@ -12,11 +12,12 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 
-from streamvae.bundle import Detector
+from streamvae.bundle import Detector, ModelBundle
 from streamvae.bundle.window import WindowDetector, WindowPreprocess
 from streamvae.config import ServeSettings
 from streamvae.metrics import MetricsServer, Registry, ServiceMetrics
 from streamvae.service.kpi_pipeline import KpiPipeline, KpiPipelineConfig
+from streamvae.service.model_watch import Candidate, ModelWatcher, Role
 from streamvae.service.pipeline import FeaturePipeline, PipelineConfig
 from streamvae.service.runner import RunnerConfig, ServiceRunner, liveness
 from streamvae.stream.admin import ensure_state_topic
@@ -46,6 +47,8 @@ class ScoringService:
         self.runner: ServiceRunner | None = None
         self.metrics_server: MetricsServer | None = None
         self.assigned = threading.Event()  # set once the consumer owns partitions
+        self._watchers: list[ModelWatcher] = []
+        self._pipeline: FeaturePipeline | KpiPipeline | None = None
         self._stack = ExitStack()
 
     def __enter__(self) -> ScoringService:
@@ -72,7 +75,7 @@ class ScoringService:
         workdir = Path(
             self._stack.enter_context(tempfile.TemporaryDirectory(prefix="streamvae-model-"))
         )
-        resolved = resolve(s.model_uri, workdir)
+        resolved = resolve(s.model_uri, workdir / "initial")
         bundle = load_resolved(resolved, strict=s.strict_versions)
         device = str(resolve_device(s.device))
         self.model = resolved.ref
@@ -131,6 +134,7 @@ class ScoringService:
             "model loaded uri=%s name=%s version=%s score_kind=%s threshold=%.6g",
             s.model_uri, ref.name, ref.version, bundle.score_kind, threshold.value,
         )  # fmt: skip
+        self._watch(pipeline, bundle, resolved.ref, workdir, device)
         sink = (ConfluentMessageSink if s.kafka.client == "confluent" else KafkaMessageSink)(
             s.kafka
         )
@@ -156,11 +160,85 @@ class ScoringService:
                 target_batch_records=s.target_batch_records,
             ),
         )
+        self.runner.between_batches.append(self._install_candidates)
         server = MetricsServer(
             self.metrics.registry, self.alive, s.metrics_host, s.metrics_port, ready=self.health
         )
         self.metrics_server = server.start()
         self._stack.callback(server.stop)
+
+    def _watch(
+        self,
+        pipeline: FeaturePipeline | KpiPipeline,
+        bundle: ModelBundle,
+        ref: ModelRef,
+        workdir: Path,
+        device: str,
+    ) -> None:
+        """Start following the model alias (and the shadow model's) when configured."""
+        s = self.settings
+        interval = s.model_poll_interval_s
+
+        def watcher(uri: str, role: Role, served: str | None) -> ModelWatcher:
+            w = ModelWatcher(
+                uri, role=role, served_version=served, reference=bundle, workdir=workdir,
+                metrics=self.metrics, interval_s=interval, device=device,
+            )  # fmt: skip
+            self._watchers.append(w)
+            if interval > 0 and uri.startswith("models:/") and "@" in uri:
+                w.start()
+                self._stack.callback(w.stop)
+            return w
+
+        self._pipeline = pipeline
+        watcher(s.model_uri, "champion", ref.version)
+        if s.shadow_model_uri is None:
+            return
+        if not isinstance(pipeline, FeaturePipeline):
+            logger.warning("shadow scoring applies to feature-vector models; ignoring %s",
+                           s.shadow_model_uri)  # fmt: skip
+            return
+        # the first load of the shadow model goes through the same checks as a swap
+        shadow = watcher(s.shadow_model_uri, "shadow", None)
+        candidate = shadow.check_once()
+        if candidate is not None:
+            shadow.take()
+            self._install(candidate)
+
+    def _install_candidates(self) -> None:
+        """Between two batches: install what the watchers validated."""
+        for w in self._watchers:
+            candidate = w.take()
+            if candidate is not None:
+                self._install(candidate)
+                if candidate.role == "champion":
+                    self.metrics.model_reloads.labels(result="swapped").inc()
+
+    def _install(self, candidate: Candidate) -> None:
+        pipeline, ref, bundle = self._pipeline, candidate.ref, candidate.bundle
+        assert pipeline is not None, "installed before the pipeline exists"
+        if candidate.role == "shadow":
+            assert isinstance(pipeline, FeaturePipeline)
+            assert isinstance(candidate.detector, Detector)
+            pipeline.install_shadow(candidate.detector, ref)
+            self.metrics.set_shadow(ref, bundle.score_kind)
+            logger.info("shadow model %s/%s scoring alongside", ref.name, ref.version)
+            return
+        if isinstance(pipeline, FeaturePipeline):
+            assert isinstance(candidate.detector, Detector)
+            pipeline.install(candidate.detector, ref)
+        else:
+            assert isinstance(candidate.detector, WindowDetector)
+            pipeline.install(candidate.detector, ref)
+        threshold = pipeline.threshold.default
+        self.model = ref
+        self.metrics.set_model(
+            ref, bundle.score_kind, threshold.value, threshold.expected_alert_rate
+        )
+        logger.info(
+            "model swapped name=%s version=%s score_kind=%s threshold=%.6g",
+            ref.name, ref.version, bundle.score_kind, threshold.value,
+        )  # fmt: skip
 
     def _restore_windows(self, pipeline: KpiPipeline, parts: list[tuple[str, int]]) -> None:
         """Rebuild the window state of newly assigned partitions from the state topic."""

@@ -125,6 +125,21 @@ class KpiPipeline:
         """Live scores against the calibration scores."""
         return self.drift.snapshot()
 
+    def install(self, detector: WindowDetector, model: ModelRef) -> None:
+        """Score from the next batch on with another model (validated by the caller).
+
+        The window spec must be the same (``check_replacement``): the live windows carry
+        over, so no series warms up again. The drift window restarts against the new
+        calibration scores.
+        """
+        if detector.preprocess.spec != self.store.spec:
+            msg = f"window spec {detector.preprocess.spec} differs from {self.store.spec}"
+            raise ValueError(msg)
+        self.detector, self.model, self.threshold = detector, model, detector.threshold
+        self.drift = drift_monitor(
+            self.threshold, self.config.drift_window, self.config.drift_min_count
+        )
+
     # ------------------------------------------------------------------ state
     def checkpoint_messages(self) -> list[OutboundMessage]:
         """Snapshots of the series changed since the last call (sent after the outputs)."""

@@ -54,6 +54,8 @@ class BatchOutcome:
     unscored: Counter[str] = field(default_factory=Counter)
     series_live: int | None = None
     state_bytes: int | None = None
+    shadow_scored: int = 0
+    shadow_alerts: Counter[str] = field(default_factory=Counter)
 
     def dead_letter(
         self,
@@ -144,13 +146,32 @@ class FeaturePipeline:
     """Turns polled feature-vector messages into alerts, scores and dead letters."""
 
     def __init__(self, detector: Detector, model: ModelRef, config: PipelineConfig) -> None:
-        self.detector = detector
-        self.model = model
         self.config = config
-        self.threshold = detector.threshold  # raises NotCalibratedError without one
+        self.shadow: tuple[Detector, ModelRef] | None = None
+        self.install(detector, model)
+
+    def install(self, detector: Detector, model: ModelRef) -> None:
+        """Score from the next batch on with ``detector`` (validated by the caller).
+
+        Raises:
+            NotCalibratedError: the detector's bundle has no threshold.
+        """
+        threshold = detector.threshold
+        self.detector, self.model, self.threshold = detector, model, threshold
         self._schema = detector.preprocess.schema
         self._context = detector.preprocess.context if detector.conditional else None
-        self.drift = drift_monitor(self.threshold, config.drift_window, config.drift_min_count)
+        self.drift = drift_monitor(threshold, self.config.drift_window, self.config.drift_min_count)
+
+    def install_shadow(self, detector: Detector | None, model: ModelRef | None = None) -> None:
+        """Also score every batch with ``detector``; count its would-be alerts, emit nothing.
+
+        ``None`` stops shadow scoring. It must read the same features (``check_replacement``).
+        """
+        if detector is None or model is None:
+            self.shadow = None
+            return
+        detector.threshold  # noqa: B018 - raises NotCalibratedError without one
+        self.shadow = (detector, model)
 
     def drift_snapshot(self) -> DriftSnapshot:
         """Live scores against the calibration scores (see ``DriftMonitor``)."""
@@ -234,6 +255,9 @@ class FeaturePipeline:
         flagged = decided.severities != ""
         self.drift.update(score, flagged)
         outcome.records_scored += int(keep.size)
+        if self.shadow is not None:
+            self._shadow_score(matrix[keep], None if context is None else context[keep],
+                               segments, outcome)  # fmt: skip
         outcome.score_ratios = np.divide(
             score, decided.thresholds, out=score.copy(), where=decided.thresholds > 0
         )
@@ -259,6 +283,24 @@ class FeaturePipeline:
                 record["explanation"] = self._explain(matrix[row], scored.expected[pos], idx, share)
                 outcome.alerts[record["severity"]] += 1
                 outcome.outbound.append(self._out(self.config.alert_topic, record, rows, row))
+
+    def _shadow_score(
+        self,
+        matrix: npt.NDArray[np.float32],
+        context: npt.NDArray[np.float32] | None,
+        segments: list[str | None] | None,
+        outcome: BatchOutcome,
+    ) -> None:
+        """The shadow model's would-be alerts on the same rows (counted, never sent)."""
+        assert self.shadow is not None
+        detector, _ = self.shadow
+        threshold = detector.threshold
+        decided = threshold.decide(
+            detector.select(detector.score(matrix, context)),
+            segments if threshold.segment_field == self.threshold.segment_field else None,
+        )
+        outcome.shadow_scored += int(matrix.shape[0])
+        outcome.shadow_alerts.update(str(s) for s in decided.severities[decided.severities != ""])
 
     def _record(
         self, rows: _Rows, row: int, batch: _Batch, pos: int, now_ms: int

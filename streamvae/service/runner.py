@@ -97,6 +97,8 @@ class ServiceRunner:
         self.running = False
         self.last_batch_monotonic: float | None = None
         self.last_poll_monotonic: float | None = None  # liveness: the loop keeps polling
+        # called in the loop's thread before every poll: a model swap lands between batches
+        self.between_batches: list[Callable[[], None]] = []
         self._last_drift = -float("inf")
         self._pending: dict[tuple[str, int], int] = {}  # handled, not yet flushed and marked
         self._last_gc = time.monotonic()
@@ -138,6 +140,8 @@ class ServiceRunner:
                 remaining = None if max_messages is None else max_messages - totals.messages
                 if remaining is not None and remaining <= 0:
                     break
+                for hook in self.between_batches:
+                    hook()
                 limit = min(self._poll_limit(totals), remaining or self.config.max_poll_records)
                 messages = self.source.poll(self.config.poll_timeout_ms, limit)
                 now = self.last_poll_monotonic = time.monotonic()
@@ -248,6 +252,10 @@ class ServiceRunner:
             m.alerts.labels(severity=severity).inc(count)
         for status, count in outcome.unscored.items():
             m.records_unscored.labels(status=status).inc(count)
+        if outcome.shadow_scored:
+            m.shadow_scored.inc(outcome.shadow_scored)
+            for severity, count in outcome.shadow_alerts.items():
+                m.shadow_alerts.labels(severity=severity).inc(count)
         if outcome.series_live is not None:
             m.series_live.set(outcome.series_live)
         if outcome.state_bytes is not None:

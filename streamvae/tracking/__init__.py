@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from streamvae.tracking.resolve import (
     ResolvedModel,
+    alias_version,
     load_resolved,
     record_for_version,
     record_thresholds,
@@ -23,6 +24,7 @@ from streamvae.tracking.store import (
 __all__ = [
     "MlflowCallback",
     "ResolvedModel",
+    "alias_version",
     "configure",
     "ensure_experiment",
     "flatten",

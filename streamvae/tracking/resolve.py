@@ -82,6 +82,24 @@ def _run(uri: str, dst: Path) -> ResolvedModel:
     return ResolvedModel(uri, "run", _bundle_in(Path(local)), ref, run_id)
 
 
+def alias_version(uri: str) -> str | None:
+    """The version a ``models:/NAME@ALIAS`` URI points at now (``None`` for other URIs).
+
+    One registry call, no download: cheap enough to poll.
+
+    Raises:
+        ModelLoadError: the registry is unreachable or the alias does not exist.
+    """
+    if not uri.startswith("models:/") or "@" not in uri:
+        return None
+    name, alias = uri.removeprefix("models:/").split("@", 1)
+    try:
+        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        msg = f"cannot look up {uri!r} in the MLflow registry: {exc.message}"
+        raise ModelLoadError(msg) from exc
+
+
 def resolve(uri: str, dst: Path) -> ResolvedModel:
     """Download (if remote) and locate the bundle behind ``uri``.
 
@@ -90,6 +108,8 @@ def resolve(uri: str, dst: Path) -> ResolvedModel:
         ModelLoadError: unknown model, version, alias or run.
     """
     check_uri(uri)
+    if uri.startswith(("models:/", "runs:/")):
+        dst.mkdir(parents=True, exist_ok=True)  # MLflow lays a missing dst out differently
     if uri.startswith("models:/"):
         return _registry(uri, dst)
     if uri.startswith("runs:/"):

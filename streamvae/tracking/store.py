@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -90,18 +92,25 @@ class MlflowCallback:
 def log_bundle(bundle_dir: Path, registered_model: str | None) -> tuple[str, str | None]:
     """Log the bundle as a pyfunc model (models from code) and optionally register it.
 
+    The bundle lands at ``artifacts/bundle`` in the model whatever its directory is called
+    (MLflow keeps the directory's own name; ``resolve`` looks for ``bundle``).
+
     Returns:
         ``(model_uri, version)``; ``version`` is ``None`` when not registered.
     """
     import streamvae
 
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(PYFUNC_FILE),
-        artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
-        pip_requirements=[f"streamvae=={streamvae.__version__}"],
-        registered_model_name=registered_model,
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(bundle_dir)
+        if staged.name != BUNDLE_ARTIFACT:
+            staged = Path(shutil.copytree(bundle_dir, Path(tmp) / BUNDLE_ARTIFACT))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_FILE),
+            artifacts={BUNDLE_ARTIFACT: str(staged)},
+            pip_requirements=[f"streamvae=={streamvae.__version__}"],
+            registered_model_name=registered_model,
+        )
     version = None if info.registered_model_version is None else str(info.registered_model_version)
     return info.model_uri, version
 

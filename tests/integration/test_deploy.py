@@ -122,16 +122,20 @@ def test_compose_service_settings_load_and_point_at_the_stack(monkeypatch):
     settings = load_settings(ServeSettings, ROOT / "configs" / "serve.yaml")
     services = _compose()["services"]
     host, port = settings.kafka.bootstrap_servers.split(":")
-    assert host == "kafka" and f"PLAINTEXT://{host}:{port}" in (
-        services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    assert (
+        host == "kafka"
+        and f"PLAINTEXT://{host}:{port}"
+        in (services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"])
     )
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-    assert settings.metrics_host == "0.0.0.0" and str(settings.metrics_port) in (
-        services["streamvae"]["expose"]
+    assert (
+        settings.metrics_host == "0.0.0.0"
+        and str(settings.metrics_port) in (services["streamvae"]["expose"])
     )
     topics = services["kafka-topics"]["command"][0]
-    for topic in (settings.kafka.input_topic, settings.kafka.alert_topic,
-                  settings.kafka.dead_letter_topic, f"{settings.kafka.input_topic}-state"):  # fmt: skip
+    kafka = settings.kafka
+    for topic in (kafka.input_topic, kafka.alert_topic, kafka.dead_letter_topic,
+                  f"{kafka.input_topic}-state"):  # fmt: skip
         assert f"--topic {topic} " in topics, f"topic {topic} is not created"
 
 

@@ -179,3 +179,19 @@ def test_runner_writes_state_after_the_outputs_and_before_the_commit(bundle):
     assert state and source.committed == {("kpi", 0): 30}
     last = orjson.loads(state[-1].value)
     assert last["offset"] == 29 and last["filled"] == W
+
+
+def test_a_model_swap_keeps_the_live_windows(bundle):
+    pipe = pipeline(bundle, score_topic="scores")
+    points = stream("cpu.web-1", 40)
+    first = pipe.handle(messages(points[:30]), now_ms=0)
+    assert first.unscored["warming_up"] == W - 1
+    pipe.install(
+        WindowDetector(make_kpi_bundle(window_len=W, epochs=5, seed=2)), ModelRef("kpi", "2")
+    )
+    second = pipe.handle(messages(points[30:], start=30), now_ms=0)
+    assert second.records_scored == 10 and not second.unscored, "no warm-up after the swap"
+    scores = [orjson.loads(m.value) for m in second.outbound if m.topic == "scores"]
+    assert {s["model"]["version"] for s in scores} == {"2"}
+    with pytest.raises(ValueError, match="window spec"):
+        pipe.install(WindowDetector(make_kpi_bundle(window_len=8, epochs=2)), ModelRef("kpi", "3"))

@@ -9,7 +9,14 @@ import pytest
 from streamvae.bundle import Detector
 from streamvae.service import FeaturePipeline, PipelineConfig
 from streamvae.types import ModelRef
-from tests.factories import encode, feature_message, inbound, make_anomalies, make_normal
+from tests.factories import (
+    encode,
+    feature_message,
+    inbound,
+    make_anomalies,
+    make_bundle,
+    make_normal,
+)
 
 CONFIG = PipelineConfig(
     alert_topic="alerts", dead_letter_topic="dlq", score_topic="scores", max_message_bytes=4096
@@ -179,3 +186,30 @@ def test_drift_snapshot_follows_the_live_scores(small_bundle):
     assert calm.ks < 0.2 and shifted.ks > 0.8
     assert shifted.psi > 1.0 > calm.psi
     assert shifted.alert_rate > 0.9 > 0.05 > calm.alert_rate
+
+
+def test_an_installed_model_scores_the_next_batch_and_names_its_version(pipeline):
+    odd = [encode(feature_message(r * 3, rid=f"a{i}")) for i, r in enumerate(make_anomalies(5))]
+    before = _decode(pipeline.handle(inbound(odd), 5_000).outbound, "alerts")
+    other = make_bundle(seed=4, epochs=5)
+    pipeline.install(Detector(other), ModelRef("m", "2", "champion"))
+    after = _decode(pipeline.handle(inbound(odd), 5_000).outbound, "alerts")
+    assert {a["model"]["version"] for a in before} == {"1"}
+    assert {a["model"]["version"] for a in after} == {"2"}
+    assert after[0]["threshold"] == pytest.approx(other.threshold.default.value)
+    assert after[0]["score"] != before[0]["score"]
+
+
+def test_the_shadow_model_counts_would_be_alerts_and_emits_nothing(small_bundle):
+    lenient = make_bundle(seed=4, epochs=5, percentile=50.0)
+    pipeline = FeaturePipeline(Detector(small_bundle), ModelRef("m", "1"), CONFIG)
+    rows = make_normal(40, seed=12)
+    messages = inbound([encode(feature_message(r, rid=f"n{i}")) for i, r in enumerate(rows)])
+    plain = pipeline.handle(messages, 5_000)
+    pipeline.install_shadow(Detector(lenient), ModelRef("m", "9", "challenger"))
+    shadowed = pipeline.handle(messages, 5_000)
+    assert [m.value for m in shadowed.outbound] == [m.value for m in plain.outbound]
+    assert shadowed.shadow_scored == 40 and plain.shadow_scored == 0
+    assert 8 <= sum(shadowed.shadow_alerts.values()) <= 32, "about half at the 50th percentile"
+    pipeline.install_shadow(None)
+    assert pipeline.handle(messages, 5_000).shadow_scored == 0

@@ -1,0 +1,68 @@
+"""Which bundles may replace the served one live."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from streamvae.bundle import check_replacement, probe
+from streamvae.bundle.io import TabularPreprocess
+from streamvae.data.schema import FeatureSchema
+from streamvae.errors import ModelLoadError
+from tests.factories import feature_names, make_bundle, make_kpi_bundle
+
+
+@pytest.fixture(scope="module")
+def other_seed():
+    return make_bundle(seed=3, epochs=5, percentile=95.0)
+
+
+def test_same_features_another_training_is_accepted(small_bundle, other_seed):
+    check_replacement(small_bundle, other_seed)
+    assert probe(other_seed).threshold.default.percentile == 95.0
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (feature_names(6)[::-1], "reordered"),
+        ((*feature_names(5), "extra"), "added ['extra'], removed ['x5']"),
+    ],
+)
+def test_a_changed_feature_schema_is_refused(small_bundle, names, expected):
+    pre = small_bundle.preprocess
+    assert isinstance(pre, TabularPreprocess)
+    changed = dataclasses.replace(
+        small_bundle, preprocess=dataclasses.replace(pre, schema=FeatureSchema(names))
+    )
+    with pytest.raises(ModelLoadError, match="feature schema changed") as err:
+        check_replacement(small_bundle, changed)
+    assert expected in str(err.value)
+
+
+def test_fewer_features_are_refused(small_bundle):
+    with pytest.raises(ModelLoadError, match="feature schema changed"):
+        check_replacement(small_bundle, make_bundle(d=5, epochs=2))
+
+
+def test_an_uncalibrated_bundle_is_refused(small_bundle):
+    with pytest.raises(ModelLoadError, match="no threshold"):
+        check_replacement(small_bundle, make_bundle(epochs=2, calibrated=False))
+
+
+def test_a_kpi_bundle_cannot_replace_a_feature_model(small_bundle):
+    kpi = make_kpi_bundle(window_len=16, epochs=2)
+    with pytest.raises(ModelLoadError, match="input kind changed"):
+        check_replacement(small_bundle, kpi)
+    check_replacement(kpi, make_kpi_bundle(window_len=16, epochs=2, seed=1))
+    with pytest.raises(ModelLoadError, match="window spec changed"):
+        check_replacement(kpi, make_kpi_bundle(window_len=8, epochs=2))
+    assert probe(kpi).preprocess.spec.window_len == 16
+
+
+def test_weights_that_score_nan_are_refused(small_bundle):
+    broken = {k: torch.full_like(v, float("nan")) for k, v in small_bundle.state_dict.items()}
+    with pytest.raises(ModelLoadError, match="not finite"):
+        probe(dataclasses.replace(small_bundle, state_dict=broken))
