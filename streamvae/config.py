@@ -233,6 +233,13 @@ class ServeSettings(BaseSettings):
     shadow_model_uri: str | None = Field(
         None, description="also score with this model (e.g. the @challenger alias), no alerts"
     )
+    alert_cooldown_s: float = Field(
+        0.0, ge=0.0, description="at most one alert per key (KPI: series) per this event time"
+    )
+    alert_confirm_m: int = Field(
+        1, ge=1, le=64, description="alert when m of a key's last n scores are flagged"
+    )
+    alert_confirm_n: int = Field(1, ge=1, le=64, description="the n of m-of-n confirmation")
     stall_timeout_s: float = Field(
         120.0, gt=0.0, description="/healthz fails when the loop has not polled for this long"
     )
@@ -244,6 +251,14 @@ class ServeSettings(BaseSettings):
     kpi_series_ttl_s: float = Field(
         86_400.0, gt=0.0, description="KPI models: drop a series' window after this silence"
     )
+
+    @model_validator(mode="after")
+    def _confirmation_fits(self) -> ServeSettings:
+        if self.alert_confirm_m > self.alert_confirm_n:
+            m, n = self.alert_confirm_m, self.alert_confirm_n
+            msg = f"alert_confirm_m ({m}) must not exceed alert_confirm_n ({n})"
+            raise ValueError(msg)
+        return self
 
     @field_validator("model_uri")
     @classmethod

@@ -45,6 +45,14 @@ class ServiceMetrics:
         self.alerts = Counter(
             "alerts", "Alerts produced, by severity.", ["severity"], namespace=ns, registry=registry
         )
+        self.alerts_suppressed = Counter(
+            "alerts_suppressed",
+            "Over-threshold scores whose alert was held back, by reason (cooldown: the key "
+            "alerted recently; unconfirmed: fewer than m of its last n scores were flagged).",
+            ["reason"],
+            namespace=ns,
+            registry=registry,
+        )
         self.score_ratio = BulkHistogram(
             f"{ns}_score_threshold_ratio",
             "Score divided by the threshold in force (> 1 alerts).",
@@ -179,6 +187,8 @@ class ServiceMetrics:
         for severity in SEVERITIES:
             self.alerts.labels(severity=severity)
             self.shadow_alerts.labels(severity=severity)
+        for reason in ("cooldown", "unconfirmed"):
+            self.alerts_suppressed.labels(reason=reason)
         for result in ("swapped", "refused", "failed"):
             self.model_reloads.labels(result=result)
         for kind in ("produce", "commit", "scoring"):

@@ -26,6 +26,7 @@ from streamvae.stream.consumer import KafkaMessageSource
 from streamvae.stream.producer import KafkaMessageSink
 from streamvae.stream.state import read_state
 from streamvae.tracking import configure, load_resolved, resolve
+from streamvae.thresholds import HygienePolicy
 from streamvae.training import resolve_device
 from streamvae.types import ModelRef, RunStats
 
@@ -79,6 +80,11 @@ class ScoringService:
         bundle = load_resolved(resolved, strict=s.strict_versions)
         device = str(resolve_device(s.device))
         self.model = resolved.ref
+        hygiene = HygienePolicy(
+            cooldown_ms=int(s.alert_cooldown_s * 1000),
+            confirm_m=s.alert_confirm_m,
+            confirm_n=s.alert_confirm_n,
+        )
         pipeline: FeaturePipeline | KpiPipeline
         on_assignment: Callable[[list[tuple[str, int]]], None]
         if isinstance(bundle.preprocess, WindowPreprocess):
@@ -98,6 +104,7 @@ class ScoringService:
                     series_ttl_s=s.kpi_series_ttl_s,
                     drift_window=s.drift_window,
                     drift_min_count=s.drift_min_count,
+                    hygiene=hygiene,
                 ),
             )
             pipeline = kpi
@@ -118,6 +125,7 @@ class ScoringService:
                     top_features=s.top_features,
                     drift_window=s.drift_window,
                     drift_min_count=s.drift_min_count,
+                    hygiene=hygiene,
                 ),
             )
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,9 +29,14 @@ import numpy.typing as npt
 from streamvae.bundle.window import WindowDetector
 from streamvae.data.series_state import WindowStore
 from streamvae.errors import PayloadDecodeError
-from streamvae.service.pipeline import BatchOutcome, decode_records, drift_monitor
+from streamvae.service.pipeline import (
+    BatchOutcome,
+    apply_verdict,
+    decode_records,
+    drift_monitor,
+)
 from streamvae.stream.codecs import decode_json, encode_json
-from streamvae.thresholds import DriftSnapshot
+from streamvae.thresholds import AlertGate, DriftSnapshot, HygienePolicy
 from streamvae.types import InboundMessage, ModelRef, OutboundMessage
 
 MAX_SERIES_ID = 256
@@ -57,6 +62,7 @@ class KpiPipelineConfig:
     series_ttl_s: float = 86_400.0
     drift_window: int = 5_000
     drift_min_count: int = 200
+    hygiene: HygienePolicy = field(default_factory=HygienePolicy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +122,7 @@ class KpiPipeline:
         self.config = config
         self.threshold = detector.threshold  # raises NotCalibratedError without one
         self.store = WindowStore(detector.preprocess.spec, max_series=config.max_series)
+        self.gate = AlertGate(replace(config.hygiene, max_keys=config.max_series))
         self._applied: dict[str, tuple[str, int, int]] = {}  # series -> topic, partition, offset
         self._dirty: set[str] = set()
         self._last_eviction_ms = -EVICTION_INTERVAL_MS
@@ -156,6 +163,9 @@ class KpiPipeline:
             in_topic, partition, offset = source
             value = {"series": series, "topic": in_topic, "partition": partition}
             value |= {"offset": offset} | snapshot
+            gate = self.gate.snapshot(series)
+            if gate is not None:
+                value["gate"] = gate
             target = self.state_partition(partition)
             out.append(OutboundMessage(topic, encode_json(value), series.encode(), (), target))
         self._dirty.clear()
@@ -182,6 +192,7 @@ class KpiPipeline:
         for series, (topic, partition, _) in list(self._applied.items()):
             if (topic, partition) in owned:
                 self.store.drop(series)
+                self.gate.drop(series)
                 del self._applied[series]
         latest: dict[str, dict[str, Any]] = {}
         for raw in values:
@@ -196,6 +207,8 @@ class KpiPipeline:
             try:
                 source = (str(record["topic"]), int(record["partition"]), int(record["offset"]))
                 self.store.restore(series, record, seen_ms=now_ms)
+                if isinstance(record.get("gate"), dict):
+                    self.gate.restore(series, record["gate"])
             except (KeyError, TypeError, ValueError):
                 continue  # malformed, or another window spec: the series warms up again
             self._applied[series] = source
@@ -208,6 +221,7 @@ class KpiPipeline:
         for series, (topic, partition, _) in list(self._applied.items()):
             if (topic, partition) in gone:
                 self.store.drop(series)
+                self.gate.drop(series)
                 del self._applied[series]
                 self._dirty.discard(series)
 
@@ -229,6 +243,7 @@ class KpiPipeline:
             live = set(self.store.names())
             for series in [s for s in self._applied if s not in live]:
                 del self._applied[series]
+                self.gate.drop(series)
         outcome.series_live = len(self.store)
         outcome.state_bytes = self.store.memory_bytes
         return outcome
@@ -305,7 +320,13 @@ class KpiPipeline:
             score, decided.thresholds, out=score.copy(), where=decided.thresholds > 0
         )
         outcome.event_ts_ms = np.array([r.point.ts for r in ready], np.int64)
+        gated = self.gate.policy.active
         for i, item in enumerate(ready):
+            verdict = (
+                self.gate.observe(item.point.series, item.point.ts, str(decided.severities[i]))
+                if gated
+                else None
+            )
             if not flagged[i] and self.config.score_topic is None:
                 continue
             p_value = float(decided.p_values[i])
@@ -331,9 +352,10 @@ class KpiPipeline:
             }
             if segments is not None:
                 record["segment"] = segments[i]
+            emit = apply_verdict(record, verdict, outcome)
             if self.config.score_topic is not None:
                 outcome.outbound.append(self._out(self.config.score_topic, record, item.point))
-            if flagged[i]:
+            if flagged[i] and emit:
                 record = record | {"explanation": self._explain(item, float(scored.expected[i]))}
                 outcome.alerts[record["severity"]] += 1
                 outcome.outbound.append(self._out(self.config.alert_topic, record, item.point))

@@ -16,7 +16,15 @@ from streamvae.data.schema import finite_rows
 from streamvae.errors import PayloadDecodeError
 from streamvae.scoring import top_contributions
 from streamvae.stream.codecs import decode_json, encode_json, split_records
-from streamvae.thresholds import Decisions, DriftMonitor, DriftSnapshot, ThresholdSet
+from streamvae.thresholds import (
+    Admitted,
+    AlertGate,
+    Decisions,
+    DriftMonitor,
+    DriftSnapshot,
+    HygienePolicy,
+    ThresholdSet,
+)
 from streamvae.types import InboundMessage, ModelRef, OutboundMessage
 
 
@@ -32,6 +40,7 @@ class PipelineConfig:
     top_features: int = 3
     drift_window: int = 5_000
     drift_min_count: int = 200
+    hygiene: HygienePolicy = field(default_factory=HygienePolicy)
 
 
 @dataclass(slots=True)
@@ -56,6 +65,7 @@ class BatchOutcome:
     state_bytes: int | None = None
     shadow_scored: int = 0
     shadow_alerts: Counter[str] = field(default_factory=Counter)
+    suppressed: Counter[str] = field(default_factory=Counter)  # flagged, no alert: why
 
     def dead_letter(
         self,
@@ -88,6 +98,23 @@ def drift_monitor(threshold: ThresholdSet, window: int, min_count: int) -> Drift
         window=window,
         min_count=min_count,
     )
+
+
+def apply_verdict(record: dict[str, Any], verdict: Admitted | None, outcome: BatchOutcome) -> bool:
+    """Mark a score record with the alert gate's verdict; whether its alert may be sent.
+
+    A suppressed alert gets ``"suppressed": "cooldown" | "unconfirmed"`` on the score topic and
+    is counted; an emitted one reports ``suppressed_before`` when earlier ones were held back.
+    """
+    if verdict is None:
+        return True
+    if verdict.verdict != "alert":
+        record["suppressed"] = verdict.verdict
+        outcome.suppressed[verdict.verdict] += 1
+        return False
+    if verdict.suppressed_before:
+        record["suppressed_before"] = verdict.suppressed_before
+    return True
 
 
 def decode_records(message: InboundMessage, *, max_bytes: int, max_records: int) -> list[Any]:
@@ -148,6 +175,7 @@ class FeaturePipeline:
     def __init__(self, detector: Detector, model: ModelRef, config: PipelineConfig) -> None:
         self.config = config
         self.shadow: tuple[Detector, ModelRef] | None = None
+        self.gate = AlertGate(config.hygiene)
         self.install(detector, model)
 
     def install(self, detector: Detector, model: ModelRef) -> None:
@@ -270,19 +298,48 @@ class FeaturePipeline:
             zip(np.flatnonzero(flagged).tolist(), zip(top_idx, top_share, strict=True), strict=True)
         )
         batch = _Batch(scored, score, decided, segments)
+        admitted = self._gate(rows, kept, ts, decided.severities) if self.gate.policy.active else {}
         # output records only where something is sent: every row with a score topic, else
         # only the alerts (the common case: about 1 % of rows)
         wanted = range(keep.size) if self.config.score_topic is not None else sorted(explained)
         for pos in wanted:
             row = int(keep[pos])
             record = self._record(rows, row, batch, pos, now_ms)
+            emit = apply_verdict(record, admitted.get(pos), outcome)
             if self.config.score_topic is not None:
                 outcome.outbound.append(self._out(self.config.score_topic, record, rows, row))
-            if pos in explained:
+            if pos in explained and emit:
                 idx, share = explained[pos]
                 record["explanation"] = self._explain(matrix[row], scored.expected[pos], idx, share)
                 outcome.alerts[record["severity"]] += 1
                 outcome.outbound.append(self._out(self.config.alert_topic, record, rows, row))
+
+    def _gate(
+        self,
+        rows: _Rows,
+        kept: list[int],
+        ts: npt.NDArray[np.int64],
+        severities: npt.NDArray[np.str_],
+    ) -> dict[int, Admitted]:
+        """The alert gate's verdict per flagged position, by the record's key and event time."""
+        positions = (
+            range(len(kept))
+            if self.gate.policy.needs_history
+            else np.flatnonzero(severities != "").tolist()
+        )
+        verdicts: dict[int, Admitted] = {}
+        for pos in positions:
+            row = kept[pos]
+            record, message = rows.records[row], rows.sources[row][0]
+            key = record.get("key")
+            if key is None and message.key:
+                key = message.key.decode(errors="replace")
+            verdict = self.gate.observe(
+                None if key is None else str(key), int(ts[pos]), str(severities[pos])
+            )
+            if verdict is not None:
+                verdicts[pos] = verdict
+        return verdicts
 
     def _shadow_score(
         self,

@@ -252,6 +252,8 @@ class ServiceRunner:
             m.alerts.labels(severity=severity).inc(count)
         for status, count in outcome.unscored.items():
             m.records_unscored.labels(status=status).inc(count)
+        for reason, count in outcome.suppressed.items():
+            m.alerts_suppressed.labels(reason=reason).inc(count)
         if outcome.shadow_scored:
             m.shadow_scored.inc(outcome.shadow_scored)
             for severity, count in outcome.shadow_alerts.items():

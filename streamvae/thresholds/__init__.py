@@ -17,6 +17,7 @@ from streamvae.thresholds.calibrate import (
 )
 from streamvae.thresholds.decide import classify
 from streamvae.thresholds.drift import DriftMonitor, DriftSnapshot, ks_statistic, psi
+from streamvae.thresholds.hygiene import Admitted, AlertGate, HygienePolicy
 from streamvae.thresholds.labels import PRCurve, calibrate_for_target, precision_recall_curve
 from streamvae.thresholds.segments import (
     DEFAULT_BANDS,
@@ -30,11 +31,14 @@ from streamvae.thresholds.tail import calibrate_pot
 
 __all__ = [
     "DEFAULT_BANDS",
+    "Admitted",
+    "AlertGate",
     "Bootstrap",
     "CalibrationSpec",
     "Decisions",
     "DriftMonitor",
     "DriftSnapshot",
+    "HygienePolicy",
     "PRCurve",
     "Threshold",
     "ThresholdSet",

@@ -195,3 +195,25 @@ def test_a_model_swap_keeps_the_live_windows(bundle):
     assert {s["model"]["version"] for s in scores} == {"2"}
     with pytest.raises(ValueError, match="window spec"):
         pipe.install(WindowDetector(make_kpi_bundle(window_len=8, epochs=2)), ModelRef("kpi", "3"))
+
+
+def test_m_of_n_confirmation_holds_a_lone_spike_and_survives_a_restore(bundle):
+    from streamvae.thresholds import HygienePolicy
+
+    hygiene = HygienePolicy(confirm_m=2, confirm_n=3)
+    points = stream("cpu.web-1", 60, spike_at=40)
+    plain = pipeline(bundle).handle(messages(points), now_ms=0)
+    gated = pipeline(bundle, hygiene=hygiene, score_topic="scores")
+    outcome = gated.handle(messages(points), now_ms=0)
+    assert sum(plain.alerts.values()) >= 1
+    assert sum(outcome.alerts.values()) + sum(outcome.suppressed.values()) == sum(
+        plain.alerts.values()
+    ), "every flagged point is either alerted or counted as suppressed"
+    assert outcome.suppressed["unconfirmed"] >= 1, "the spike's first flag waits for a second"
+    # the gate's state travels with the window snapshot
+    snapshots = gated.checkpoint_messages()
+    state = orjson.loads(snapshots[0].value)
+    assert state["gate"]["flags"] >= 0
+    restored = pipeline(bundle, hygiene=hygiene)
+    restored.restore([m.value for m in snapshots], [("kpi", 0)])
+    assert restored.gate.snapshot("cpu.web-1") == gated.gate.snapshot("cpu.web-1")

@@ -213,3 +213,31 @@ def test_the_shadow_model_counts_would_be_alerts_and_emits_nothing(small_bundle)
     assert 8 <= sum(shadowed.shadow_alerts.values()) <= 32, "about half at the 50th percentile"
     pipeline.install_shadow(None)
     assert pipeline.handle(messages, 5_000).shadow_scored == 0
+
+
+def test_cooldown_sends_one_alert_per_key_and_counts_the_rest(small_bundle):
+    from streamvae.thresholds import HygienePolicy
+
+    config = PipelineConfig(
+        alert_topic="alerts", dead_letter_topic="dlq", score_topic="scores",
+        hygiene=HygienePolicy(cooldown_ms=60_000),
+    )  # fmt: skip
+    pipe = FeaturePipeline(Detector(small_bundle), ModelRef("m", "1"), config)
+    odd = make_anomalies(6, seed=3) * 3
+    values = [
+        encode(feature_message(r, rid=f"a{i}", ts=1_000 * i) | {"key": "merchant-1"})
+        for i, r in enumerate(odd[:4])
+    ] + [encode(feature_message(r, rid=f"b{i}", ts=1_000) | {"key": "merchant-2"})
+         for i, r in enumerate(odd[4:])]  # fmt: skip
+    out = pipe.handle(inbound(values), 5_000)
+    alerts = _decode(out.outbound, "alerts")
+    scores = _decode(out.outbound, "scores")
+    assert [a["id"] for a in alerts] == ["a0", "b0"], "one alert per key per cooldown"
+    assert out.suppressed["cooldown"] == 4 and sum(out.alerts.values()) == 2
+    assert [s["suppressed"] for s in scores if "suppressed" in s] == ["cooldown"] * 4
+    later = pipe.handle(
+        inbound([encode(feature_message(odd[0], rid="a9", ts=70_000) | {"key": "merchant-1"})]),
+        5_000,
+    )
+    (alert,) = _decode(later.outbound, "alerts")
+    assert alert["id"] == "a9" and alert["suppressed_before"] == 3
