@@ -187,8 +187,8 @@ class ServiceMetrics:
         for severity in SEVERITIES:
             self.alerts.labels(severity=severity)
             self.shadow_alerts.labels(severity=severity)
-        for reason in ("cooldown", "unconfirmed"):
-            self.alerts_suppressed.labels(reason=reason)
+        for why in ("cooldown", "unconfirmed"):
+            self.alerts_suppressed.labels(reason=why)
         for result in ("swapped", "refused", "failed"):
             self.model_reloads.labels(result=result)
         for kind in ("produce", "commit", "scoring"):
@@ -205,6 +205,12 @@ class ServiceMetrics:
         self.threshold.set(threshold)
         self.expected_alert_ratio.set(expected_rate)
         self.model_loads.inc()
+
+    @staticmethod
+    def count_by(counter: Counter, label: str, counts: Mapping[str, int]) -> None:
+        """Add ``counts`` (label value -> amount) to a counter with one label."""
+        for value, amount in counts.items():
+            counter.labels(**{label: value}).inc(amount)
 
     def set_shadow(self, model: ModelRef | None, score_kind: str = "") -> None:
         """Publish the shadow model now scored alongside (``None``: none)."""

@@ -25,8 +25,8 @@ from streamvae.stream.confluent import ConfluentMessageSink, ConfluentMessageSou
 from streamvae.stream.consumer import KafkaMessageSource
 from streamvae.stream.producer import KafkaMessageSink
 from streamvae.stream.state import read_state
-from streamvae.tracking import configure, load_resolved, resolve
 from streamvae.thresholds import HygienePolicy
+from streamvae.tracking import configure, load_resolved, resolve
 from streamvae.training import resolve_device
 from streamvae.types import ModelRef, RunStats
 

@@ -246,18 +246,13 @@ class ServiceRunner:
         m.messages_consumed.inc(n_messages)
         m.records_consumed.inc(outcome.records_consumed)
         m.records_scored.inc(outcome.records_scored)
-        for reason, count in outcome.dead_letters.items():
-            m.records_dead_lettered.labels(reason=reason).inc(count)
-        for severity, count in outcome.alerts.items():
-            m.alerts.labels(severity=severity).inc(count)
-        for status, count in outcome.unscored.items():
-            m.records_unscored.labels(status=status).inc(count)
-        for reason, count in outcome.suppressed.items():
-            m.alerts_suppressed.labels(reason=reason).inc(count)
+        m.count_by(m.records_dead_lettered, "reason", outcome.dead_letters)
+        m.count_by(m.alerts, "severity", outcome.alerts)
+        m.count_by(m.records_unscored, "status", outcome.unscored)
+        m.count_by(m.alerts_suppressed, "reason", outcome.suppressed)
         if outcome.shadow_scored:
             m.shadow_scored.inc(outcome.shadow_scored)
-            for severity, count in outcome.shadow_alerts.items():
-                m.shadow_alerts.labels(severity=severity).inc(count)
+            m.count_by(m.shadow_alerts, "severity", outcome.shadow_alerts)
         if outcome.series_live is not None:
             m.series_live.set(outcome.series_live)
         if outcome.state_bytes is not None:

@@ -77,7 +77,7 @@ def test_snapshot_and_restore_carry_a_key_across_consumers():
     policy = HygienePolicy(cooldown_ms=1_000, confirm_m=2, confirm_n=3)
     first, second = AlertGate(policy), AlertGate(policy)
     events = [(0, "warning"), (100, "warning"), (200, "warning")]
-    straight = verdicts(AlertGate(policy), "s", events + [(1_200, "warning")])
+    straight = verdicts(AlertGate(policy), "s", [*events, (1200, "warning")])
     verdicts(first, "s", events)
     state = first.snapshot("s")
     assert state is not None
