@@ -199,9 +199,48 @@ class KafkaSettings(BaseModel):
     max_request_size: int = Field(8_388_608, ge=1024)
     linger_ms: int = Field(5, ge=0)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: str | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    sasl_password: SecretStr | None = Field(
+        None, description="prefer STREAMVAE_KAFKA__SASL_PASSWORD or sasl_password_file"
+    )
+    sasl_password_file: str | None = Field(
+        None, description="read the SASL password from this file (a mounted secret)"
+    )
+    ssl_cafile: str | None = Field(None, description="CA bundle (PEM) that signed the brokers")
+    ssl_certfile: str | None = Field(None, description="client certificate (PEM), mutual TLS")
+    ssl_keyfile: str | None = Field(None, description="client private key (PEM), mutual TLS")
+    ssl_password: SecretStr | None = Field(None, description="password of ssl_keyfile")
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> KafkaSettings:
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and (self.sasl_mechanism is None or not self.sasl_username):
+            msg = (
+                f"security_protocol {self.security_protocol} needs sasl_mechanism and sasl_username"
+            )
+            raise ValueError(msg)
+        if sasl and self.sasl_password is None and self.sasl_password_file is None:
+            msg = "SASL needs sasl_password (environment) or sasl_password_file"
+            raise ValueError(msg)
+        if self.sasl_password is not None and self.sasl_password_file is not None:
+            msg = "set sasl_password or sasl_password_file, not both"
+            raise ValueError(msg)
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "sasl_password_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                msg = f"{name} {path!r} is not a readable file"
+                raise ValueError(msg)
+        return self
+
+    def sasl_secret(self) -> str | None:
+        """The SASL password, from the setting or read from ``sasl_password_file``."""
+        if self.sasl_password is not None:
+            return self.sasl_password.get_secret_value()
+        if self.sasl_password_file is not None:
+            return Path(self.sasl_password_file).read_text(encoding="utf-8").rstrip("\r\n")
+        return None
 
 
 class ServeSettings(BaseSettings):

@@ -35,6 +35,8 @@ WEIGHTS, CONFIG, PREPROCESS, THRESHOLD, META = (
     "meta.json",
 )
 REFERENCE = "calibration_scores.npz"
+# a bundle holds these and nothing else: anything more (a pickle, code) is refused at load
+BUNDLE_FILES = frozenset({WEIGHTS, CONFIG, PREPROCESS, THRESHOLD, META, REFERENCE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +291,10 @@ def load_bundle(path: str | Path, *, strict: bool = False) -> ModelBundle:
     root = Path(path)
     if not root.is_dir():
         msg = f"model bundle directory {str(root)!r} does not exist"
+        raise ModelLoadError(msg)
+    unknown = sorted(p.name for p in root.iterdir() if p.name not in BUNDLE_FILES)
+    if unknown:
+        msg = f"model bundle {str(root)!r} holds unexpected file(s) {unknown[:5]}: refused"
         raise ModelLoadError(msg)
     meta = _read_json(root / META)
     _check_versions(meta, strict)

@@ -34,8 +34,19 @@ def _common(settings: KafkaSettings) -> dict[str, Any]:
     if settings.sasl_mechanism:
         conf["sasl.mechanism"] = settings.sasl_mechanism
         conf["sasl.username"] = settings.sasl_username
-        password = settings.sasl_password
-        conf["sasl.password"] = password.get_secret_value() if password else None
+        conf["sasl.password"] = settings.sasl_secret()
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        locations = {
+            "ssl.ca.location": settings.ssl_cafile,
+            "ssl.certificate.location": settings.ssl_certfile,
+            "ssl.key.location": settings.ssl_keyfile,
+        }
+        conf |= {key: value for key, value in locations.items() if value is not None}
+        if settings.ssl_password is not None:
+            conf["ssl.key.password"] = settings.ssl_password.get_secret_value()
+        conf["ssl.endpoint.identification.algorithm"] = (
+            "https" if settings.ssl_check_hostname else "none"
+        )
     return conf
 
 

@@ -24,8 +24,14 @@ def security_options(settings: KafkaSettings) -> dict[str, object]:
     if settings.sasl_mechanism:
         options["sasl_mechanism"] = settings.sasl_mechanism
         options["sasl_plain_username"] = settings.sasl_username
-        password = settings.sasl_password
-        options["sasl_plain_password"] = password.get_secret_value() if password else None
+        options["sasl_plain_password"] = settings.sasl_secret()
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_check_hostname"] = settings.ssl_check_hostname
+        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if getattr(settings, key) is not None:
+                options[key] = getattr(settings, key)
+        if settings.ssl_password is not None:
+            options["ssl_password"] = settings.ssl_password.get_secret_value()
     return options
 
 

@@ -119,3 +119,13 @@ def test_threshold_for_another_score_kind_is_refused(small_bundle):
     other = replace(small_bundle.threshold.default, score_kind="kl")
     with pytest.raises(ValueError, match="score 'kl'"):
         small_bundle.with_threshold(replace(small_bundle.threshold, default=other))
+
+
+@pytest.mark.parametrize("extra", ["model.pkl", "hook.py", "__init__.py"])
+def test_a_bundle_with_unexpected_files_is_refused(tmp_path, small_bundle, extra):
+    path = save_bundle(small_bundle, tmp_path / "b")
+    (path / extra).write_bytes(pickle.dumps({"x": 1}))
+    with pytest.raises(
+        ModelLoadError, match=r"unexpected file\(s\) \['" + extra.replace(".", r"\.")
+    ):
+        load_bundle(path)
