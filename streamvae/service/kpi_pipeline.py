@@ -32,8 +32,10 @@ from streamvae.errors import PayloadDecodeError
 from streamvae.service.pipeline import (
     BatchOutcome,
     apply_verdict,
+    check_ts,
     decode_records,
     drift_monitor,
+    record_bytes,
 )
 from streamvae.stream.codecs import decode_json, encode_json
 from streamvae.thresholds import AlertGate, DriftSnapshot, HygienePolicy
@@ -99,9 +101,9 @@ def parse_point(record: object, key: bytes | None) -> _Point:
         detail = f"'series' must be a non-empty string of at most {MAX_SERIES_ID} characters"
         raise PayloadDecodeError(reason="invalid_record", detail=detail)
     ts = record.get("ts")
-    if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0:
-        detail = f"'ts' must be epoch milliseconds (a non-negative integer), got {ts!r}"
-        raise PayloadDecodeError(reason="invalid_record", detail=detail[:200])
+    if ts is None:
+        raise PayloadDecodeError(reason="invalid_record", detail="a KPI point needs 'ts'")
+    check_ts(ts)
     value = record.get("value")
     if not isinstance(value, int | float) or isinstance(value, bool):
         detail = f"'value' must be a number, got {type(value).__name__}"
@@ -267,7 +269,7 @@ class KpiPipeline:
             try:
                 point = parse_point(record, message.key)
             except PayloadDecodeError as exc:
-                outcome.dead_letter(dead_topic, message, index, encode_json(record), exc)
+                outcome.dead_letter(dead_topic, message, index, record_bytes(message, record), exc)
                 continue
             applied = self._applied.get(point.series)
             source = (message.topic, message.partition)
@@ -282,7 +284,9 @@ class KpiPipeline:
                     f"series {point.series!r} is at ts {push.end_ts}; point ts {point.ts} is {what}"
                 )
                 rejected = PayloadDecodeError(reason=reason, detail=detail)
-                outcome.dead_letter(dead_topic, message, index, encode_json(record), rejected)
+                outcome.dead_letter(
+                    dead_topic, message, index, record_bytes(message, record), rejected
+                )
                 continue
             self._applied[point.series] = (message.topic, message.partition, message.offset)
             self._dirty.add(point.series)

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from streamvae.bundle import Detector, Scored
 from streamvae.data.schema import finite_rows
@@ -100,6 +101,21 @@ def drift_monitor(threshold: ThresholdSet, window: int, min_count: int) -> Drift
     )
 
 
+def record_bytes(message: InboundMessage, record: object) -> bytes:
+    """What a dead letter carries for one record.
+
+    The original bytes of a single-record message; an element of a batch re-serialised (or,
+    when it cannot be, the whole message).
+    """
+    value = message.value or b""
+    if value.lstrip()[:1] == b"{":
+        return value
+    try:
+        return encode_json(record)
+    except (TypeError, orjson.JSONEncodeError):  # e.g. nesting deeper than orjson writes
+        return value
+
+
 def apply_verdict(record: dict[str, Any], verdict: Admitted | None, outcome: BatchOutcome) -> bool:
     """Mark a score record with the alert gate's verdict; whether its alert may be sent.
 
@@ -137,11 +153,24 @@ class _Rows:
     sources: list[tuple[InboundMessage, int]] = field(default_factory=list)
 
 
+MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+def check_ts(ts: object) -> None:
+    """A record's ``ts``, when present, must be epoch milliseconds in years 1970-9999.
+
+    Raises:
+        PayloadDecodeError: ``invalid_record`` naming the value.
+    """
+    if ts is None or (type(ts) is int and 0 <= ts <= MAX_TS_MS):
+        return
+    detail = f"'ts' must be epoch milliseconds (an integer in [0, {MAX_TS_MS}]), got {ts!r:.40}"
+    raise PayloadDecodeError(reason="invalid_record", detail=detail)
+
+
 def _record_ts(record: dict[str, Any], message: InboundMessage) -> int:
     ts = record.get("ts")
-    if isinstance(ts, int) and not isinstance(ts, bool):
-        return ts
-    return message.timestamp_ms or 0
+    return ts if type(ts) is int else message.timestamp_ms or 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,11 +267,16 @@ class FeaturePipeline:
         for index, record in enumerate(records):
             try:
                 values = self._schema.vector(_features_of(record))
+                check_ts(record.get("ts"))
                 if self._context is not None:
                     rows.contexts.append(self._context.vector(record.get("context")))
             except PayloadDecodeError as exc:
                 outcome.dead_letter(
-                    self.config.dead_letter_topic, message, index, encode_json(record), exc
+                    self.config.dead_letter_topic,
+                    message,
+                    index,
+                    record_bytes(message, record),
+                    exc,
                 )
                 continue
             rows.values.append(values)
@@ -267,7 +301,11 @@ class FeaturePipeline:
                 detail="a feature or context value is NaN or out of float32 range",
             )
             outcome.dead_letter(
-                self.config.dead_letter_topic, message, index, encode_json(rows.records[i]), exc
+                self.config.dead_letter_topic,
+                message,
+                index,
+                record_bytes(message, rows.records[i]),
+                exc,
             )
         keep = np.flatnonzero(finite)
         if keep.size == 0:

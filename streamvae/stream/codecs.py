@@ -21,7 +21,7 @@ def _non_finite_tokens(value: bytes) -> bool:
 
     try:
         json.loads(value, parse_constant=constant)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: not NaN's fault
         return False
     return seen
 
