@@ -20,6 +20,7 @@ from streamvae.bundle import Detector
 from streamvae.bundle.window import WindowDetector
 from streamvae.service import FeaturePipeline, PipelineConfig
 from streamvae.service.kpi_pipeline import KpiPipeline, KpiPipelineConfig
+from streamvae.service.pipeline import MAX_TS_MS
 from streamvae.types import DEAD_LETTER_REASONS, InboundMessage, ModelRef
 from tests.factories import feature_names, make_kpi_bundle
 
@@ -118,9 +119,11 @@ BAD_INPUTS = {
         {"too_large"},
     ),
     "absurd_ts": (
-        st.one_of(st.integers(-(2**64), 2**64), st.floats(), st.text(max_size=5)).map(
-            lambda ts: dumps({"id": "ts", "ts": ts, "features": dict.fromkeys(NAMES, 0.5)})
-        ),
+        st.one_of(
+            st.integers(-(2**64), 2**64).filter(lambda t: not 0 <= t <= MAX_TS_MS),
+            st.floats(),
+            st.text(max_size=5),
+        ).map(lambda ts: dumps({"id": "ts", "ts": ts, "features": dict.fromkeys(NAMES, 0.5)})),
         {"invalid_record", "non_finite"},
     ),
     "empty": (
@@ -160,6 +163,7 @@ def test_bad_feature_inputs_are_contained(feature_pipeline, kind):
         assert out.records_consumed == out.records_scored + dead
         assert set(out.dead_letters) <= set(DEAD_LETTER_REASONS)
         assert set(out.dead_letters) <= reasons, f"{kind}: {out.dead_letters}"
+        assert dead >= len(bad), f"{kind}: every hostile message is dead-lettered"
         scored = {orjson.loads(m.value)["id"] for m in out.outbound if m.topic == "scores"}
         assert {f"good-{i}" for i in range(len(good))} <= scored, "good records around bad ones"
         for message in out.outbound:
