@@ -129,6 +129,8 @@ def _calibration_path(client: MlflowClient, resolved: ResolvedModel) -> str | No
 
 
 def _stored_thresholds(resolved: ResolvedModel) -> ThresholdSet | None:
+    if resolved.kind == "local":
+        return None  # no registry involved: never open (or create) a tracking store
     path = _calibration_path(MlflowClient(), resolved)
     if path is None or resolved.run_id is None:
         return None
