@@ -6,6 +6,7 @@ YAML file > built-in defaults. Settings are loaded once in the CLI and passed do
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -212,6 +213,30 @@ class KafkaSettings(BaseModel):
     ssl_keyfile: str | None = Field(None, description="client private key (PEM), mutual TLS")
     ssl_password: SecretStr | None = Field(None, description="password of ssl_keyfile")
     ssl_check_hostname: bool = True
+    delivery: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="exactly_once: outputs and input offsets in one Kafka transaction "
+        "(Apache Kafka; consumers of the outputs read with isolation.level=read_committed)",
+    )
+    transactional_id: str | None = Field(
+        None, description="exactly_once: the producer's transactional.id (default: per host)"
+    )
+    transaction_timeout_ms: int = Field(60_000, ge=1_000)
+
+    @model_validator(mode="after")
+    def _delivery_is_supported(self) -> KafkaSettings:
+        if self.delivery == "exactly_once" and self.client != "kafka-python":
+            msg = "kafka.delivery=exactly_once is implemented for kafka.client=kafka-python"
+            raise ValueError(msg)
+        return self
+
+    def isolation_level(self) -> str:
+        """``read_committed`` under exactly-once (never read aborted inputs or state)."""
+        return "read_committed" if self.delivery == "exactly_once" else "read_uncommitted"
+
+    def resolved_transactional_id(self) -> str:
+        """The transactional.id: the setting, else one per group and host."""
+        return self.transactional_id or f"streamvae-{self.group_id}-{socket.gethostname()}"
 
     @model_validator(mode="after")
     def _security_is_complete(self) -> KafkaSettings:

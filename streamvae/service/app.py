@@ -25,6 +25,7 @@ from streamvae.stream.confluent import ConfluentMessageSink, ConfluentMessageSou
 from streamvae.stream.consumer import KafkaMessageSource
 from streamvae.stream.producer import KafkaMessageSink
 from streamvae.stream.state import read_state
+from streamvae.stream.transactional import TransactionalKafkaSink
 from streamvae.thresholds import HygienePolicy
 from streamvae.tracking import configure, load_resolved, resolve
 from streamvae.training import resolve_device
@@ -143,17 +144,24 @@ class ScoringService:
             s.model_uri, ref.name, ref.version, bundle.score_kind, threshold.value,
         )  # fmt: skip
         self._watch(pipeline, bundle, resolved.ref, workdir, device)
-        sink = (ConfluentMessageSink if s.kafka.client == "confluent" else KafkaMessageSink)(
-            s.kafka
-        )
-        self._stack.callback(sink.close)
-        source_cls = ConfluentMessageSource if s.kafka.client == "confluent" else KafkaMessageSource
-        source = source_cls(
-            s.kafka,
-            (s.kafka.input_topic,),
-            on_assignment=on_assignment,
-            before_revoke=self._checkpoint_before_revoke,
-        )
+        source: KafkaMessageSource | ConfluentMessageSource
+        sink: KafkaMessageSink | ConfluentMessageSink | TransactionalKafkaSink
+        if s.kafka.client == "confluent":
+            sink = ConfluentMessageSink(s.kafka)
+            self._stack.callback(sink.close)
+            source = ConfluentMessageSource(
+                s.kafka, (s.kafka.input_topic,), on_assignment=on_assignment,
+                before_revoke=self._checkpoint_before_revoke,
+            )  # fmt: skip
+        else:
+            exactly_once = s.kafka.delivery == "exactly_once"
+            sink = TransactionalKafkaSink(s.kafka) if exactly_once else KafkaMessageSink(s.kafka)
+            self._stack.callback(sink.close)
+            source = KafkaMessageSource(
+                s.kafka, (s.kafka.input_topic,), on_assignment=on_assignment,
+                before_revoke=self._checkpoint_before_revoke,
+                committer=sink.commit_offsets if isinstance(sink, TransactionalKafkaSink) else None,
+            )  # fmt: skip
         self._stack.callback(source.close)
         self.runner = ServiceRunner(
             source,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
@@ -16,6 +17,8 @@ from streamvae.types import InboundMessage
 logger = logging.getLogger(__name__)
 
 Offsets = Mapping[tuple[str, int], int]
+# exactly-once: commits the offsets inside the producer's transaction (offsets, group metadata)
+Committer = Callable[[Mapping[TopicPartition, OffsetAndMetadata], Any], None]
 
 
 def security_options(settings: KafkaSettings) -> dict[str, object]:
@@ -63,8 +66,10 @@ class KafkaMessageSource:
         *,
         on_assignment: Callable[[list[tuple[str, int]]], None] | None = None,
         before_revoke: Callable[[], None] | None = None,
+        committer: Committer | None = None,
     ) -> None:
         self._pending: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._committer = committer
         self._next: dict[TopicPartition, int] = {}
         self._on_assignment = on_assignment
         self._before_revoke = before_revoke
@@ -81,6 +86,7 @@ class KafkaMessageSource:
                 fetch_max_wait_ms=settings.fetch_max_wait_ms,
                 fetch_max_bytes=settings.fetch_max_bytes,
                 max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
+                isolation_level=settings.isolation_level(),
                 **security_options(settings),
             )
         except KafkaError as exc:
@@ -114,7 +120,13 @@ class KafkaMessageSource:
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
-        self._consumer.commit(offsets=pending)
+        self._commit(pending)
+
+    def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        if self._committer is not None:
+            self._committer(offsets, self._consumer.group_metadata())
+        else:
+            self._consumer.commit(offsets=offsets)
 
     def commit_revoked(self, revoked: list[TopicPartition]) -> None:
         """Commit marked offsets of partitions being taken away (rebalance listener).
@@ -123,11 +135,15 @@ class KafkaMessageSource:
         """
         if self._before_revoke is not None:
             self._before_revoke()
-        offsets = {tp: self._pending.pop(tp) for tp in revoked if tp in self._pending}
+        if self._committer is not None:
+            # the open transaction holds the outputs of every partition: commit them all
+            offsets, self._pending = self._pending, {}
+        else:
+            offsets = {tp: self._pending.pop(tp) for tp in revoked if tp in self._pending}
         for tp in revoked:
             self._next.pop(tp, None)
-        if offsets:
-            self._consumer.commit(offsets=offsets)
+        if offsets or self._committer is not None:
+            self._commit(offsets)
         logger.info(
             "partitions revoked partitions=%s", sorted((t.topic, t.partition) for t in revoked)
         )

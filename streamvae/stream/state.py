@@ -43,6 +43,7 @@ def read_state(
             client_id=f"{settings.client_id}-state",
             enable_auto_commit=False,
             group_id=None,
+            isolation_level=settings.isolation_level(),
             **security_options(settings),
         )
     except KafkaError as exc:

@@ -106,3 +106,12 @@ def test_a_bad_security_setting_is_one_config_error_line(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_settings(ServeSettings, config)
     assert "/no/such/ca.pem" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_exactly_once_needs_the_kafka_python_client_and_reads_committed():
+    with pytest.raises(ValidationError, match="exactly_once is implemented for kafka.client"):
+        KafkaSettings(delivery="exactly_once", client="confluent")
+    eos = KafkaSettings(delivery="exactly_once", group_id="fraud")
+    assert eos.isolation_level() == "read_committed"
+    assert eos.resolved_transactional_id().startswith("streamvae-fraud-")
+    assert KafkaSettings().isolation_level() == "read_uncommitted"
