@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 
 import orjson
 import pytest
@@ -133,6 +134,15 @@ BAD_INPUTS = {
 }
 
 
+TRIED: Counter[str] = Counter()  # hostile messages fed, by kind (printed with -s)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_tried():
+    yield
+    print(f"\nfuzz: {sum(TRIED.values())} hostile messages tried, none crashed: {dict(TRIED)}")
+
+
 @pytest.fixture(scope="module")
 def feature_pipeline(small_bundle):
     return FeaturePipeline(Detector(small_bundle), ModelRef("m", "1"), CONFIG)
@@ -158,6 +168,7 @@ def test_bad_feature_inputs_are_contained(feature_pipeline, kind):
         good=st.lists(st.lists(finite, min_size=6, max_size=6), min_size=1, max_size=4),
     )
     def run(bad, good):
+        TRIED[kind] += len(bad)
         out = feature_pipeline.handle(stream(bad, good), 2_000_000_000_000)
         dead = sum(out.dead_letters.values())
         assert out.records_consumed == out.records_scored + dead
@@ -207,6 +218,7 @@ KPI_BAD = st.one_of(
 @seed(11)
 @given(bad=st.lists(KPI_BAD, min_size=1, max_size=12))
 def test_bad_kpi_points_never_stop_the_series_around_them(kpi_bundle, bad):
+    TRIED["kpi"] += len(bad)
     pipe = KpiPipeline(
         WindowDetector(kpi_bundle), ModelRef("kpi", "1"),
         KpiPipelineConfig(alert_topic="a", dead_letter_topic="dlq", state_topic="state",
