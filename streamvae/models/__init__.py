@@ -8,6 +8,7 @@ from typing import Any, Final
 from streamvae.models.base import BaseVAE, ElboTerms, LossTerms, VAEOutput
 from streamvae.models.conditional import CVAE, DCVAE, ConditionalVAEConfig
 from streamvae.models.conv1d import Conv1dCVAE, Conv1dVAE, Conv1dVAEConfig
+from streamvae.models.conv2d import Conv2dStemVAEConfig, Conv2dVAE, Conv2dVAEConfig
 from streamvae.models.likelihood import ImportanceEstimate, importance_nll, latent_noise
 from streamvae.models.sparse import SparseVAE
 from streamvae.models.vae import VAE, VAEConfig
@@ -45,6 +46,12 @@ MODEL_REGISTRY: Final[dict[str, ModelSpec]] = {
     ),
     "conv1d_cvae": ModelSpec(
         Conv1dVAEConfig, Conv1dCVAE, "KPI windows: 1-D convolutional CVAE (e.g. calendar)"
+    ),
+    "conv2d_vae": ModelSpec(
+        Conv2dVAEConfig, Conv2dVAE, "images: fully convolutional 16-32-64-256 (localisation)"
+    ),
+    "conv2d_vae_stem": ModelSpec(
+        Conv2dStemVAEConfig, Conv2dVAE, "images: 64-128-256 encoder, linear stem decoder"
     ),
 }
 
@@ -94,6 +101,9 @@ __all__ = [
     "Conv1dCVAE",
     "Conv1dVAE",
     "Conv1dVAEConfig",
+    "Conv2dStemVAEConfig",
+    "Conv2dVAE",
+    "Conv2dVAEConfig",
     "ElboTerms",
     "ImportanceEstimate",
     "LossTerms",

@@ -34,6 +34,12 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "dcvae": ("dcvae", CONTEXT),
     "conv1d_vae": ("conv1d_vae", {}),
     "conv1d_cvae": ("conv1d_cvae", CONTEXT),
+    # images travel flat (C*H*W pixels): the same contract holds pixel by pixel
+    "conv2d_vae": ("conv2d_vae", {"image_height": 8, "image_width": 8, "channels": (4, 8)}),
+    "conv2d_vae_stem-learned-gamma": (
+        "conv2d_vae_stem",
+        {"image_height": 8, "image_width": 8, "channels": (4, 8), "learn_variance": True},
+    ),
 }
 IDS = sorted(CASES)
 
@@ -48,18 +54,24 @@ def _cond(n: int, key: str) -> torch.Tensor | None:
     return torch.stack([torch.randn(n), torch.randint(0, 3, (n,)).float()], dim=1)
 
 
+def _dim(case: str) -> int:
+    """Input width of a case: D features, or the C*H*W pixels of an image case."""
+    _, extra = CASES[case]
+    return int(extra.get("image_height", 1) * extra.get("image_width", D))
+
+
 def _default(case: str) -> tuple[str, BaseVAE]:
     key, extra = CASES[case]
-    return key, build_model(key, config_from_dict(key, {"input_dim": D, **extra}))
+    return key, build_model(key, config_from_dict(key, {"input_dim": _dim(case), **extra}))
 
 
 @pytest.mark.parametrize("case", IDS)
 def test_builds_from_default_config_with_finite_outputs_of_the_right_shape(case):
     key, model = _default(case)
     model.eval()
-    x = torch.randn(5, D)
+    x = torch.randn(5, _dim(case))
     out = model(x, _cond(5, key))
-    assert out.recon.shape == (5, D)
+    assert out.recon.shape == (5, _dim(case))
     terms = model.elbo_terms(x, out)
     for name, value in terms._asdict().items():
         assert torch.isfinite(value).all(), name
@@ -70,18 +82,19 @@ def test_builds_from_default_config_with_finite_outputs_of_the_right_shape(case)
 @pytest.mark.parametrize("case", IDS)
 def test_conditional_families_refuse_to_run_without_a_condition(case):
     key, model = _default(case)
+    d = _dim(case)
     if model_spec(key).conditional:
         with pytest.raises(ValueError, match="needs a condition"):
-            model(torch.randn(2, D))
+            model(torch.randn(2, d))
     else:
-        assert model(torch.randn(2, D)).recon.shape == (2, D)
+        assert model(torch.randn(2, d)).recon.shape == (2, d)
 
 
 @pytest.mark.parametrize("case", IDS)
 def test_loss_goes_down_in_a_few_steps(case):
     torch.manual_seed(0)
     key, model = _default(case)
-    x_raw, _frame = make_contextual(256, D)
+    x_raw, _frame = make_contextual(256, _dim(case))
     x = torch.from_numpy(StandardScaler.fit(x_raw).transform(x_raw))
     cond = _cond(256, key)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -97,15 +110,16 @@ def test_loss_goes_down_in_a_few_steps(case):
 
 def _train(case: str) -> ModelBundle:
     key, extra = CASES[case]
-    x, frame = make_contextual(800, D)
+    d = _dim(case)
+    x, frame = make_contextual(800, d)
     scaler = StandardScaler.fit(x)
     conditional = model_spec(key).conditional
     context = fit_context(frame, ("hour",), ("channel",)) if conditional else None
     raw_ctx = context_matrix(context, frame) if context is not None else None
     ctx_scaler = StandardScaler.fit(raw_ctx[:, :1]) if raw_ctx is not None else None
-    preprocess = TabularPreprocess(FeatureSchema(feature_names(D)), scaler, context, ctx_scaler)
+    preprocess = TabularPreprocess(FeatureSchema(feature_names(d)), scaler, context, ctx_scaler)
     cond = preprocess.condition(raw_ctx) if raw_ctx is not None else None
-    values = {"input_dim": D, "latent_dim": 3, "hidden_dims": (32,), **extra}
+    values = {"input_dim": d, "latent_dim": 3, "hidden_dims": (32,), **extra}
     config = config_from_dict(key, values)
     model, _ = fit(
         lambda: build_model(key, config),
@@ -121,13 +135,17 @@ def trained(request) -> ModelBundle:
     return _train(request.param)
 
 
+def _width(bundle: ModelBundle) -> int:
+    return int(bundle.model_config["input_dim"])
+
+
 def _rows(bundle: ModelBundle, x: np.ndarray, frame) -> tuple[np.ndarray, np.ndarray | None]:
     context = bundle.preprocess.context
     return x, None if context is None else context_matrix(context, frame)
 
 
 def test_scores_deterministically_in_eval_mode(trained):
-    x, ctx = _rows(trained, *make_contextual(50, D, seed=4))
+    x, ctx = _rows(trained, *make_contextual(50, _width(trained), seed=4))
     first = Detector(trained).score(x, ctx, sampled=True).scores
     # a different chunking must not change any row's score (fixed importance draws)
     second = Detector(trained, chunk_size=7).score(x, ctx, sampled=True).scores
@@ -136,7 +154,7 @@ def test_scores_deterministically_in_eval_mode(trained):
 
 
 def test_scores_identically_after_bundle_round_trip(trained):
-    x_norm, frame = make_contextual(30, D, seed=5)
+    x_norm, frame = make_contextual(30, _width(trained), seed=5)
     x, ctx = _rows(trained, x_norm, frame)
     with tempfile.TemporaryDirectory() as tmp:
         loaded = load_bundle(save_bundle(trained, Path(tmp) / "b"))
@@ -149,8 +167,8 @@ def test_scores_identically_after_bundle_round_trip(trained):
 
 
 def test_reaches_the_auroc_floor_on_seeded_synthetic_anomalies(trained):
-    x_norm, frame = make_contextual(300, D, seed=7)
-    x_bad = make_anomalies(60, D, seed=8)
+    x_norm, frame = make_contextual(300, _width(trained), seed=7)
+    x_bad = make_anomalies(60, _width(trained), seed=8)
     x = np.vstack([x_norm, x_bad])
     frame = pl.concat([frame, frame.head(60)])
     y = np.r_[np.zeros(300), np.ones(60)]
