@@ -36,6 +36,8 @@ DeadLetterReason = Literal[
     "invalid_encoding",
     "duplicate_point",
     "out_of_order",
+    "invalid_image",
+    "out_of_range",
 ]
 DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = (
     "invalid_json",
@@ -46,6 +48,8 @@ DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = (
     "invalid_encoding",
     "duplicate_point",
     "out_of_order",
+    "invalid_image",
+    "out_of_range",
 )
 
 

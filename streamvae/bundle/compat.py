@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamvae.bundle.detector import Detector
+from streamvae.bundle.image import ImageDetector, ImagePreprocess
 from streamvae.bundle.io import ModelBundle, TabularPreprocess
 from streamvae.bundle.model import thresholds_in_force
 from streamvae.bundle.window import WindowDetector, WindowPreprocess
@@ -22,7 +23,17 @@ def check_replacement(current: ModelBundle, candidate: ModelBundle) -> None:
     Raises:
         ModelLoadError: with the first incompatibility.
     """
-    old, new = current.preprocess, candidate.preprocess
+    _same_input(current.preprocess, candidate.preprocess)
+    try:
+        thresholds_in_force(candidate.threshold)
+    except NotCalibratedError as exc:
+        raise ModelLoadError(str(exc)) from exc
+
+
+def _same_input(
+    old: TabularPreprocess | WindowPreprocess | ImagePreprocess,
+    new: TabularPreprocess | WindowPreprocess | ImagePreprocess,
+) -> None:
     if type(old) is not type(new):
         msg = f"input kind changed: {_kind(old)} -> {_kind(new)}"
         raise ModelLoadError(msg)
@@ -36,6 +47,10 @@ def check_replacement(current: ModelBundle, candidate: ModelBundle) -> None:
         if old.context != new.context:
             msg = "context fields changed"
             raise ModelLoadError(msg)
+    elif isinstance(old, ImagePreprocess) and isinstance(new, ImagePreprocess):
+        if old.shape != new.shape:
+            msg = f"image shape changed: {old.shape.as_tuple()} -> {new.shape.as_tuple()}"
+            raise ModelLoadError(msg)
     elif isinstance(old, WindowPreprocess) and isinstance(new, WindowPreprocess):
         if old.spec != new.spec:
             msg = f"window spec changed: {old.spec} -> {new.spec}"
@@ -43,21 +58,22 @@ def check_replacement(current: ModelBundle, candidate: ModelBundle) -> None:
         if old.calendar != new.calendar or old.utc_offset_ms != new.utc_offset_ms:
             msg = "calendar conditioning changed"
             raise ModelLoadError(msg)
-    try:
-        thresholds_in_force(candidate.threshold)
-    except NotCalibratedError as exc:
-        raise ModelLoadError(str(exc)) from exc
 
 
-def probe(bundle: ModelBundle, *, device: str = "cpu") -> Detector | WindowDetector:
+def probe(bundle: ModelBundle, *, device: str = "cpu") -> Detector | WindowDetector | ImageDetector:
     """Build the bundle's detector and score one typical input; the score must be finite.
 
     Raises:
         ModelLoadError: the weights do not load, or the probe score is not finite.
     """
     preprocess = bundle.preprocess
-    detector: Detector | WindowDetector
-    if isinstance(preprocess, TabularPreprocess):
+    detector: Detector | WindowDetector | ImageDetector
+    if isinstance(preprocess, ImagePreprocess):
+        image_detector = ImageDetector(bundle, device=device)
+        grey = np.full((1, preprocess.shape.pixels), 0.5, np.float32)
+        score = image_detector.select(image_detector.score(grey))
+        detector = image_detector
+    elif isinstance(preprocess, TabularPreprocess):
         detector = Detector(bundle, device=device)
         row = np.asarray(preprocess.scaler.mean, np.float32)[None, :]
         context = (
@@ -81,5 +97,7 @@ def probe(bundle: ModelBundle, *, device: str = "cpu") -> Detector | WindowDetec
     return detector
 
 
-def _kind(preprocess: TabularPreprocess | WindowPreprocess) -> str:
+def _kind(preprocess: TabularPreprocess | WindowPreprocess | ImagePreprocess) -> str:
+    if isinstance(preprocess, ImagePreprocess):
+        return "images"
     return "feature vectors" if isinstance(preprocess, TabularPreprocess) else "KPI windows"

@@ -17,6 +17,7 @@ import numpy.typing as npt
 import torch
 
 import streamvae
+from streamvae.bundle.image import ImagePreprocess
 from streamvae.bundle.window import WindowPreprocess
 from streamvae.data.schema import ContextSchema, FeatureSchema, StandardScaler
 from streamvae.errors import ModelLoadError
@@ -132,7 +133,7 @@ class ModelBundle:
     model_key: str
     model_config: dict[str, Any]
     state_dict: dict[str, torch.Tensor]
-    preprocess: TabularPreprocess | WindowPreprocess
+    preprocess: TabularPreprocess | WindowPreprocess | ImagePreprocess
     score_kind: ScoreKind = "neg_elbo"
     threshold: ThresholdSet | None = None
     meta: dict[str, Any] = field(default_factory=dict)
@@ -188,7 +189,8 @@ def save_bundle(bundle: ModelBundle, path: str | Path, *, overwrite: bool = Fals
         if bundle.threshold is not None:
             write_thresholds(tmp, bundle.threshold)
         meta = {"schema_version": BUNDLE_SCHEMA_VERSION} | runtime_versions() | bundle.meta
-        meta["feature_names"] = list(feature_names(bundle.preprocess))
+        if not isinstance(bundle.preprocess, ImagePreprocess):  # images: the shape says it
+            meta["feature_names"] = list(feature_names(bundle.preprocess))
         _write_json(tmp / META, meta)
         if target.exists():
             shutil.rmtree(target)
@@ -199,17 +201,23 @@ def save_bundle(bundle: ModelBundle, path: str | Path, *, overwrite: bool = Fals
     return target
 
 
-def feature_names(preprocess: TabularPreprocess | WindowPreprocess) -> tuple[str, ...]:
-    """The model's input names: feature columns, or window positions."""
-    if isinstance(preprocess, WindowPreprocess):
+def feature_names(
+    preprocess: TabularPreprocess | WindowPreprocess | ImagePreprocess,
+) -> tuple[str, ...]:
+    """The model's input names: feature columns, window positions, or pixels."""
+    if isinstance(preprocess, WindowPreprocess | ImagePreprocess):
         return preprocess.feature_names
     return preprocess.schema.names
 
 
-def read_preprocess(values: dict[str, Any]) -> TabularPreprocess | WindowPreprocess:
-    """``preprocess.json`` of either kind."""
+def read_preprocess(
+    values: dict[str, Any],
+) -> TabularPreprocess | WindowPreprocess | ImagePreprocess:
+    """``preprocess.json`` of any kind."""
     if values.get("kind") == "window":
         return WindowPreprocess.from_dict(values)
+    if values.get("kind") == "image":
+        return ImagePreprocess.from_dict(values)
     return TabularPreprocess.from_dict(values)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from streamvae.bundle import Detector, ModelBundle, check_replacement, probe
+from streamvae.bundle.image import ImageDetector
 from streamvae.bundle.window import WindowDetector
 from streamvae.errors import ModelLoadError, StreamVAEError
 from streamvae.metrics import ServiceMetrics
@@ -38,7 +39,7 @@ class Candidate:
     role: Role
     ref: ModelRef
     bundle: ModelBundle
-    detector: Detector | WindowDetector
+    detector: Detector | WindowDetector | ImageDetector
 
 
 class ModelWatcher:

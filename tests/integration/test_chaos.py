@@ -27,7 +27,7 @@ def test_kill_9_storm_loses_nothing_and_alerts_equal_an_undisturbed_run(
 ):
     report = run_chaos(broker, bundle_dir, tmp_path, records=RECORDS, kills=KILLS, seed=SEED)
     print(f"\nchaos: {report.line()}")
-    assert report.kills == KILLS and report.kills_mid_stream >= KILLS - 1, "kills land mid-stream"
+    assert report.kills == KILLS and report.kills_mid_stream >= 0.9 * KILLS, "kills mid-stream"
     assert report.lost == 0, "every record scored or dead-lettered"
     assert report.inconsistent_redeliveries == 0, "a re-delivery repeats the same verdict"
     assert report.alert_mismatches == [], report.alert_mismatches[:5]

@@ -1,0 +1,248 @@
+"""Image arrays: loading for training, and decoding ``.npy`` batches from the stream.
+
+Images are ``(N, C, H, W)`` (or ``(N, H, W)`` for one channel), ``uint8`` (0-255) or
+``float32`` (already in [0, 1]); the models see them flat, ``(N, C*H*W)`` float32 in [0, 1].
+No pickle is ever loaded (``allow_pickle=False``); PNG folders are read with Pillow.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from streamvae.errors import DataError, PayloadDecodeError
+
+F32 = npt.NDArray[np.float32]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+@dataclass(frozen=True, slots=True)
+class ImageShape:
+    """``(C, H, W)`` of the images a model takes."""
+
+    channels: int
+    height: int
+    width: int
+
+    @property
+    def pixels(self) -> int:
+        """``C * H * W``."""
+        return self.channels * self.height * self.width
+
+    def as_tuple(self) -> tuple[int, int, int]:
+        """``(C, H, W)``."""
+        return (self.channels, self.height, self.width)
+
+
+def to_unit(array: np.ndarray) -> F32:
+    """``(N, C, H, W)`` / ``(N, H, W)`` uint8 or float images as float32 in [0, 1], 4-D.
+
+    Raises:
+        DataError: another dtype or rank, or float values outside [0, 1].
+    """
+    if array.ndim == 3:
+        array = array[:, None]
+    if array.ndim != 4:
+        msg = f"images must be (N, C, H, W) or (N, H, W), got shape {array.shape}"
+        raise DataError(msg)
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype.kind != "f":
+        msg = f"images must be uint8 or float, got {array.dtype}"
+        raise DataError(msg)
+    out = array.astype(np.float32)
+    if not np.isfinite(out).all() or out.min() < 0.0 or out.max() > 1.0:
+        msg = "float images must be finite and in [0, 1]"
+        raise DataError(msg)
+    return out
+
+
+def load_images(path: str | Path) -> tuple[F32, npt.NDArray[np.int64] | None]:
+    """Training images from an ``.npy``, an ``.npz`` or a folder of PNG/JPEG files.
+
+    An ``.npz`` holds ``X`` (or ``images``) and optionally ``y`` (or ``labels``); a folder's
+    files are read in name order and must all have the same size.
+
+    Returns:
+        ``(N, C, H, W)`` float32 in [0, 1], and the labels when the file has them.
+
+    Raises:
+        DataError: unreadable, empty or inconsistent input.
+    """
+    source = Path(path)
+    if source.is_dir():
+        return _load_folder(source), None
+    if not source.is_file():
+        msg = f"image data {str(source)!r} does not exist"
+        raise DataError(msg)
+    try:
+        if source.suffix == ".npy":
+            return to_unit(np.load(source, allow_pickle=False)), None
+        if source.suffix == ".npz":
+            with np.load(source, allow_pickle=False) as npz:
+                key = next((k for k in ("X", "images", "x") if k in npz.files), None)
+                if key is None:
+                    msg = f"{source.name} has no 'X' or 'images' array (has {npz.files})"
+                    raise DataError(msg)
+                label_key = next((k for k in ("y", "labels") if k in npz.files), None)
+                labels = None if label_key is None else npz[label_key].astype(np.int64)
+                return to_unit(npz[key]), labels
+    except (ValueError, OSError) as exc:
+        msg = f"cannot read images from {str(source)!r}: {exc}"
+        raise DataError(msg) from exc
+    msg = f"image data must be .npy, .npz or a folder of images, got {source.name!r}"
+    raise DataError(msg)
+
+
+def _load_folder(folder: Path) -> F32:
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        msg = f"no PNG/JPEG images in {str(folder)!r}"
+        raise DataError(msg)
+    arrays = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                mode = "L" if image.mode in ("1", "L", "I", "I;16", "P") else "RGB"
+                arrays.append(np.asarray(image.convert(mode)))
+        except (OSError, UnidentifiedImageError) as exc:
+            msg = f"cannot read image {file.name!r}: {exc}"
+            raise DataError(msg) from exc
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        msg = f"images in {str(folder)!r} differ in size: {sorted(shapes)[:3]}"
+        raise DataError(msg)
+    stack = np.stack(arrays)
+    if stack.ndim == 4:  # (N, H, W, C) -> (N, C, H, W)
+        stack = stack.transpose(0, 3, 1, 2)
+    return to_unit(np.ascontiguousarray(stack))
+
+
+@dataclass(frozen=True, slots=True)
+class ImageBatch:
+    """A decoded image message: the sound images and the per-image problems.
+
+    Attributes:
+        images: ``(n, C*H*W)`` float32 in [0, 1], the images that passed every check.
+        index: position of each of them in the message's array.
+        ids: the id of every image of the message (from the ``ids`` header, else ``None``s).
+        rejected: ``index -> error`` of images that failed a per-image check.
+        count: images in the message.
+    """
+
+    images: F32
+    index: list[int]
+    ids: list[str | None]
+    rejected: dict[int, PayloadDecodeError]
+    count: int
+
+
+def decode_image_batch(
+    value: bytes | None,
+    headers: dict[str, bytes],
+    shape: ImageShape,
+    *,
+    max_bytes: int,
+    max_images: int,
+) -> ImageBatch:
+    """Decode and check one ``.npy`` image message.
+
+    Whole-message failures (size, content type, not an ``.npy``, dtype, shape, the ``ids``
+    header) raise; a sound array with a bad image inside (NaN, values out of range) rejects
+    that image only.
+
+    Raises:
+        PayloadDecodeError: ``too_large`` or ``invalid_image``.
+    """
+    array = _checked_array(value, headers, shape, max_bytes)
+    n = array.shape[0]
+    if n > max_images:
+        detail = f"batch of {n} images exceeds max_records_per_message={max_images}"
+        raise PayloadDecodeError(reason="too_large", detail=detail)
+    ids = _ids(headers.get("ids"), n)
+    flat = array.reshape(n, -1)
+    if array.dtype == np.uint8:
+        return ImageBatch(flat.astype(np.float32) / 255.0, list(range(n)), ids, {}, n)
+    finite = np.isfinite(flat).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        in_range = (flat >= 0.0).all(axis=1) & (flat <= 1.0).all(axis=1)
+    rejected: dict[int, PayloadDecodeError] = {}
+    for i in np.flatnonzero(~finite).tolist():
+        rejected[i] = PayloadDecodeError(reason="non_finite", detail="a pixel is NaN or infinite")
+    for i in np.flatnonzero(finite & ~in_range).tolist():
+        detail = f"float32 pixels must be in [0, 1], got [{flat[i].min():.3g}, {flat[i].max():.3g}]"
+        rejected[i] = PayloadDecodeError(reason="out_of_range", detail=detail)
+    keep = np.flatnonzero(finite & in_range)
+    return ImageBatch(np.ascontiguousarray(flat[keep]), keep.tolist(), ids, rejected, n)
+
+
+def _checked_array(
+    value: bytes | None, headers: dict[str, bytes], shape: ImageShape, max_bytes: int
+) -> np.ndarray:
+    """The message's array, 4-D, of the model's shape and a supported dtype."""
+    if not value:
+        raise PayloadDecodeError(reason="invalid_image", detail="empty message value")
+    if len(value) > max_bytes:
+        detail = f"message of {len(value)} bytes exceeds max_message_bytes={max_bytes}"
+        raise PayloadDecodeError(reason="too_large", detail=detail)
+    content_type = headers.get("content-type", b"application/x-npy")
+    if content_type != b"application/x-npy":
+        detail = f"content-type must be application/x-npy, got {content_type[:60]!r}"
+        raise PayloadDecodeError(reason="invalid_image", detail=detail)
+    array = _load_npy(value)
+    if array.ndim == 3 and shape.channels == 1:
+        array = array[:, None]
+    if array.ndim != 4 or array.shape[1:] != shape.as_tuple():
+        want = f"(N, {shape.channels}, {shape.height}, {shape.width})"
+        alt = f" or (N, {shape.height}, {shape.width})" if shape.channels == 1 else ""
+        detail = f"expected images {want}{alt}, got {array.shape}"
+        raise PayloadDecodeError(reason="invalid_image", detail=detail)
+    if array.shape[0] == 0:
+        raise PayloadDecodeError(reason="invalid_image", detail="an empty batch of images")
+    if array.dtype not in (np.uint8, np.float32):
+        detail = f"images must be uint8 or float32, got {array.dtype}"
+        raise PayloadDecodeError(reason="invalid_image", detail=detail)
+    return array
+
+
+def _load_npy(value: bytes) -> np.ndarray:
+    if not value.startswith(b"\x93NUMPY"):
+        raise PayloadDecodeError(reason="invalid_image", detail="not an .npy array")
+    try:
+        array = np.load(io.BytesIO(value), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        detail = f"unreadable .npy: {exc}"
+        raise PayloadDecodeError(reason="invalid_image", detail=detail[:300]) from exc
+    if not isinstance(array, np.ndarray):  # pragma: no cover - np.load of .npy bytes
+        raise PayloadDecodeError(reason="invalid_image", detail="not a single .npy array")
+    return array
+
+
+def _ids(raw: bytes | None, n: int) -> list[str | None]:
+    if raw is None:
+        return [None] * n
+    import json
+
+    try:
+        ids = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise PayloadDecodeError(reason="invalid_image", detail=f"'ids' header: {exc}") from exc
+    if not isinstance(ids, list) or len(ids) != n:
+        detail = f"'ids' header must be a JSON list of {n} ids"
+        raise PayloadDecodeError(reason="invalid_image", detail=detail)
+    if not all(isinstance(i, str | int) and not isinstance(i, bool) for i in ids):
+        raise PayloadDecodeError(reason="invalid_image", detail="ids must be strings or integers")
+    return [str(i) for i in ids]
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    """An array as ``.npy`` bytes (what producers send)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
