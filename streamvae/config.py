@@ -304,6 +304,12 @@ class ServeSettings(BaseSettings):
         1, ge=1, le=64, description="alert when m of a key's last n scores are flagged"
     )
     alert_confirm_n: int = Field(1, ge=1, le=64, description="the n of m-of-n confirmation")
+    image_maps: Literal["off", "rec_error", "elbo_grad", "rec_grad", "kl_grad", "combi"] = Field(
+        "rec_error", description="image models: the map explaining alerts (gradients: slower)"
+    )
+    image_map_dir: str | None = Field(
+        None, description="image models: save each alert's full map (.npy) here"
+    )
     stall_timeout_s: float = Field(
         120.0, gt=0.0, description="/healthz fails when the loop has not polled for this long"
     )

@@ -203,3 +203,24 @@ def make_kpi_bundle(window_len: int = 16, epochs: int = 40, seed: int = 0) -> Mo
 def kpi_point(series: str, index: int, value: float) -> bytes:
     """One KPI message value (point ``index`` of the synthetic time axis)."""
     return orjson.dumps({"series": series, "ts": index * KPI_INTERVAL_MS, "value": float(value)})
+
+
+def digit_split(size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """The built-in digits shuffled (seed 0): 1,200 to train on, 597 held out."""
+    from streamvae.data.images import builtin_digits
+
+    images, _ = builtin_digits(size)
+    order = np.random.default_rng(0).permutation(len(images))
+    return images[order[:1200]], images[order[1200:]]
+
+
+def make_image_bundle(size: int = 16, epochs: int = 40, seed: int = 0) -> ModelBundle:
+    """A small calibrated conv2d_vae on the built-in digits (seconds on CPU)."""
+    from streamvae.workflows.images import ImageSettings, train_images
+
+    train, _ = digit_split(size)
+    settings = ImageSettings(
+        latent_dim=16, channels=(16, 32), epochs=epochs, learning_rate=3e-3, seed=seed,
+        device="cpu", percentile=99.0, learn_variance=True,
+    )  # fmt: skip
+    return train_images(train, settings)

@@ -176,6 +176,91 @@ def train_kpi(
     )
 
 
+@app.command("train-images")
+def train_images(
+    data: Annotated[
+        Path, typer.Argument(help="Normal images: .npy / .npz (N, C, H, W) or a PNG folder.")
+    ],
+    model: Annotated[
+        str, typer.Option(help="conv2d_vae (fully convolutional) or conv2d_vae_stem.")
+    ] = "conv2d_vae",
+    latent_dim: Annotated[int, typer.Option(min=1, help="Latent size.")] = 32,
+    beta: Annotated[float, typer.Option(min=0.0, help="KL weight (beta-VAE above 1).")] = 1.0,
+    width: Annotated[float, typer.Option(min=0.01, help="Capacity: scales every map.")] = 1.0,
+    learn_variance: Annotated[
+        bool,
+        typer.Option(
+            "--learn-variance/--fixed-variance", help="Train the decoder variance gamma."
+        ),
+    ] = True,
+    epochs: Annotated[int, typer.Option(min=1, help="Epoch budget (early stopping).")] = 50,
+    percentile: Annotated[
+        float, typer.Option(help="Calibration percentile of image scores.")
+    ] = 99.0,
+    score_kind: Annotated[
+        str, typer.Option(help="neg_elbo, recon_error, kl, bpd, ...")
+    ] = "neg_elbo",
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    registered_model: Annotated[
+        str, typer.Option(help="MLflow registered model name.")
+    ] = "streamvae-images",
+    alias: Annotated[
+        str | None, typer.Option(help="Set this registry alias (e.g. champion) on the new version.")
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+    work_dir: WorkDirOpt = Path(".streamvae"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train a convolutional VAE on normal images, calibrate image and pixel thresholds, register.
+
+    Example: streamvae train-images normal.npz --model conv2d_vae --latent-dim 64 --alias champion
+    """
+    from streamvae.data.images import load_images
+    from streamvae.workflows.images import ImageSettings, train_and_register
+
+    if device not in ("auto", "cpu", "cuda"):
+        fail(f"bad --device {device!r}: use auto, cpu or cuda")
+    try:
+        settings = ImageSettings(
+            model=model, latent_dim=latent_dim, beta=beta, width=width,
+            learn_variance=learn_variance, epochs=epochs, percentile=percentile,
+            score_kind=score_kind, seed=seed, device=device,  # type: ignore[arg-type]
+        )  # fmt: skip
+    except (KeyError, ValueError) as exc:
+        fail(str(exc.args[0]) if exc.args else str(exc))
+        return
+    images, _ = guard(lambda: load_images(data))
+    tracking = tracking_settings(tracking_uri, work_dir).model_copy(
+        update={"registered_model": registered_model, "alias": alias}
+    )
+    outcome = guard(
+        lambda: train_and_register(
+            images, settings, tracking, [] if quiet else [ProgressBar()],
+            log=lambda line: err_console.print(f"- {line}"),
+        )
+    )  # fmt: skip
+    thresholds = outcome.bundle.threshold
+    pixel = outcome.bundle.preprocess.pixel_thresholds  # type: ignore[union-attr]
+    print_table(
+        "trained (images)",
+        {
+            "run id": outcome.run_id,
+            "model": f"{outcome.registered_model} v{outcome.version}"
+            if outcome.version
+            else outcome.model_uri,
+            "alias": outcome.alias or "-",
+            "images (C, H, W)": f"{len(images)} x {tuple(images.shape[1:])}",
+            "train / calibration": f"{outcome.bundle.meta['train_images']} / "
+            f"{outcome.bundle.meta['calibration_images']}",
+            "threshold": "-" if thresholds is None else f"{thresholds.default.value:.4g}",
+            "pixel thresholds": ", ".join(f"{k} {v:.3g}" for k, v in pixel.items()),
+            "tracking uri": outcome.tracking_uri,
+            "seconds": round(outcome.seconds, 1),
+        },
+    )
+
+
 @app.command()
 def evaluate(
     model_uri: Annotated[

@@ -246,3 +246,74 @@ def encode_npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()
+
+
+def builtin_digits(size: int = 32) -> tuple[F32, npt.NDArray[np.int64]]:
+    """The built-in 8x8 digits upsampled (nearest) to ``size`` x ``size``, in [0, 1].
+
+    Returns:
+        ``(1797, 1, size, size)`` float32 images and their digit labels.
+
+    Raises:
+        DataError: ``size`` not a multiple of 8.
+    """
+    import importlib.resources
+
+    if size < 8 or size % 8:
+        msg = f"size must be a multiple of 8, got {size}"
+        raise DataError(msg)
+    resource = importlib.resources.files("streamvae.data.builtin").joinpath("digits.npz")
+    with importlib.resources.as_file(resource) as path, np.load(path, allow_pickle=False) as npz:
+        images, labels = npz["X"], npz["y"].astype(np.int64)
+    factor = size // 8
+    up = np.kron(images, np.ones((factor, factor), np.uint8))
+    return to_unit(up[:, None]), labels
+
+
+ANOMALY_KINDS = ("noise", "blob", "patch")
+
+
+def paste_anomalies(
+    images: F32, *, seed: int = 0, kinds: tuple[str, ...] = ANOMALY_KINDS, size: float = 0.25
+) -> tuple[F32, npt.NDArray[np.bool_], list[str]]:
+    """Paste one local anomaly into each image; the ground-truth mask is known.
+
+    ``noise``: a square of uniform noise; ``blob``: a bright Gaussian blob; ``patch``: a
+    square cut from another image of the set (moved elsewhere). The square's side is
+    ``size`` times the image side.
+
+    Returns:
+        The images ``(N, C, H, W)``, the masks ``(N, H, W)`` and the kind used per image.
+    """
+    rng = np.random.default_rng(seed)
+    out = images.copy()
+    n, _, h, w = images.shape
+    side = max(round(size * min(h, w)), 2)
+    masks = np.zeros((n, h, w), bool)
+    used: list[str] = []
+    yy, xx = np.mgrid[0:side, 0:side]
+    for i in range(n):
+        kind = kinds[i % len(kinds)]
+        r, c = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        region = out[i, :, r : r + side, c : c + side]
+        if kind == "noise":
+            region[...] = rng.uniform(0.0, 1.0, size=region.shape)
+            masks[i, r : r + side, c : c + side] = True
+        elif kind == "blob":
+            centre, sigma = (side - 1) / 2.0, side / 4.0
+            blob = np.exp(-((yy - centre) ** 2 + (xx - centre) ** 2) / (2 * sigma**2))
+            region[...] = np.maximum(region, blob[None].astype(np.float32))
+            masks[i, r : r + side, c : c + side] = blob > 0.1
+        elif kind == "patch":
+            j = int(rng.integers(0, n - 1))
+            j += j >= i
+            r2, c2 = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+            donor = images[j, :, r2 : r2 + side, c2 : c2 + side]
+            changed = np.abs(donor - region).max(axis=0) > 0.05
+            region[...] = donor
+            masks[i, r : r + side, c : c + side] = changed
+        else:
+            msg = f"unknown anomaly kind {kind!r}; known: {ANOMALY_KINDS}"
+            raise ValueError(msg)
+        used.append(kind)
+    return out, masks, used

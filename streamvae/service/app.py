@@ -13,9 +13,11 @@ from pathlib import Path
 from types import TracebackType
 
 from streamvae.bundle import Detector, ModelBundle
+from streamvae.bundle.image import ImageDetector, ImagePreprocess
 from streamvae.bundle.window import WindowDetector, WindowPreprocess
 from streamvae.config import ServeSettings
 from streamvae.metrics import MetricsServer, Registry, ServiceMetrics
+from streamvae.service.image_pipeline import ImagePipeline, ImagePipelineConfig
 from streamvae.service.kpi_pipeline import KpiPipeline, KpiPipelineConfig
 from streamvae.service.model_watch import Candidate, ModelWatcher, Role
 from streamvae.service.pipeline import FeaturePipeline, PipelineConfig
@@ -50,7 +52,7 @@ class ScoringService:
         self.metrics_server: MetricsServer | None = None
         self.assigned = threading.Event()  # set once the consumer owns partitions
         self._watchers: list[ModelWatcher] = []
-        self._pipeline: FeaturePipeline | KpiPipeline | None = None
+        self._pipeline: FeaturePipeline | KpiPipeline | ImagePipeline | None = None
         self._stack = ExitStack()
 
     def __enter__(self) -> ScoringService:
@@ -86,9 +88,30 @@ class ScoringService:
             confirm_m=s.alert_confirm_m,
             confirm_n=s.alert_confirm_n,
         )
-        pipeline: FeaturePipeline | KpiPipeline
+        pipeline: FeaturePipeline | KpiPipeline | ImagePipeline
         on_assignment: Callable[[list[tuple[str, int]]], None]
-        if isinstance(bundle.preprocess, WindowPreprocess):
+        if isinstance(bundle.preprocess, ImagePreprocess):
+            pipeline = ImagePipeline(
+                ImageDetector(bundle, device=device),
+                resolved.ref,
+                ImagePipelineConfig(
+                    alert_topic=s.kafka.alert_topic,
+                    dead_letter_topic=s.kafka.dead_letter_topic,
+                    score_topic=s.kafka.score_topic,
+                    max_message_bytes=s.max_message_bytes,
+                    max_images_per_message=s.max_records_per_message,
+                    maps=s.image_maps,
+                    map_dir=s.image_map_dir,
+                    drift_window=s.drift_window,
+                    drift_min_count=s.drift_min_count,
+                    hygiene=hygiene,
+                ),
+            )
+
+            def on_assignment(parts: list[tuple[str, int]]) -> None:
+                del parts
+                self.assigned.set()
+        elif isinstance(bundle.preprocess, WindowPreprocess):
             state_topic = s.kafka.state_topic or f"{s.kafka.input_topic}-state"
             kpi = KpiPipeline(
                 WindowDetector(bundle, device=device),
@@ -185,7 +208,7 @@ class ScoringService:
 
     def _watch(
         self,
-        pipeline: FeaturePipeline | KpiPipeline,
+        pipeline: FeaturePipeline | KpiPipeline | ImagePipeline,
         bundle: ModelBundle,
         ref: ModelRef,
         workdir: Path,
@@ -242,6 +265,9 @@ class ScoringService:
             return
         if isinstance(pipeline, FeaturePipeline):
             assert isinstance(candidate.detector, Detector)
+            pipeline.install(candidate.detector, ref)
+        elif isinstance(pipeline, ImagePipeline):
+            assert isinstance(candidate.detector, ImageDetector)
             pipeline.install(candidate.detector, ref)
         else:
             assert isinstance(candidate.detector, WindowDetector)

@@ -38,7 +38,8 @@ class ImageSettings:
         channels: feature maps of the stride-2 convolutions (default: the family's).
         width: capacity multiplier of every feature map.
         beta: KL weight (beta-VAE above 1).
-        learn_variance: train the decoder variance gamma.
+        learn_variance: train the decoder variance gamma (default: a fixed unit variance
+            makes the reconstruction term of [0, 1] pixels negligible next to the KL).
         epochs, batch_size, learning_rate: optimisation (Adam, early stopping).
         calibration_fraction: share of the normal images held out to calibrate.
         percentile: calibration percentile of the normal images' scores.
@@ -55,7 +56,7 @@ class ImageSettings:
     channels: tuple[int, ...] | None = None
     width: float = 1.0
     beta: float = 1.0
-    learn_variance: bool = False
+    learn_variance: bool = True
     epochs: int = 50
     batch_size: int = 64
     learning_rate: float = 1e-3

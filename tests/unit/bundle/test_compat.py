@@ -66,3 +66,25 @@ def test_weights_that_score_nan_are_refused(small_bundle):
     broken = {k: torch.full_like(v, float("nan")) for k, v in small_bundle.state_dict.items()}
     with pytest.raises(ModelLoadError, match="not finite"):
         probe(dataclasses.replace(small_bundle, state_dict=broken))
+
+
+def test_image_bundles_round_trip_and_refuse_another_shape(tmp_path):
+    import numpy as np
+
+    from streamvae.bundle import load_bundle, save_bundle
+    from streamvae.bundle.image import ImageDetector
+    from tests.factories import digit_split, make_image_bundle
+
+    bundle = make_image_bundle(epochs=3)
+    loaded = load_bundle(save_bundle(bundle, tmp_path / "img"))
+    assert loaded.preprocess == bundle.preprocess
+    images = digit_split(16)[1][:10].reshape(10, -1)
+    assert np.array_equal(
+        ImageDetector(bundle).score(images).neg_elbo, ImageDetector(loaded).score(images).neg_elbo
+    )
+    check_replacement(bundle, make_image_bundle(epochs=2, seed=1))
+    with pytest.raises(ModelLoadError, match="image shape changed"):
+        check_replacement(bundle, make_image_bundle(size=24, epochs=2))
+    with pytest.raises(ModelLoadError, match="input kind changed: images -> feature vectors"):
+        check_replacement(bundle, make_bundle(epochs=2))
+    assert probe(bundle).preprocess.shape.height == 16
