@@ -241,3 +241,68 @@ def test_bad_kpi_points_never_stop_the_series_around_them(kpi_bundle, bad):
     assert out.records_scored >= 2 * W + 1, "the good series fills its window and is scored"
     assert len(pipe.store) <= 64, "series are bounded whatever arrives"
     pipe.checkpoint_messages()  # snapshots of whatever was accepted serialise
+
+
+# ------------------------------------------------------------------------------- images
+
+IMAGE_DTYPES = st.sampled_from(["uint8", "float32", "float64", "int32", "bool", "complex64"])
+image_arrays = st.tuples(
+    st.lists(st.integers(0, 20), min_size=1, max_size=5), IMAGE_DTYPES, st.integers(0, 2**32 - 1)
+).map(lambda t: _random_array(*t))
+
+
+def _random_array(shape: list[int], dtype: str, rng_seed: int) -> bytes:
+    import numpy as np
+
+    from streamvae.data.images import encode_npy
+
+    rng = np.random.default_rng(rng_seed)
+    values = rng.normal(0.5, 1.0, size=shape) if rng.random() < 0.5 else rng.random(size=shape)
+    return encode_npy(values.astype(dtype))
+
+
+IMAGE_BAD = st.tuples(
+    st.one_of(
+        st.binary(max_size=200),
+        image_arrays,
+        image_arrays.map(lambda b: b[: max(len(b) // 2, 1)]),  # truncated .npy
+    ),
+    st.one_of(st.none(), st.binary(max_size=30), json_value.map(dumps)),  # the ids header
+    st.sampled_from([b"application/x-npy", b"image/png", b""]),
+)
+
+
+@pytest.fixture(scope="module")
+def image_pipeline():
+    from streamvae.bundle.image import ImageDetector
+    from streamvae.service.image_pipeline import ImagePipeline, ImagePipelineConfig
+    from tests.factories import make_image_bundle
+
+    config = ImagePipelineConfig(
+        alert_topic="a", dead_letter_topic="dlq", score_topic="s",
+        max_message_bytes=MAX_BYTES * 8, max_images_per_message=16,
+    )  # fmt: skip
+    return ImagePipeline(ImageDetector(make_image_bundle(epochs=2)), ModelRef("img", "1"), config)
+
+
+@FUZZ
+@seed(13)
+@given(bad=st.lists(IMAGE_BAD, min_size=1, max_size=6))
+def test_bad_image_batches_are_contained_and_good_ones_scored(image_pipeline, bad):
+    import numpy as np
+
+    from streamvae.data.images import encode_npy
+
+    TRIED["images"] += len(bad)
+    good = encode_npy(np.full((3, 1, 16, 16), 128, np.uint8))
+    npy = (("content-type", b"application/x-npy"),)
+    messages = []
+    for i, (value, ids, content_type) in enumerate(bad):
+        headers = (("content-type", content_type),) + (() if ids is None else (("ids", ids),))
+        messages.append(InboundMessage("img", 0, 2 * i, value, None, 1_000, headers))
+        messages.append(InboundMessage("img", 0, 2 * i + 1, good, None, 1_000, npy))
+    out = image_pipeline.handle(messages, 0)
+    dead = sum(out.dead_letters.values())
+    assert out.records_consumed == out.records_scored + dead
+    assert set(out.dead_letters) <= set(DEAD_LETTER_REASONS)
+    assert out.records_scored >= 3 * len(bad), "the good batches around them are scored"
