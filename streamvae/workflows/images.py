@@ -153,12 +153,15 @@ def train_images(
     )  # fmt: skip
     detector = ImageDetector(bundle, device="cpu")
     scores = detector.select(detector.score(flat[cal]))
-    thresholds, _ = calibrate_set(
-        scores,
-        CalibrationSpec(percentile=settings.percentile),
-        score_kind=settings.score_kind,
-        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    )
+    try:
+        thresholds, _ = calibrate_set(
+            scores,
+            CalibrationSpec(percentile=settings.percentile),
+            score_kind=settings.score_kind,
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        )
+    except ValueError as exc:  # e.g. too few calibration images for the percentile
+        raise DataError(str(exc)) from exc
     maps = detector.maps(flat[cal], settings.map_kinds, proj_steps=20)
     pixel: dict[str, float] = {
         k: float(np.percentile(v, settings.pixel_percentile)) for k, v in maps.items()

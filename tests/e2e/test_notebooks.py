@@ -13,12 +13,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 NOTEBOOKS = sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
 
 
-def test_the_three_research_notebooks_are_there():
+def test_the_research_notebooks_are_there():
     names = {p.name for p in NOTEBOOKS}
     assert names == {
         "a_reconstruction_detection_tradeoff.ipynb",
         "b_learnable_gamma.ipynb",
         "c_dcvae_vs_baselines.ipynb",
+        "d_pixel_localisation.ipynb",
     }
 
 

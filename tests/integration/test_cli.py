@@ -110,6 +110,10 @@ def test_train_calibrate_evaluate_promote(workdir):
         (["train-kpi", "x.csv", "--threshold-by", "host"], "got 'host'"),
         (["train-kpi", "x.csv", "--model", "ghost"], "unknown model 'ghost'"),
         (["--log-level", "LOUD", "demo"], "bad --log-level 'LOUD'"),
+        (["train-images", "missing.npz"], "image data 'missing.npz' does not exist"),
+        (["train-images", "x.npz", "--model", "vae"], "image model must be one of"),
+        (["train-images", "x.npz", "--score-kind", "last_point"], "not 'last_point'"),
+        (["demo", "--kind", "video"], "bad --kind 'video'"),
     ],
 )
 def test_user_errors_are_one_line_with_exit_code_2(workdir, args, message):
@@ -237,7 +241,17 @@ def test_train_refuses_a_percentile_the_calibration_split_cannot_support(workdir
 
 @pytest.mark.parametrize(
     "command",
-    ["train", "train-kpi", "calibrate", "thresholds show", "evaluate", "promote", "serve", "demo"],
+    [
+        "train",
+        "train-kpi",
+        "train-images",
+        "calibrate",
+        "thresholds show",
+        "evaluate",
+        "promote",
+        "serve",
+        "demo",
+    ],
 )
 def test_every_command_has_help_with_an_example(command):
     code, out = invoke(*command.split(), "--help")
@@ -269,6 +283,35 @@ def test_train_kpi_registers_a_window_model_with_per_series_thresholds(workdir):
     assert bundle.threshold is not None and set(bundle.threshold.segments) == set(
         make_kpi_history()
     )
+
+
+def test_train_images_registers_an_image_model_from_a_png_folder(workdir):
+    from PIL import Image
+
+    from streamvae.bundle.image import ImagePreprocess
+    from streamvae.config import TrackingSettings
+    from streamvae.data.images import builtin_digits
+    from streamvae.tracking import configure, load_resolved, resolve
+
+    images, _ = builtin_digits(16)
+    folder = workdir / "digits"
+    folder.mkdir()
+    for i, image in enumerate(images[:400]):
+        Image.fromarray((image[0] * 255).round().astype("uint8")).save(folder / f"{i:04d}.png")
+    code, out = invoke("train-images", "digits", "--epochs", "1", "--quiet")
+    assert code == 2 and "needs at least 100 calibration records" in out, "one line, no traceback"
+    code, out = invoke(
+        "train-images", "digits", "--latent-dim", "8", "--epochs", "2", "--alias", "champion",
+        "--percentile", "95", "--quiet",
+    )  # fmt: skip
+    assert code == 0, out
+    assert "streamvae-images v1" in out and "400 x (1, 16, 16)" in out
+    configure(TrackingSettings())
+    bundle = load_resolved(resolve("models:/streamvae-images@champion", workdir / "m"))
+    assert isinstance(bundle.preprocess, ImagePreprocess)
+    assert bundle.threshold is not None and bundle.threshold.default.percentile == 95.0
+    assert set(bundle.preprocess.pixel_thresholds) == {"rec_error", "elbo_grad"}
+    assert bundle.threshold is not None
 
 
 def test_evaluate_nab_prints_profiles_and_writes_nab_results(workdir):
