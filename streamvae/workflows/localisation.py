@@ -85,7 +85,7 @@ def _row(
     trained: float,
 ) -> LocalisationRow:
     test = slice(labelled, None)
-    auroc = {k: pixel_auroc(v[test], masks[test]) for k, v in maps.items()}
+    auroc: dict[str, float] = {k: pixel_auroc(v[test], masks[test]) for k, v in maps.items()}
     ensemble = MapEnsemble(tuple(MAP_KINDS)).fit(
         {k: v[:labelled] for k, v in maps.items()}, masks[:labelled]
     )
