@@ -6,6 +6,7 @@ Prints the pixel AUROC of every predictor for beta in {0.1, 1, 10} and latent si
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -28,5 +29,5 @@ def test_localisation_table():
     print("\npixel AUROC, digits 32x32, 200 held-out images with a pasted anomaly each")
     print(table(rows))
     print(PAPER)
-    write_json("localisation.json", [r.__dict__ for r in rows])
+    write_json("localisation.json", [dataclasses.asdict(r) for r in rows])
     assert all(0.5 <= r.auroc["rec_error"] <= 1.0 for r in rows)

@@ -72,7 +72,8 @@ def test_save_refuses_to_overwrite_unless_asked(tmp_path, small_bundle):
         ("config.json", {"model": "nope"}, "unknown model"),
         ("config.json", {"score_kind": "nope"}, "score_kind"),
         ("meta.json", {"schema_version": 99}, "schema_version"),
-        ("preprocess.json", {"kind": "image"}, "unsupported preprocessing"),
+        ("preprocess.json", {"kind": "audio"}, "unsupported preprocessing"),
+        ("preprocess.json", {"kind": "image"}, "invalid model bundle"),
     ],
 )
 def test_invalid_bundles_are_refused(tmp_path, small_bundle, file, change, message):
