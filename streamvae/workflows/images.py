@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Literal
 
-import mlflow
 import numpy as np
 
-from streamvae.bundle import ModelBundle, save_bundle
+from streamvae.bundle import ModelBundle
 from streamvae.bundle.image import ImageDetector, ImagePreprocess
 from streamvae.config import TrackingSettings
 from streamvae.data.images import F32, ImageShape
@@ -21,9 +17,9 @@ from streamvae.errors import DataError
 from streamvae.models import build_model, config_from_dict, model_spec
 from streamvae.scoring.maps import MAP_KINDS, MapKind
 from streamvae.thresholds import CalibrationSpec, calibrate_set
-from streamvae.tracking import MlflowCallback, configure, ensure_experiment, log_bundle, set_alias
 from streamvae.training import TrainConfig, TrainingCallback, fit
 from streamvae.types import SCORE_KINDS, ScoreKind
+from streamvae.workflows.publish import TrainOutcome, train_logged
 
 IMAGE_MODELS = ("conv2d_vae", "conv2d_vae_stem")
 
@@ -172,20 +168,6 @@ def train_images(
     )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class ImageTrainOutcome:
-    """What ``streamvae train-images`` did."""
-
-    run_id: str
-    model_uri: str
-    registered_model: str | None
-    version: str | None
-    alias: str | None
-    bundle: ModelBundle
-    seconds: float
-    tracking_uri: str
-
-
 def train_and_register(
     images: F32,
     settings: ImageSettings,
@@ -193,24 +175,14 @@ def train_and_register(
     callbacks: list[TrainingCallback] | None = None,
     *,
     log: Callable[[str], None] | None = None,
-) -> ImageTrainOutcome:
-    """Train an image bundle, log it to MLflow (params, per-epoch metrics), register it."""
-    started = time.monotonic()
-    uri = configure(tracking)
-    experiment_id = ensure_experiment(tracking)
-    with mlflow.start_run(experiment_id=experiment_id) as run:
-        params = {f"images.{k}": v for k, v in asdict(settings).items()}
-        mlflow.log_params(params | {"images.n": len(images), "images.shape": images.shape[1:]})
-        bundle = train_images(images, settings, [MlflowCallback(), *(callbacks or [])], log=log)
-        if bundle.threshold is not None:
-            mlflow.log_metric("threshold", bundle.threshold.default.value)
-        with tempfile.TemporaryDirectory() as tmp:
-            bundle_dir = save_bundle(bundle, Path(tmp) / "bundle")
-            model_uri, version = log_bundle(bundle_dir, tracking.registered_model)
-    name, alias = tracking.registered_model, tracking.alias
-    if version is not None and name is not None and alias:
-        set_alias(name, alias, version)
-    return ImageTrainOutcome(
-        run.info.run_id, model_uri, name, version, alias if version else None, bundle,
-        time.monotonic() - started, uri,
-    )  # fmt: skip
+) -> TrainOutcome:
+    """Train an image bundle, log it to MLflow (params, per-epoch metrics), register it.
+
+    Raises:
+        DataError: too few images, or a size the architecture cannot take.
+    """
+    params = {f"images.{k}": v for k, v in asdict(settings).items()}
+    params |= {"images.n": len(images), "images.shape": images.shape[1:]}
+    return train_logged(
+        lambda cbs: train_images(images, settings, cbs, log=log), params, tracking, callbacks
+    )

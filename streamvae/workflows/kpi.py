@@ -11,19 +11,16 @@ series, or one for all.
 from __future__ import annotations
 
 import datetime as dt
-import tempfile
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-import mlflow
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from streamvae.bundle import ModelBundle, save_bundle
+from streamvae.bundle import ModelBundle
 from streamvae.bundle.window import WindowDetector, WindowPreprocess
 from streamvae.config import TrackingSettings
 from streamvae.data.series_state import WindowSpec, replay
@@ -31,9 +28,9 @@ from streamvae.data.windows import SeriesScaler, calendar_features, infer_interv
 from streamvae.errors import DataError
 from streamvae.models import build_model, config_from_dict, model_spec
 from streamvae.thresholds import CalibrationSpec, calibrate_set
-from streamvae.tracking import MlflowCallback, configure, ensure_experiment, log_bundle, set_alias
 from streamvae.training import TrainConfig, TrainingCallback, fit
 from streamvae.types import ScoreKind
+from streamvae.workflows.publish import TrainOutcome, train_logged
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -314,20 +311,6 @@ def train_kpi(
     return bundle.with_threshold(thresholds)
 
 
-@dataclass(frozen=True, slots=True)
-class KpiTrainOutcome:
-    """What ``streamvae train-kpi`` did."""
-
-    run_id: str
-    model_uri: str
-    registered_model: str | None
-    version: str | None
-    alias: str | None
-    bundle: ModelBundle
-    seconds: float
-    tracking_uri: str
-
-
 def train_and_register(
     data: Series,
     settings: KpiSettings,
@@ -335,35 +318,13 @@ def train_and_register(
     callbacks: list[TrainingCallback] | None = None,
     *,
     log: Callable[[str], None] | None = None,
-) -> KpiTrainOutcome:
+) -> TrainOutcome:
     """Train a KPI bundle, log it to MLflow (params, per-epoch metrics, thresholds), register it.
 
     Raises:
         DataError: too little data.
     """
-    started = time.monotonic()
-    uri = configure(tracking)
-    experiment_id = ensure_experiment(tracking)
-    with mlflow.start_run(experiment_id=experiment_id) as run:
-        params = {f"kpi.{k}": v for k, v in asdict(settings).items()}
-        mlflow.log_params(params | {"kpi.n_series": len(data)})
-        bundle = train_kpi(data, settings, [MlflowCallback(), *(callbacks or [])], log=log)
-        thresholds = bundle.threshold
-        if thresholds is not None:
-            mlflow.log_metrics(
-                {
-                    "threshold": thresholds.default.value,
-                    "threshold_segments": float(len(thresholds.segments)),
-                    "calibration_alert_rate": thresholds.default.empirical_alert_rate,
-                }
-            )
-        with tempfile.TemporaryDirectory() as tmp:
-            bundle_dir = save_bundle(bundle, Path(tmp) / "bundle")
-            model_uri, version = log_bundle(bundle_dir, tracking.registered_model)
-    name, alias = tracking.registered_model, tracking.alias
-    if version is not None and name is not None and alias:
-        set_alias(name, alias, version)
-    return KpiTrainOutcome(
-        run.info.run_id, model_uri, name, version, alias if version else None, bundle,
-        time.monotonic() - started, uri,
-    )  # fmt: skip
+    params = {f"kpi.{k}": v for k, v in asdict(settings).items()} | {"kpi.n_series": len(data)}
+    return train_logged(
+        lambda cbs: train_kpi(data, settings, cbs, log=log), params, tracking, callbacks
+    )

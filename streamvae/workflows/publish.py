@@ -1,0 +1,68 @@
+"""Train inside an MLflow run, log the bundle as a model version, set its alias."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+from streamvae.bundle import ModelBundle, save_bundle
+from streamvae.config import TrackingSettings
+from streamvae.tracking import MlflowCallback, configure, ensure_experiment, log_bundle, set_alias
+from streamvae.training import TrainingCallback
+
+
+@dataclass(frozen=True, slots=True)
+class TrainOutcome:
+    """What a ``train-*`` command did."""
+
+    run_id: str
+    model_uri: str
+    registered_model: str | None
+    version: str | None
+    alias: str | None
+    bundle: ModelBundle
+    seconds: float
+    tracking_uri: str
+
+
+def train_logged(
+    train: Callable[[list[TrainingCallback]], ModelBundle],
+    params: Mapping[str, Any],
+    tracking: TrackingSettings,
+    callbacks: list[TrainingCallback] | None = None,
+) -> TrainOutcome:
+    """Run ``train`` in an MLflow run (params, per-epoch metrics, threshold), register the bundle.
+
+    ``train`` receives the callbacks to pass to ``fit`` (MLflow logging first).
+    """
+    started = time.monotonic()
+    uri = configure(tracking)
+    experiment_id = ensure_experiment(tracking)
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_params(dict(params))
+        bundle = train([MlflowCallback(), *(callbacks or [])])
+        thresholds = bundle.threshold
+        if thresholds is not None:
+            mlflow.log_metrics(
+                {
+                    "threshold": thresholds.default.value,
+                    "threshold_segments": float(len(thresholds.segments)),
+                    "calibration_alert_rate": thresholds.default.empirical_alert_rate,
+                }
+            )
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle_dir = save_bundle(bundle, Path(tmp) / "bundle")
+            model_uri, version = log_bundle(bundle_dir, tracking.registered_model)
+    name, alias = tracking.registered_model, tracking.alias
+    if version is not None and name is not None and alias:
+        set_alias(name, alias, version)
+    return TrainOutcome(
+        run.info.run_id, model_uri, name, version, alias if version else None, bundle,
+        time.monotonic() - started, uri,
+    )  # fmt: skip
