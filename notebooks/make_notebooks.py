@@ -299,7 +299,12 @@ for i in range(6):
         if i == 0:
             axes[i, j].set_title(title, fontsize=8)
     axes[i, 0].set_ylabel(kinds[i], fontsize=8)
-plt.tight_layout(); plt.show()"""),
+# embed the figure as a PNG output (the Agg backend shows nothing by itself)
+import io
+from IPython.display import Image, display
+buffer = io.BytesIO()
+fig.tight_layout(); fig.savefig(buffer, format="png", dpi=80); plt.close(fig)
+display(Image(buffer.getvalue()))"""),
     new_markdown_cell("""\
 ## What the paper reported, what we measured
 
