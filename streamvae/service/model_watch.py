@@ -78,6 +78,7 @@ class ModelWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"model-watch-{role}", daemon=True)
         self._downloads = 0
+        self._loaded_fixed = served_version is not None
 
     def start(self) -> ModelWatcher:
         """Start polling in a daemon thread."""
@@ -112,10 +113,14 @@ class ModelWatcher:
             self._count("failed")
             logger.warning("model watch: %s", exc)
             return None
-        if version is None or version in (self.seen_version, self.refused_version):
+        if version is None:  # not an alias (a version, a run, a local bundle): load it once
+            if self._loaded_fixed:
+                return None
+            self._loaded_fixed = True
+        elif version in (self.seen_version, self.refused_version):
             return None
         self._downloads += 1
-        dst = self.workdir / f"{self.role}-{version}-{self._downloads}"
+        dst = self.workdir / f"{self.role}-{version or 'fixed'}-{self._downloads}"
         try:
             resolved = resolve(self.uri, dst)
             bundle = load_resolved(resolved)

@@ -60,7 +60,5 @@ def test_notebook_executes_in_fast_mode(path, monkeypatch, tmp_path):
 def test_the_localisation_notebook_shows_its_images():
     path = next(p for p in NOTEBOOKS if p.name == "d_pixel_localisation.ipynb")
     nb = nbformat.read(path, as_version=4)
-    images = [
-        o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})
-    ]
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert images, "inputs, reconstructions and maps are embedded as a PNG"

@@ -109,3 +109,30 @@ def test_the_alias_moves_and_the_service_follows_without_losing_a_record(
     assert info == 1
     # the shadow (challenger, version 2) scored every record of the stream alongside
     assert shadow_scored == total
+
+
+def test_a_fixed_shadow_model_scores_alongside_without_alerting(broker, bundle_dir, tmp_path):
+    from streamvae.bundle import save_bundle as save
+
+    lenient = save(make_bundle(seed=4, epochs=5, percentile=50.0), tmp_path / "shadow")
+    topics = Topics.unique()
+    settings = base_settings(broker, topics, bundle_dir, tmp_path / "work").model_copy(
+        update={"shadow_model_uri": str(lenient)}
+    )
+    with running_service(settings) as running:
+        values = batch("s", n=100, odd=0, seed=30)
+        produce_all(broker, topics.input, values)
+        read_json(broker, topics.scores, expected=len(values))
+        time.sleep(0.5)
+        url = running.service.metrics_url
+        shadow_scored = metric(url, "streamvae_shadow_records_scored_total")
+        shadow_alerts = sum(
+            metric(url, f'streamvae_shadow_alerts_total{{severity="{s}"}}')
+            for s in ("warning", "critical")
+        )
+        alerts = metric(url, 'streamvae_alerts_total{severity="warning"}') + metric(
+            url, 'streamvae_alerts_total{severity="critical"}'
+        )
+    assert shadow_scored == 100
+    assert shadow_alerts >= 25, "the lenient shadow would alert on about half"
+    assert alerts <= 5, "only the champion's alerts are emitted"
