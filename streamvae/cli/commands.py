@@ -11,11 +11,16 @@ import typer
 
 from streamvae.cli.common import (
     ConfigOpt,
+    DeviceOpt,
+    NewAliasOpt,
     ProgressBar,
+    QuietOpt,
+    SeedOpt,
     SetOpt,
     TrackingOpt,
     WorkDirOpt,
     app,
+    check_device,
     console,
     err_console,
     fail,
@@ -34,11 +39,9 @@ def train(
     data: Annotated[
         Path | None, typer.Option(help="Training data (CSV, Parquet or NPZ); overrides data.path.")
     ] = None,
-    alias: Annotated[
-        str | None, typer.Option(help="Set this registry alias (e.g. champion) on the new version.")
-    ] = None,
+    alias: NewAliasOpt = None,
     tracking_uri: TrackingOpt = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train a VAE on normal data, calibrate its threshold on held-out normals, register it.
 
@@ -102,17 +105,15 @@ def train_kpi(
     calibration_fraction: Annotated[
         float, typer.Option(help="Newest share of each series held out to calibrate.")
     ] = 0.2,
-    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
     registered_model: Annotated[
         str, typer.Option(help="MLflow registered model name.")
     ] = "streamvae-kpi",
-    alias: Annotated[
-        str | None, typer.Option(help="Set this registry alias (e.g. champion) on the new version.")
-    ] = None,
+    alias: NewAliasOpt = None,
     tracking_uri: TrackingOpt = None,
     work_dir: WorkDirOpt = Path(".streamvae"),
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train a KPI window model on many series, calibrate per-series thresholds, register it.
 
@@ -135,8 +136,7 @@ def train_kpi(
     except (KeyError, ValueError) as exc:
         fail(str(exc.args[0]) if exc.args else str(exc))
         return
-    if device not in ("auto", "cpu", "cuda"):
-        fail(f"bad --device {device!r}: use auto, cpu or cuda")
+    check_device(device)
     history = guard(
         lambda: read_series(
             data, series_column=series_column, ts_column=ts_column, value_column=value_column
@@ -198,17 +198,15 @@ def train_images(
     score_kind: Annotated[
         str, typer.Option(help="neg_elbo, recon_error, kl, bpd, ...")
     ] = "neg_elbo",
-    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
     registered_model: Annotated[
         str, typer.Option(help="MLflow registered model name.")
     ] = "streamvae-images",
-    alias: Annotated[
-        str | None, typer.Option(help="Set this registry alias (e.g. champion) on the new version.")
-    ] = None,
+    alias: NewAliasOpt = None,
     tracking_uri: TrackingOpt = None,
     work_dir: WorkDirOpt = Path(".streamvae"),
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train a convolutional VAE on normal images, calibrate image and pixel thresholds, register.
 
@@ -217,8 +215,7 @@ def train_images(
     from streamvae.data.images import load_images
     from streamvae.workflows.images import ImageSettings, train_and_register
 
-    if device not in ("auto", "cpu", "cuda"):
-        fail(f"bad --device {device!r}: use auto, cpu or cuda")
+    check_device(device)
     try:
         settings = ImageSettings(
             model=model, latent_dim=latent_dim, beta=beta, width=width,

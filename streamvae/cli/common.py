@@ -42,6 +42,13 @@ TrackingOpt = Annotated[
     ),
 ]
 WorkDirOpt = Annotated[Path, typer.Option("--work-dir", help="Where the local MLflow store lives.")]
+NewAliasOpt = Annotated[
+    str | None, typer.Option(help="Set this registry alias (e.g. champion) on the new version.")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+SeedOpt = Annotated[int, typer.Option(help="Training seed.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+DEVICES = ("auto", "cpu", "cuda")
 NOISY_LOGGERS = ("kafka", "mlflow", "alembic", "urllib3", "git", "httpx")
 
 
@@ -126,3 +133,9 @@ class ProgressBar:
         """Close the bar."""
         self._progress.update(self._task, total=self._progress.tasks[0].completed)
         self._progress.stop()
+
+
+def check_device(device: str) -> None:
+    """Exit with a one-line error unless ``device`` is auto, cpu or cuda."""
+    if device not in DEVICES:
+        fail(f"bad --device {device!r}: use auto, cpu or cuda")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from streamvae.bundle import Detector, ModelBundle
 from streamvae.bundle.image import ImageDetector, ImagePreprocess
@@ -83,80 +84,7 @@ class ScoringService:
         bundle = load_resolved(resolved, strict=s.strict_versions)
         device = str(resolve_device(s.device))
         self.model = resolved.ref
-        hygiene = HygienePolicy(
-            cooldown_ms=int(s.alert_cooldown_s * 1000),
-            confirm_m=s.alert_confirm_m,
-            confirm_n=s.alert_confirm_n,
-        )
-        pipeline: FeaturePipeline | KpiPipeline | ImagePipeline
-        on_assignment: Callable[[list[tuple[str, int]]], None]
-        if isinstance(bundle.preprocess, ImagePreprocess):
-            pipeline = ImagePipeline(
-                ImageDetector(bundle, device=device),
-                resolved.ref,
-                ImagePipelineConfig(
-                    alert_topic=s.kafka.alert_topic,
-                    dead_letter_topic=s.kafka.dead_letter_topic,
-                    score_topic=s.kafka.score_topic,
-                    max_message_bytes=s.max_message_bytes,
-                    max_images_per_message=s.max_records_per_message,
-                    maps=s.image_maps,
-                    map_dir=s.image_map_dir,
-                    drift_window=s.drift_window,
-                    drift_min_count=s.drift_min_count,
-                    hygiene=hygiene,
-                ),
-            )
-
-            def on_assignment(parts: list[tuple[str, int]]) -> None:
-                del parts
-                self.assigned.set()
-        elif isinstance(bundle.preprocess, WindowPreprocess):
-            state_topic = s.kafka.state_topic or f"{s.kafka.input_topic}-state"
-            kpi = KpiPipeline(
-                WindowDetector(bundle, device=device),
-                resolved.ref,
-                KpiPipelineConfig(
-                    alert_topic=s.kafka.alert_topic,
-                    dead_letter_topic=s.kafka.dead_letter_topic,
-                    state_topic=state_topic,
-                    state_partitions=ensure_state_topic(s.kafka, state_topic, s.kafka.input_topic),
-                    score_topic=s.kafka.score_topic,
-                    max_message_bytes=s.max_message_bytes,
-                    max_records_per_message=s.max_records_per_message,
-                    max_series=s.kpi_max_series,
-                    series_ttl_s=s.kpi_series_ttl_s,
-                    drift_window=s.drift_window,
-                    drift_min_count=s.drift_min_count,
-                    hygiene=hygiene,
-                ),
-            )
-            pipeline = kpi
-
-            def on_assignment(parts: list[tuple[str, int]]) -> None:
-                self._restore_windows(kpi, parts)
-                self.assigned.set()
-        else:
-            pipeline = FeaturePipeline(
-                Detector(bundle, device=device),
-                resolved.ref,
-                PipelineConfig(
-                    alert_topic=s.kafka.alert_topic,
-                    dead_letter_topic=s.kafka.dead_letter_topic,
-                    score_topic=s.kafka.score_topic,
-                    max_message_bytes=s.max_message_bytes,
-                    max_records_per_message=s.max_records_per_message,
-                    top_features=s.top_features,
-                    drift_window=s.drift_window,
-                    drift_min_count=s.drift_min_count,
-                    hygiene=hygiene,
-                ),
-            )
-
-            def on_assignment(parts: list[tuple[str, int]]) -> None:
-                del parts
-                self.assigned.set()
-
+        pipeline, on_assignment = self._pipeline_for(bundle, resolved.ref, device)
         threshold = pipeline.threshold.default
         self.metrics.set_model(
             resolved.ref, bundle.score_kind, threshold.value, threshold.expected_alert_rate
@@ -281,6 +209,63 @@ class ScoringService:
             "model swapped name=%s version=%s score_kind=%s threshold=%.6g",
             ref.name, ref.version, bundle.score_kind, threshold.value,
         )  # fmt: skip
+
+    def _pipeline_for(
+        self, bundle: ModelBundle, ref: ModelRef, device: str
+    ) -> tuple[
+        FeaturePipeline | KpiPipeline | ImagePipeline, Callable[[list[tuple[str, int]]], None]
+    ]:
+        """The pipeline for the bundle's input kind, and what to do when partitions arrive."""
+        s = self.settings
+        common: dict[str, Any] = {
+            "alert_topic": s.kafka.alert_topic,
+            "dead_letter_topic": s.kafka.dead_letter_topic,
+            "score_topic": s.kafka.score_topic,
+            "max_message_bytes": s.max_message_bytes,
+            "drift_window": s.drift_window,
+            "drift_min_count": s.drift_min_count,
+            "hygiene": HygienePolicy(
+                cooldown_ms=int(s.alert_cooldown_s * 1000),
+                confirm_m=s.alert_confirm_m,
+                confirm_n=s.alert_confirm_n,
+            ),
+        }
+
+        def assigned(parts: list[tuple[str, int]]) -> None:
+            del parts
+            self.assigned.set()
+
+        if isinstance(bundle.preprocess, ImagePreprocess):
+            images = ImagePipelineConfig(
+                **common, max_images_per_message=s.max_records_per_message,
+                maps=s.image_maps, map_dir=s.image_map_dir,
+            )  # fmt: skip
+            return ImagePipeline(ImageDetector(bundle, device=device), ref, images), assigned
+        if isinstance(bundle.preprocess, WindowPreprocess):
+            state_topic = s.kafka.state_topic or f"{s.kafka.input_topic}-state"
+            kpi = KpiPipeline(
+                WindowDetector(bundle, device=device),
+                ref,
+                KpiPipelineConfig(
+                    **common,
+                    state_topic=state_topic,
+                    state_partitions=ensure_state_topic(s.kafka, state_topic, s.kafka.input_topic),
+                    max_records_per_message=s.max_records_per_message,
+                    max_series=s.kpi_max_series,
+                    series_ttl_s=s.kpi_series_ttl_s,
+                ),
+            )
+
+            def restore_then_assigned(parts: list[tuple[str, int]]) -> None:
+                self._restore_windows(kpi, parts)
+                assigned(parts)
+
+            return kpi, restore_then_assigned
+        config = PipelineConfig(
+            **common, max_records_per_message=s.max_records_per_message,
+            top_features=s.top_features,
+        )  # fmt: skip
+        return FeaturePipeline(Detector(bundle, device=device), ref, config), assigned
 
     def _restore_windows(self, pipeline: KpiPipeline, parts: list[tuple[str, int]]) -> None:
         """Rebuild the window state of newly assigned partitions from the state topic."""
