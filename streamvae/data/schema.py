@@ -12,7 +12,7 @@ import numpy.typing as npt
 from streamvae.errors import PayloadDecodeError, SchemaMismatchError
 
 F32 = npt.NDArray[np.float32]
-_NUMBER_TYPES = frozenset({int, float})  # exact types: bool (an int subclass) is not a number
+NUMBER_TYPES = frozenset({int, float})  # exact types: bool (an int subclass) is not a number
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,11 @@ class FeatureSchema:
     def dim(self) -> int:
         """Number of features."""
         return len(self.names)
+
+    @property
+    def name_set(self) -> frozenset[str]:
+        """The names as a set (``features.keys() == name_set`` checks a record at C speed)."""
+        return self._name_set
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values."""
@@ -72,11 +77,11 @@ class FeatureSchema:
         else:
             detail = f"'features' must be an object or a list, got {type(features).__name__}"
             raise PayloadDecodeError(reason="invalid_record", detail=detail)
-        if not _NUMBER_TYPES.issuperset(map(type, values)):
+        if not NUMBER_TYPES.issuperset(map(type, values)):
             name, value = next(
                 (n, v)
                 for n, v in zip(self.names, values, strict=True)
-                if type(v) not in _NUMBER_TYPES
+                if type(v) not in NUMBER_TYPES
             )
             detail = f"feature {name!r} must be a number, got {value!r:.40}"
             raise PayloadDecodeError(reason="invalid_record", detail=detail)
@@ -237,7 +242,7 @@ class ContextSchema:
         values: list[float] = []
         for name in self.numeric:
             value = self._field(context, name)
-            if type(value) not in _NUMBER_TYPES:
+            if type(value) not in NUMBER_TYPES:
                 detail = f"context field {name!r} must be a number, got {value!r:.40}"
                 raise PayloadDecodeError(reason="invalid_record", detail=detail)
             values.append(value)  # type: ignore[arg-type]  # checked: int or float

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from streamvae.service.app import ScoringService
-from streamvae.service.pipeline import BatchOutcome, FeaturePipeline, PipelineConfig
+from streamvae.service.outcome import BatchOutcome
+from streamvae.service.pipeline import FeaturePipeline, PipelineConfig
 from streamvae.service.runner import RunnerConfig, ServiceRunner
 
 __all__ = [

@@ -25,7 +25,8 @@ import numpy as np
 from streamvae.bundle.image import ImageDetector, region
 from streamvae.data.images import ImageShape, decode_image_batch, encode_npy
 from streamvae.errors import PayloadDecodeError
-from streamvae.service.pipeline import BatchOutcome, apply_verdict, drift_monitor
+from streamvae.service.outcome import BatchOutcome, apply_verdict
+from streamvae.service.pipeline import drift_monitor
 from streamvae.stream.codecs import encode_json
 from streamvae.thresholds import AlertGate, DriftSnapshot, HygienePolicy
 from streamvae.types import InboundMessage, ModelRef, OutboundMessage

@@ -29,14 +29,14 @@ import numpy.typing as npt
 from streamvae.bundle.window import WindowDetector
 from streamvae.data.series_state import WindowStore
 from streamvae.errors import PayloadDecodeError
-from streamvae.service.pipeline import (
+from streamvae.service.outcome import (
     BatchOutcome,
     apply_verdict,
     check_ts,
     decode_records,
-    drift_monitor,
     record_bytes,
 )
+from streamvae.service.pipeline import drift_monitor
 from streamvae.stream.codecs import decode_json, encode_json
 from streamvae.thresholds import AlertGate, DriftSnapshot, HygienePolicy
 from streamvae.types import InboundMessage, ModelRef, OutboundMessage

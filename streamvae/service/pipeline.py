@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from streamvae.bundle import Detector, Scored
 from streamvae.data.schema import finite_rows
 from streamvae.errors import PayloadDecodeError
 from streamvae.scoring import top_contributions
-from streamvae.stream.codecs import decode_json, encode_json, split_records
+from streamvae.service.feature_rows import FeatureReader, FeatureRows
+from streamvae.service.outcome import BatchOutcome, apply_verdict, record_bytes
+from streamvae.stream.codecs import encode_json
 from streamvae.thresholds import (
     Admitted,
     AlertGate,
@@ -44,53 +43,6 @@ class PipelineConfig:
     hygiene: HygienePolicy = field(default_factory=HygienePolicy)
 
 
-@dataclass(slots=True)
-class BatchOutcome:
-    """What one batch produced; the runner sends ``outbound``, then commits ``offsets``.
-
-    ``records_consumed == records_scored + sum(dead_letters.values()) +
-    sum(unscored.values())`` always holds (``unscored``: KPI points whose series is warming
-    up, whose window is too sparse, or that were absorbed before a restart).
-    """
-
-    outbound: list[OutboundMessage] = field(default_factory=list)
-    records_consumed: int = 0
-    records_scored: int = 0
-    dead_letters: Counter[str] = field(default_factory=Counter)
-    alerts: Counter[str] = field(default_factory=Counter)
-    event_ts_ms: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
-    score_ratios: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
-    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    unscored: Counter[str] = field(default_factory=Counter)
-    series_live: int | None = None
-    state_bytes: int | None = None
-    shadow_scored: int = 0
-    shadow_alerts: Counter[str] = field(default_factory=Counter)
-    suppressed: Counter[str] = field(default_factory=Counter)  # flagged, no alert: why
-
-    def dead_letter(
-        self,
-        topic: str,
-        message: InboundMessage,
-        index: int,
-        value: bytes,
-        exc: PayloadDecodeError,
-    ) -> None:
-        """Send ``value`` (element ``index`` of ``message``, -1: all of it) to ``topic``.
-
-        Headers: ``error`` (reason code), ``detail``, ``source``
-        (``topic:partition:offset:index``), then the input's own headers.
-        """
-        headers = (
-            ("error", exc.reason.encode()),
-            ("detail", exc.detail[:500].encode()),
-            ("source", f"{message.topic}:{message.partition}:{message.offset}:{index}".encode()),
-            *message.headers,
-        )
-        self.outbound.append(OutboundMessage(topic, value, message.key, headers))
-        self.dead_letters[exc.reason] += 1
-
-
 def drift_monitor(threshold: ThresholdSet, window: int, min_count: int) -> DriftMonitor:
     """Live scores against the default threshold's calibration scores and alert rate."""
     return DriftMonitor(
@@ -99,78 +51,6 @@ def drift_monitor(threshold: ThresholdSet, window: int, min_count: int) -> Drift
         window=window,
         min_count=min_count,
     )
-
-
-def record_bytes(message: InboundMessage, record: object) -> bytes:
-    """What a dead letter carries for one record.
-
-    The original bytes of a single-record message; an element of a batch re-serialised (or,
-    when it cannot be, the whole message).
-    """
-    value = message.value or b""
-    if value.lstrip()[:1] == b"{":
-        return value
-    try:
-        return encode_json(record)
-    except (TypeError, orjson.JSONEncodeError):  # e.g. nesting deeper than orjson writes
-        return value
-
-
-def apply_verdict(record: dict[str, Any], verdict: Admitted | None, outcome: BatchOutcome) -> bool:
-    """Mark a score record with the alert gate's verdict; whether its alert may be sent.
-
-    A suppressed alert gets ``"suppressed": "cooldown" | "unconfirmed"`` on the score topic and
-    is counted; an emitted one reports ``suppressed_before`` when earlier ones were held back.
-    """
-    if verdict is None:
-        return True
-    if verdict.verdict != "alert":
-        record["suppressed"] = verdict.verdict
-        outcome.suppressed[verdict.verdict] += 1
-        return False
-    if verdict.suppressed_before:
-        record["suppressed_before"] = verdict.suppressed_before
-    return True
-
-
-def decode_records(message: InboundMessage, *, max_bytes: int, max_records: int) -> list[Any]:
-    """The records of one message: a JSON object, or each element of a JSON array.
-
-    Raises:
-        PayloadDecodeError: undecodable, too large, or not an object / array of objects.
-    """
-    payload = decode_json(message.value, max_bytes=max_bytes)
-    if type(payload) is dict:
-        return [payload]
-    return split_records(payload, max_records=max_records)
-
-
-@dataclass(slots=True)
-class _Rows:
-    values: list[list[float]] = field(default_factory=list)
-    contexts: list[list[float]] = field(default_factory=list)
-    records: list[dict[str, Any]] = field(default_factory=list)
-    sources: list[tuple[InboundMessage, int]] = field(default_factory=list)
-
-
-MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
-
-
-def check_ts(ts: object) -> None:
-    """A record's ``ts``, when present, must be epoch milliseconds in years 1970-9999.
-
-    Raises:
-        PayloadDecodeError: ``invalid_record`` naming the value.
-    """
-    if ts is None or (type(ts) is int and 0 <= ts <= MAX_TS_MS):
-        return
-    detail = f"'ts' must be epoch milliseconds (an integer in [0, {MAX_TS_MS}]), got {ts!r:.40}"
-    raise PayloadDecodeError(reason="invalid_record", detail=detail)
-
-
-def _record_ts(record: dict[str, Any], message: InboundMessage) -> int:
-    ts = record.get("ts")
-    return ts if type(ts) is int else message.timestamp_ms or 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,13 +71,6 @@ def _segment_of(record: dict[str, Any], message: InboundMessage, field_name: str
     return None if value is None else str(value)
 
 
-def _features_of(record: object) -> object:
-    if not isinstance(record, dict) or "features" not in record:
-        detail = "each record must be an object with a 'features' field"
-        raise PayloadDecodeError(reason="invalid_record", detail=detail)
-    return record["features"]
-
-
 class FeaturePipeline:
     """Turns polled feature-vector messages into alerts, scores and dead letters."""
 
@@ -216,7 +89,13 @@ class FeaturePipeline:
         threshold = detector.threshold
         self.detector, self.model, self.threshold = detector, model, threshold
         self._schema = detector.preprocess.schema
-        self._context = detector.preprocess.context if detector.conditional else None
+        self._reader = FeatureReader(
+            self._schema,
+            detector.preprocess.context if detector.conditional else None,
+            max_bytes=self.config.max_message_bytes,
+            max_records=self.config.max_records_per_message,
+            dead_letter_topic=self.config.dead_letter_topic,
+        )
         self.drift = drift_monitor(threshold, self.config.drift_window, self.config.drift_min_count)
 
     def install_shadow(self, detector: Detector | None, model: ModelRef | None = None) -> None:
@@ -241,53 +120,17 @@ class FeaturePipeline:
     def handle(self, messages: list[InboundMessage], now_ms: int) -> BatchOutcome:
         """Handle one poll's messages; never raises for bad input (it is dead-lettered)."""
         outcome = BatchOutcome()
-        rows = _Rows()
-        offsets = outcome.offsets
-        for message in messages:
-            # a poll returns each partition's records in offset order: the last one wins
-            offsets[(message.topic, message.partition)] = message.offset + 1
-            self._collect(message, rows, outcome)
-        if rows.values:
+        # a poll returns each partition's records in offset order: the last one wins
+        outcome.offsets = {(m.topic, m.partition): m.offset + 1 for m in messages}
+        rows = self._reader.read(messages, outcome)
+        if rows:
             self._score(rows, outcome, now_ms)
         return outcome
 
-    def _collect(self, message: InboundMessage, rows: _Rows, outcome: BatchOutcome) -> None:
-        config = self.config
-        try:
-            records = decode_records(
-                message,
-                max_bytes=config.max_message_bytes,
-                max_records=config.max_records_per_message,
-            )
-        except PayloadDecodeError as exc:
-            outcome.records_consumed += 1
-            outcome.dead_letter(config.dead_letter_topic, message, -1, message.value or b"", exc)
-            return
-        outcome.records_consumed += len(records)
-        for index, record in enumerate(records):
-            try:
-                values = self._schema.vector(_features_of(record))
-                check_ts(record.get("ts"))
-                if self._context is not None:
-                    rows.contexts.append(self._context.vector(record.get("context")))
-            except PayloadDecodeError as exc:
-                outcome.dead_letter(
-                    self.config.dead_letter_topic,
-                    message,
-                    index,
-                    record_bytes(message, record),
-                    exc,
-                )
-                continue
-            rows.values.append(values)
-            rows.records.append(record)
-            rows.sources.append((message, index))
-
-    def _score(self, rows: _Rows, outcome: BatchOutcome, now_ms: int) -> None:
-        n, d = len(rows.values), self._schema.dim
-        flat = np.fromiter(itertools.chain.from_iterable(rows.values), np.float64, count=n * d)
+    def _score(self, rows: FeatureRows, outcome: BatchOutcome, now_ms: int) -> None:
+        n = len(rows)
         with np.errstate(over="ignore"):  # values beyond float32 become inf: caught below
-            matrix = flat.reshape(n, d).astype(np.float32)
+            matrix = rows.features().astype(np.float32)
             context = (
                 np.array(rows.contexts, np.float64).astype(np.float32) if rows.contexts else None
             )
@@ -327,7 +170,7 @@ class FeaturePipeline:
         outcome.score_ratios = np.divide(
             score, decided.thresholds, out=score.copy(), where=decided.thresholds > 0
         )
-        ts = np.array([_record_ts(rows.records[i], rows.sources[i][0]) for i in kept], np.int64)
+        ts = np.fromiter(rows.ts, np.int64, count=n)[keep]
         outcome.event_ts_ms = ts
         top_idx, top_share = top_contributions(
             scored.scores.per_feature[flagged], self.config.top_features
@@ -354,7 +197,7 @@ class FeaturePipeline:
 
     def _gate(
         self,
-        rows: _Rows,
+        rows: FeatureRows,
         kept: list[int],
         ts: npt.NDArray[np.int64],
         severities: npt.NDArray[np.str_],
@@ -398,7 +241,7 @@ class FeaturePipeline:
         outcome.shadow_alerts.update(str(s) for s in decided.severities[decided.severities != ""])
 
     def _record(
-        self, rows: _Rows, row: int, batch: _Batch, pos: int, now_ms: int
+        self, rows: FeatureRows, row: int, batch: _Batch, pos: int, now_ms: int
     ) -> dict[str, Any]:
         """The score record of scored row ``pos`` (input row ``row``); alerts add an explanation."""
         message, index = rows.sources[row]
@@ -408,7 +251,7 @@ class FeaturePipeline:
             "alert_id": f"{message.topic}:{message.partition}:{message.offset}:{index}",
             "id": None if record.get("id") is None else str(record["id"]),
             "key": record.get("key", message.key.decode(errors="replace") if message.key else None),
-            "ts": _record_ts(record, message),
+            "ts": rows.ts[row],
             "scored_at": now_ms,
             "model": {"name": self.model.name, "version": self.model.version},
             "score_kind": self.detector.bundle.score_kind,
@@ -446,7 +289,7 @@ class FeaturePipeline:
         }
 
     @staticmethod
-    def _out(topic: str, payload: dict[str, Any], rows: _Rows, row: int) -> OutboundMessage:
+    def _out(topic: str, payload: dict[str, Any], rows: FeatureRows, row: int) -> OutboundMessage:
         message, _ = rows.sources[row]
         key = payload["key"]
         return OutboundMessage(topic, encode_json(payload), key.encode() if key else message.key)

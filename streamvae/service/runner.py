@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from streamvae.metrics import ServiceMetrics
-from streamvae.service.pipeline import BatchOutcome
+from streamvae.service.outcome import BatchOutcome
 from streamvae.service.ports import MessageSink, MessageSource
 from streamvae.thresholds import DriftSnapshot
 from streamvae.types import InboundMessage, OutboundMessage, RunStats

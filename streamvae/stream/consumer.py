@@ -98,15 +98,14 @@ class KafkaMessageSource:
         """Fetch up to ``max_records`` records (blocks at most ``timeout_ms``)."""
         batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         out: list[InboundMessage] = []
+        new = tuple.__new__  # InboundMessage without its Python-level __new__: once per record
         for tp, records in batches.items():
             topic, partition = tp.topic, tp.partition
-            out.extend(
-                InboundMessage(
-                    topic, partition, r.offset, r.value, r.key, r.timestamp,
-                    tuple(r.headers) if r.headers else (),
-                )
+            out += [
+                new(InboundMessage, (topic, partition, r.offset, r.value, r.key, r.timestamp,
+                                     tuple(r.headers) if r.headers else ()))
                 for r in records
-            )  # fmt: skip
+            ]  # fmt: skip
             self._next[tp] = records[-1].offset + 1
         return out
 

@@ -8,6 +8,7 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -34,9 +35,12 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
-def records(n: int, seed: int = 0, ts_ms: int | None = None) -> list[dict]:
+def records(n: int, seed: int = 0, ts_ms: int | None = None, *, named: bool = False) -> list[dict]:
+    """``n`` normal records; by default ~300-byte JSON (30 floats as a list, 6 decimals) as in
+    the platform measurements, with ``named`` the features as a ``name -> value`` object."""
     ts = ts_ms if ts_ms is not None else time.time_ns() // 1_000_000
-    return [feature_message(r, rid=f"r{i}", ts=ts) for i, r in enumerate(make_normal(n, D, seed))]
+    rows = make_normal(n, D, seed).astype(np.float64).round(6)
+    return [feature_message(r, rid=f"r{i}", ts=ts, as_list=not named) for i, r in enumerate(rows)]
 
 
 def producer(bootstrap: str, linger_ms: int = 20) -> KafkaProducer:
@@ -56,10 +60,22 @@ def fill_topic(bootstrap: str, topic: str, values: list[bytes]) -> None:
     p.close()
 
 
+def poll_limit(records_per_message: int) -> int:
+    """Messages per poll, as the service asks for them (``ServiceRunner._poll_limit``)."""
+    settings = ServeSettings()
+    by_records = settings.target_batch_records // records_per_message
+    return max(1, min(settings.kafka.max_poll_records, by_records))
+
+
 def raw_consume_rate(
     bootstrap: str, topic: str, n_messages: int, records_per_message: int
 ) -> float:
-    """Records/s of a bare kafka-python consumer reading the topic (no decoding)."""
+    """Records/s of a bare kafka-python consumer reading the topic (no decoding).
+
+    Polls as many messages at a time as the service does; the clock runs from the first
+    poll that returns records to the last, as the service's ``active_s`` does.
+    """
+    limit = poll_limit(records_per_message)
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=2000,
         fetch_max_wait_ms=50, max_partition_fetch_bytes=8_388_608, fetch_max_bytes=52_428_800,
@@ -68,7 +84,7 @@ def raw_consume_rate(
     consumer.seek_to_beginning()
     seen, first = 0, None
     while seen < n_messages:
-        for batch in consumer.poll(timeout_ms=200, max_records=2000).values():
+        for batch in consumer.poll(timeout_ms=200, max_records=limit).values():
             first = first or time.perf_counter()
             seen += len(batch)
     elapsed = time.perf_counter() - (first or time.perf_counter())
@@ -79,16 +95,20 @@ def raw_consume_rate(
 def raw_confluent_rate(
     bootstrap: str, topic: str, n_messages: int, records_per_message: int
 ) -> float:
-    """Records/s of a bare confluent-kafka consumer reading the topic (no decoding)."""
+    """Records/s of a bare confluent-kafka consumer reading the topic (no decoding).
+
+    Same poll size and clock as :func:`raw_consume_rate`.
+    """
     import confluent_kafka as ck  # optional client
 
+    limit = poll_limit(records_per_message)
     conf = {"bootstrap.servers": bootstrap, "group.id": f"raw-{time.time_ns()}",
             "enable.auto.commit": False, "fetch.wait.max.ms": 50}  # fmt: skip
     consumer = ck.Consumer(conf)
     consumer.assign([ck.TopicPartition(topic, 0, ck.OFFSET_BEGINNING)])
     seen, first = 0, None
     while seen < n_messages:
-        batch = consumer.consume(num_messages=10_000, timeout=0.2)
+        batch = consumer.consume(num_messages=limit, timeout=0.2)
         if batch:
             first = first or time.perf_counter()
             seen += len(batch)

@@ -21,7 +21,7 @@ from streamvae.bundle import Detector
 from streamvae.bundle.window import WindowDetector
 from streamvae.service import FeaturePipeline, PipelineConfig
 from streamvae.service.kpi_pipeline import KpiPipeline, KpiPipelineConfig
-from streamvae.service.pipeline import MAX_TS_MS
+from streamvae.service.outcome import MAX_TS_MS
 from streamvae.types import DEAD_LETTER_REASONS, InboundMessage, ModelRef
 from tests.factories import feature_names, make_kpi_bundle
 
