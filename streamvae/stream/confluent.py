@@ -108,24 +108,25 @@ class ConfluentMessageSource:
             num_messages=max_records or 2000, timeout=timeout_ms / 1000
         )
         out: list[InboundMessage] = []
+        new = tuple.__new__  # InboundMessage without its Python-level __new__: once per record
         for m in messages:
-            error = m.error()
-            if error is not None:
-                if error.fatal():
-                    msg = f"fatal Kafka consumer error: {error}"
-                    raise BrokerError(msg)
-                logger.warning("consumer error error=%s", error)
+            if m.error() is not None:
+                self._consumer_error(m.error())
                 continue
             ts_type, ts = m.timestamp()
-            topic, partition, offset = m.topic(), m.partition(), m.offset()
             out.append(
-                InboundMessage(
-                    topic, partition, offset, m.value(), m.key(), ts if ts_type else None,
-                    tuple(m.headers() or ()),
-                )
+                new(InboundMessage, (m.topic(), m.partition(), m.offset(), m.value(), m.key(),
+                                     ts if ts_type else None, tuple(m.headers() or ())))
             )  # fmt: skip
-            self._next[(topic, partition)] = offset + 1
+        self._next.update({(m.topic, m.partition): m.offset + 1 for m in out})
         return out
+
+    @staticmethod
+    def _consumer_error(error: Any) -> None:
+        if error.fatal():
+            msg = f"fatal Kafka consumer error: {error}"
+            raise BrokerError(msg)
+        logger.warning("consumer error error=%s", error)
 
     def mark_processed(self, offsets: Mapping[tuple[str, int], int]) -> None:
         """Record that every record before ``offsets[(topic, partition)]`` is done."""
