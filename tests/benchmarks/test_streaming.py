@@ -27,7 +27,7 @@ from tests.benchmarks.harness import (
 )
 from tests.factories import make_bundle
 
-N_RECORDS = 100_000
+N_RECORDS = 200_000
 CASES = (  # label, records per message, named features
     ("1 record / message", 1, False),
     ("1 record / message, named", 1, True),
