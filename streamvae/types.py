@@ -69,9 +69,10 @@ class InboundMessage(NamedTuple):
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class OutboundMessage:
+class OutboundMessage(NamedTuple):
     """One record to produce: an alert, a score, a dead letter or a state snapshot.
+
+    A ``NamedTuple`` like :class:`InboundMessage`: with a score topic, one is built per record.
 
     ``partition`` pins the record to a partition (state snapshots go to the input's
     partition number); ``None`` lets the producer's partitioner choose by key.

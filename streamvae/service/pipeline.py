@@ -54,11 +54,41 @@ def drift_monitor(threshold: ThresholdSet, window: int, min_count: int) -> Drift
 
 
 @dataclass(frozen=True, slots=True)
-class _Batch:
-    scored: Scored
-    score: npt.NDArray[np.float64]
-    decided: Decisions
-    segments: list[str | None] | None
+class _Columns:
+    """The output values of the rows that get a record, as Python lists.
+
+    One ``tolist`` per column instead of a numpy scalar per field: with a score topic, a
+    record is built for every row.
+    """
+
+    score: list[float]
+    threshold: list[float]
+    p_value: list[float | None]
+    severity: list[str]
+    recon: list[float]
+    kl: list[float]
+    segment: list[str | None] | None
+
+    @classmethod
+    def of(
+        cls,
+        positions: list[int],
+        scored: Scored,
+        score: npt.NDArray[np.float64],
+        decided: Decisions,
+        segments: list[str | None] | None,
+    ) -> _Columns:
+        """The columns at ``positions`` (indices into the scored rows)."""
+        idx = np.asarray(positions, np.intp)
+        return cls(
+            score=score[idx].tolist(),
+            threshold=decided.thresholds[idx].tolist(),
+            p_value=[None if math.isnan(p) else p for p in decided.p_values[idx].tolist()],
+            severity=[s or "normal" for s in decided.severities[idx].tolist()],
+            recon=scored.scores.recon_nll[idx].tolist(),
+            kl=scored.scores.kl[idx].tolist(),
+            segment=None if segments is None else [segments[i] for i in positions],
+        )
 
 
 def _segment_of(record: dict[str, Any], message: InboundMessage, field_name: str) -> str | None:
@@ -178,14 +208,20 @@ class FeaturePipeline:
         explained = dict(
             zip(np.flatnonzero(flagged).tolist(), zip(top_idx, top_share, strict=True), strict=True)
         )
-        batch = _Batch(scored, score, decided, segments)
         admitted = self._gate(rows, kept, ts, decided.severities) if self.gate.policy.active else {}
         # output records only where something is sent: every row with a score topic, else
         # only the alerts (the common case: about 1 % of rows)
-        wanted = range(keep.size) if self.config.score_topic is not None else sorted(explained)
-        for pos in wanted:
-            row = int(keep[pos])
-            record = self._record(rows, row, batch, pos, now_ms)
+        wanted = (
+            list(range(keep.size)) if self.config.score_topic is not None else sorted(explained)
+        )
+        columns = _Columns.of(wanted, scored, score, decided, segments)
+        shared = {
+            "model": {"name": self.model.name, "version": self.model.version},
+            "score_kind": self.detector.bundle.score_kind,
+        }
+        for j, pos in enumerate(wanted):
+            row = kept[pos]
+            record = self._record(rows, row, columns, j, now_ms, shared)
             emit = apply_verdict(record, admitted.get(pos), outcome)
             if self.config.score_topic is not None:
                 outcome.outbound.append(self._out(self.config.score_topic, record, rows, row))
@@ -240,32 +276,33 @@ class FeaturePipeline:
         outcome.shadow_scored += int(matrix.shape[0])
         outcome.shadow_alerts.update(str(s) for s in decided.severities[decided.severities != ""])
 
+    @staticmethod
     def _record(
-        self, rows: FeatureRows, row: int, batch: _Batch, pos: int, now_ms: int
+        rows: FeatureRows,
+        row: int,
+        columns: _Columns,
+        j: int,
+        now_ms: int,
+        shared: dict[str, Any],
     ) -> dict[str, Any]:
-        """The score record of scored row ``pos`` (input row ``row``); alerts add an explanation."""
+        """The score record of input row ``row`` (entry ``j`` of ``columns``)."""
         message, index = rows.sources[row]
         record = rows.records[row]
-        p_value = float(batch.decided.p_values[pos])
         out = {
             "alert_id": f"{message.topic}:{message.partition}:{message.offset}:{index}",
             "id": None if record.get("id") is None else str(record["id"]),
             "key": record.get("key", message.key.decode(errors="replace") if message.key else None),
             "ts": rows.ts[row],
             "scored_at": now_ms,
-            "model": {"name": self.model.name, "version": self.model.version},
-            "score_kind": self.detector.bundle.score_kind,
-            "score": float(batch.score[pos]),
-            "threshold": float(batch.decided.thresholds[pos]),
-            "p_value": None if math.isnan(p_value) else p_value,
-            "severity": str(batch.decided.severities[pos]) or "normal",
-            "components": {
-                "recon": float(batch.scored.scores.recon_nll[pos]),
-                "kl": float(batch.scored.scores.kl[pos]),
-            },
+            **shared,
+            "score": columns.score[j],
+            "threshold": columns.threshold[j],
+            "p_value": columns.p_value[j],
+            "severity": columns.severity[j],
+            "components": {"recon": columns.recon[j], "kl": columns.kl[j]},
         }
-        if batch.segments is not None:
-            out["segment"] = batch.segments[pos]
+        if columns.segment is not None:
+            out["segment"] = columns.segment[j]
         return out
 
     def _explain(
