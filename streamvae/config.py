@@ -199,6 +199,12 @@ class KafkaSettings(BaseModel):
     max_partition_fetch_bytes: int = Field(8_388_608, ge=1024)
     max_request_size: int = Field(8_388_608, ge=1024)
     linger_ms: int = Field(5, ge=0)
+    batch_size: int = Field(
+        1_048_576,
+        ge=1024,
+        description="producer batch bytes per partition (kafka-python's "
+        "16 KiB default halves its send rate)",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None

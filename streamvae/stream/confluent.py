@@ -168,6 +168,7 @@ class ConfluentMessageSink:
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": settings.linger_ms,
+            "batch.size": settings.batch_size,
             "message.max.bytes": settings.max_request_size,
         }
         self._producer: Any = ck.Producer(conf)

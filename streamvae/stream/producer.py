@@ -46,6 +46,7 @@ class KafkaMessageSink:
                 client_id=f"{settings.client_id}-producer",
                 acks="all",
                 linger_ms=settings.linger_ms,
+                batch_size=settings.batch_size,
                 max_request_size=settings.max_request_size,
                 **security_options(settings),
             )

@@ -50,6 +50,7 @@ class TransactionalKafkaSink:
                 enable_idempotence=True,
                 acks="all",
                 linger_ms=settings.linger_ms,
+                batch_size=settings.batch_size,
                 max_request_size=settings.max_request_size,
                 **security_options(settings),
             )
