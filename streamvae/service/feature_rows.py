@@ -97,6 +97,7 @@ class FeatureReader:
             rows.packed, rows.contexts, rows.records, rows.sources, rows.ts
         )  # fmt: skip
         names, name_set, dim, context = self._names, self._name_set, self._dim, self.context
+        in_order = names
         max_bytes, max_records, loads = self.max_bytes, self.max_records, orjson.loads
         pack = self._row.pack
         clean = 0
@@ -122,8 +123,11 @@ class FeatureReader:
                         values = features
                     elif type(features) is not dict:
                         raise _IrregularError
-                    elif tuple(features) == names:  # in schema order, as producers write it
+                    elif (keys := tuple(features)) == in_order:  # schema order, as usual
                         values = list(features.values())
+                        # orjson reuses its key strings: compared with the last match's, they
+                        # are equal by identity (twice as fast as by content)
+                        in_order = keys
                     elif features.keys() == name_set:
                         values = list(map(features.__getitem__, names))
                     else:

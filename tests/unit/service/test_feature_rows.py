@@ -170,3 +170,13 @@ def test_conditional_records_take_the_fast_path(monkeypatch):
     value = {"features": [1.0] * 4, "context": {"hour": 3, "channel": "app", "shop": "s1"}}
     rows = fast.read(messages([orjson.dumps(value)]), BatchOutcome())
     assert rows.contexts == [[3, 1]]
+
+
+def test_named_features_keep_their_values_across_key_orders(monkeypatch):
+    fast = reader()
+    monkeypatch.setattr(fast, "read_exact", lambda *a: pytest.fail("exact path taken"))
+    row = dict(zip(NAMES, [1.0, 2.0, 3.0, 4.0], strict=True))
+    reordered = dict(reversed(row.items()))
+    values = [orjson.dumps({"features": f}) for f in (row, row, reordered, row, reordered)]
+    rows = fast.read(messages(values), BatchOutcome())
+    assert rows.features().tolist() == [[1.0, 2.0, 3.0, 4.0]] * 5
