@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -148,6 +149,42 @@ class ScoreReader:
         return np.asarray(lat, dtype=np.float64)
 
 
+def _floor_runs(bootstrap: str, topic: str, rows: np.ndarray) -> dict[int, list[np.ndarray]]:
+    """The client-and-broker floor: the same paced input read back by a bare consumer.
+
+    No service in between: latency is consume time minus the record's ``ts``, for the same
+    rates and runs as the service (producer and consumer share this process).
+    """
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             fetch_max_wait_ms=5)  # fmt: skip
+    consumer.assign([TopicPartition(topic, 0)])
+    consumer.seek_to_beginning()
+    latencies: list[float] = []
+    stop = threading.Event()
+
+    def consume() -> None:
+        while not stop.is_set():
+            for records in consumer.poll(timeout_ms=20).values():
+                now = time.time_ns() // 1_000_000
+                latencies.extend(now - orjson.loads(r.value)["ts"] for r in records)
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    runs: dict[int, list[np.ndarray]] = {}
+    try:
+        for rate in FIXED_RATES:
+            for _ in range(3):
+                before = len(latencies)
+                _paced(bootstrap, topic, rate, 5.0, rows, 0)
+                time.sleep(0.5)
+                runs.setdefault(rate, []).append(np.asarray(latencies[before:], np.float64))
+    finally:
+        stop.set()
+        reader.join()
+        consumer.close()
+    return runs
+
+
 def _vm_hwm_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -217,11 +254,22 @@ def test_latency_at_fixed_rates_and_max_sustained(broker, tmp_path):
             results["ramp"].append(_ramp(service, broker, ramp_topic, rows, rate))
     finally:
         service.stop()
-    header = ("input rate", "achieved", "scored", "p50 ms", "p99 ms", "max ms")
-    print("\n{:>11} {:>9} {:>7} {:>7} {:>7} {:>7}".format(*header))
+    # measured last, so that it never loads the broker under the service's runs
+    floor_topic = f"{topic}-floor"
+    ensure_topics(KafkaSettings(bootstrap_servers=broker), (floor_topic,), partitions=1)
+    floor = _floor_runs(broker, floor_topic, rows)
+    for r in results["fixed"]:
+        runs = floor[r["rate"]]
+        r["floor_p50_ms"] = median([float(np.percentile(f, 50)) for f in runs])
+        r["floor_p99_ms"] = median([float(np.percentile(f, 99)) for f in runs])
+        r["floor_p99_runs_ms"] = [float(np.percentile(f, 99)) for f in runs]
+    header = ("input rate", "achieved", "scored", "p50 ms", "p99 ms", "max ms", "floor p50/p99")
+    print("\n{:>11} {:>9} {:>7} {:>7} {:>7} {:>7} {:>14}".format(*header))
     for r in results["fixed"]:
         print(f"{r['rate']:>11,} {r['achieved']:>9,.0f} {r['scored']:>7} {r['p50_ms']:>7.1f} "
-              f"{r['p99_ms']:>7.1f} {r['max_ms']:>7.1f}")  # fmt: skip
+              f"{r['p99_ms']:>7.1f} {r['max_ms']:>7.1f} "
+              f"{r['floor_p50_ms']:>6.1f}/{r['floor_p99_ms']:<7.1f}")  # fmt: skip
+    print("floor: the same input read by a bare consumer (client and broker, no service)")
     print(f"\n{'ramp rate':>11} {'achieved':>9} {'caught up after s':>18} sustained")
     for r in results["ramp"]:
         print(
