@@ -57,6 +57,18 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def poll_limit(
+    records_per_message: float, *, max_poll_records: int, target_batch_records: int
+) -> int:
+    """Messages to poll so a batch holds about ``target_batch_records`` records.
+
+    Batched messages (JSON arrays) carry many records each; a poll of ``max_poll_records`` of
+    them would make batches of hundreds of thousands of records.
+    """
+    by_records = int(target_batch_records / max(records_per_message, 1.0))
+    return max(1, min(max_poll_records, by_records))
+
+
 def liveness(
     *, running: bool, last_poll: float | None, now: float, stall_timeout_s: float
 ) -> tuple[bool, dict[str, object]]:
@@ -169,14 +181,12 @@ class ServiceRunner:
         return totals.stats(ended - started, ended - (totals.first_message or ended))
 
     def _poll_limit(self, totals: _Totals) -> int:
-        """Messages to poll so a batch holds about ``target_batch_records`` records.
-
-        Batched messages (JSON arrays) carry many records each; a poll of
-        ``max_poll_records`` of them would make batches of hundreds of thousands of records.
-        """
         per_message = totals.consumed / totals.messages if totals.messages else 1.0
-        by_records = int(self.config.target_batch_records / max(per_message, 1.0))
-        return max(1, min(self.config.max_poll_records, by_records))
+        return poll_limit(
+            per_message,
+            max_poll_records=self.config.max_poll_records,
+            target_batch_records=self.config.target_batch_records,
+        )
 
     def _collect_garbage(self, now: float) -> None:
         """Young-generation collection between batches, a full one every minute.

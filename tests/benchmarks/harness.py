@@ -14,6 +14,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streamvae.config import KafkaSettings, ServeSettings, TrackingSettings
 from streamvae.service import ScoringService
+from streamvae.service.runner import poll_limit as service_poll_limit
 from streamvae.stream.admin import ensure_topics
 from streamvae.types import RunStats
 from tests.factories import feature_message, make_normal
@@ -61,10 +62,13 @@ def fill_topic(bootstrap: str, topic: str, values: list[bytes]) -> None:
 
 
 def poll_limit(records_per_message: int) -> int:
-    """Messages per poll, as the service asks for them (``ServiceRunner._poll_limit``)."""
+    """Messages per poll, as the service asks for them with its default settings."""
     settings = ServeSettings()
-    by_records = settings.target_batch_records // records_per_message
-    return max(1, min(settings.kafka.max_poll_records, by_records))
+    return service_poll_limit(
+        records_per_message,
+        max_poll_records=settings.kafka.max_poll_records,
+        target_batch_records=settings.target_batch_records,
+    )
 
 
 def raw_consume_rate(
