@@ -228,6 +228,11 @@ class KafkaSettings(BaseModel):
         None, description="exactly_once: the producer's transactional.id (default: per host)"
     )
     transaction_timeout_ms: int = Field(60_000, ge=1_000)
+    check_topics: bool = Field(
+        True,
+        description="refuse to start when an output topic (alerts, dead letters, scores) is "
+        "missing; turn off only where the broker creates topics on first write",
+    )
 
     @model_validator(mode="after")
     def _delivery_is_supported(self) -> KafkaSettings:
@@ -316,6 +321,23 @@ class ServeSettings(BaseSettings):
     image_map_dir: str | None = Field(
         None, description="image models: save each alert's full map (.npy) here"
     )
+    image_map_max_files: int = Field(
+        10_000, ge=1, description="image models: map files kept in image_map_dir (oldest removed)"
+    )
+    on_processing_error: Literal["dead_letter", "fail"] = Field(
+        "dead_letter",
+        description="a message whose handling raises: dead-letter it (reason processing_error) "
+        "and go on, or stop without committing (fail)",
+    )
+    max_consecutive_failures: int = Field(
+        100, ge=1, description="messages failing in a row before the service stops (broken model)"
+    )
+    max_output_bytes: int = Field(
+        1_000_000,
+        ge=1024,
+        description="largest output record (value + key + headers); keep under the broker's "
+        "message.max.bytes: larger ones are truncated (dead letters) or dead-lettered",
+    )
     stall_timeout_s: float = Field(
         120.0, gt=0.0, description="/healthz fails when the loop has not polled for this long"
     )
@@ -327,6 +349,16 @@ class ServeSettings(BaseSettings):
     kpi_series_ttl_s: float = Field(
         86_400.0, gt=0.0, description="KPI models: drop a series' window after this silence"
     )
+
+    @model_validator(mode="after")
+    def _outputs_fit_requests(self) -> ServeSettings:
+        if self.max_output_bytes > self.kafka.max_request_size:
+            msg = (
+                f"max_output_bytes ({self.max_output_bytes}) must not exceed "
+                f"kafka.max_request_size ({self.kafka.max_request_size})"
+            )
+            raise ValueError(msg)
+        return self
 
     @model_validator(mode="after")
     def _confirmation_fits(self) -> ServeSettings:
@@ -405,12 +437,19 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return values
 
 
+SECRET_WORDS = ("password", "secret", "token", "credential")
+
+
 def first_error(exc: ValidationError) -> str:
-    """One line naming the first invalid setting and its value."""
+    """One line naming the first invalid setting and its value (never a secret's value)."""
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"]) or "(root)"
     value = err.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r:.60})"
+    secret = any(word in where.lower() for word in SECRET_WORDS)
+    if secret or isinstance(value, SecretStr):
+        shown = " (value hidden)"
+    else:
+        shown = "" if isinstance(value, dict) else f" (got {value!r:.60})"
     return f"invalid setting {where}: {err['msg']}{shown}"
 
 

@@ -23,12 +23,23 @@ class ModelLoadError(StreamVAEError):
     """A model bundle or registry entry cannot be found or loaded."""
 
 
+class VersionMismatchError(ModelLoadError):
+    """A bundle saved by another streamvae/torch/python version, refused under strict_versions."""
+
+
 class NotCalibratedError(StreamVAEError):
     """A model has no threshold, so it cannot decide what is anomalous."""
 
 
 class BrokerError(StreamVAEError):
     """The Kafka broker cannot be reached, started or used."""
+
+
+class ProcessingHaltedError(StreamVAEError):
+    """So many messages in a row failed in processing that the service, not the input, is broken.
+
+    The service stops without committing, so nothing is skipped (see ``ServiceRunner``).
+    """
 
 
 class PayloadDecodeError(StreamVAEError):

@@ -38,6 +38,7 @@ DeadLetterReason = Literal[
     "out_of_order",
     "invalid_image",
     "out_of_range",
+    "processing_error",
 ]
 DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = (
     "invalid_json",
@@ -50,6 +51,7 @@ DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = (
     "out_of_order",
     "invalid_image",
     "out_of_range",
+    "processing_error",
 )
 
 
@@ -79,7 +81,7 @@ class OutboundMessage(NamedTuple):
     """
 
     topic: str
-    value: bytes
+    value: bytes | None  # None: a tombstone (a state topic's evicted series)
     key: bytes | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
     partition: int | None = None

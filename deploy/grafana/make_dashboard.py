@@ -173,6 +173,23 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], int]] = [
         ],
         8,
     ),
+    (
+        "Process: resident memory",
+        "bytes",
+        [
+            ("{{instance}} RSS", "max by (instance) (process_resident_memory_bytes)"),
+        ],
+        8,
+    ),
+    (
+        "Process: CPU (cores) and open file descriptors",
+        "short",
+        [
+            ("{{instance}} CPU", "sum by (instance) (rate(process_cpu_seconds_total[1m]))"),
+            ("{{instance}} open fds", "max by (instance) (process_open_fds)"),
+        ],
+        8,
+    ),
 ]
 
 

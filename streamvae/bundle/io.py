@@ -20,7 +20,7 @@ import streamvae
 from streamvae.bundle.image import ImagePreprocess
 from streamvae.bundle.window import WindowPreprocess
 from streamvae.data.schema import ContextSchema, FeatureSchema, StandardScaler
-from streamvae.errors import ModelLoadError
+from streamvae.errors import ModelLoadError, VersionMismatchError
 from streamvae.models import MODEL_REGISTRY, config_from_dict
 from streamvae.thresholds import ThresholdSet
 from streamvae.types import SCORE_KINDS, WINDOW_SCORE_KINDS, ScoreKind
@@ -281,7 +281,7 @@ def _check_versions(meta: dict[str, Any], strict: bool) -> None:
         if then != now:
             msg = f"bundle was saved with {key}={then!r}, running {now!r}"
             if strict:
-                raise ModelLoadError(msg)
+                raise VersionMismatchError(msg)
             logger.warning("%s", msg)
 
 

@@ -8,8 +8,10 @@ No pickle is ever loaded (``allow_pickle=False``); PNG folders are read with Pil
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -212,16 +214,52 @@ def _checked_array(
 
 
 def _load_npy(value: bytes) -> np.ndarray:
+    """The array of ``.npy`` bytes, its header checked before anything is allocated.
+
+    A header may declare any shape: a 1 KiB message claiming ``(10**9, 3, 512, 512)`` would
+    make ``np.load`` ask for terabytes. The declared size must equal the bytes present.
+    """
     if not value.startswith(b"\x93NUMPY"):
         raise PayloadDecodeError(reason="invalid_image", detail="not an .npy array")
+    shape, dtype, offset = _npy_header(value)
+    declared = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+    if declared != len(value) - offset:
+        detail = (
+            f".npy header declares {dtype} {shape} ({declared} bytes) but the message carries "
+            f"{len(value) - offset} bytes of data"
+        )
+        raise PayloadDecodeError(reason="invalid_image", detail=detail[:300])
     try:
         array = np.load(io.BytesIO(value), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, MemoryError) as exc:
         detail = f"unreadable .npy: {exc}"
         raise PayloadDecodeError(reason="invalid_image", detail=detail[:300]) from exc
     if not isinstance(array, np.ndarray):  # pragma: no cover - np.load of .npy bytes
         raise PayloadDecodeError(reason="invalid_image", detail="not a single .npy array")
     return array
+
+
+def _npy_header(value: bytes) -> tuple[tuple[int, ...], np.dtype[Any], int]:
+    """``(shape, dtype, data offset)`` from an ``.npy`` header (versions 1.0 and 2.0)."""
+    stream = io.BytesIO(value)
+    readers = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }
+    try:
+        version = np.lib.format.read_magic(stream)
+        reader = readers.get(version)
+        if reader is not None:
+            shape, _, dtype = reader(stream)
+    except Exception as exc:  # noqa: BLE001 - numpy's header parser raises many types
+        detail = f"unreadable .npy header: {type(exc).__name__}: {exc}"
+        raise PayloadDecodeError(reason="invalid_image", detail=detail[:300]) from exc
+    if reader is None:
+        detail = f"unsupported .npy format version {version[0]}.{version[1]}"
+        raise PayloadDecodeError(reason="invalid_image", detail=detail)
+    if dtype.hasobject:
+        raise PayloadDecodeError(reason="invalid_image", detail="object arrays are not images")
+    return tuple(int(n) for n in shape), dtype, stream.tell()
 
 
 def _ids(raw: bytes | None, n: int) -> list[str | None]:

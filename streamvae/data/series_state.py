@@ -156,6 +156,7 @@ class WindowStore:
         self._series: OrderedDict[str, _Series] = OrderedDict()
         self.evicted_capacity = 0
         self.evicted_idle = 0
+        self._evicted: list[str] = []  # since the last drain_evicted()
 
     def __len__(self) -> int:
         return len(self._series)
@@ -201,7 +202,8 @@ class WindowStore:
 
     def _new(self, series: str, ts: int) -> _Series:
         while len(self._series) >= self.max_series:
-            self._series.popitem(last=False)
+            name, _ = self._series.popitem(last=False)
+            self._evicted.append(name)
             self.evicted_capacity += 1
         state = _Series(self.spec.window_len, ts)
         self._series[series] = state
@@ -213,8 +215,14 @@ class WindowStore:
         stale = [name for name, s in self._series.items() if s.seen < cutoff]
         for name in stale:
             del self._series[name]
+        self._evicted.extend(stale)
         self.evicted_idle += len(stale)
         return len(stale)
+
+    def drain_evicted(self) -> list[str]:
+        """The series evicted (capacity or idleness) since the last call, oldest first."""
+        evicted, self._evicted = self._evicted, []
+        return evicted
 
     def snapshot(self, series: str) -> dict[str, Any] | None:
         """The state of one series as plain values (``None`` if it is not live)."""

@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -15,12 +16,40 @@ logger = logging.getLogger(__name__)
 HealthCheck = Callable[[], tuple[bool, dict[str, object]]]
 
 
+SOCKET_TIMEOUT_S = 10.0  # an idle or half-open connection is closed after this
+MAX_CONNECTIONS = 32  # connections served at once; more are closed at once
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``MAX_CONNECTIONS`` of them."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # a scrape retries; a flood must not pile up threads
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class MetricsServer:
     """Serves metrics and health in a daemon thread.
 
     Each check returns ``(ok, details)`` and its endpoint answers 200 when ok, else 503:
     ``/healthz`` asks ``health`` (liveness: restart the process when it fails) and ``/readyz``
     asks ``ready`` (readiness: take the instance out of rotation), which defaults to ``health``.
+    A connection idle for ``SOCKET_TIMEOUT_S`` is closed, and at most ``MAX_CONNECTIONS`` are
+    served at once, so slow or half-open clients cannot pile up threads.
     """
 
     def __init__(
@@ -32,8 +61,7 @@ class MetricsServer:
         ready: HealthCheck | None = None,
     ) -> None:
         handler = _handler_for(registry, {"/healthz": health, "/readyz": ready or health})
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+        self._server = _BoundedServer((host, port), handler)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics-http", daemon=True
         )
@@ -60,6 +88,8 @@ def _handler_for(
     registry: CollectorRegistry, checks: dict[str, HealthCheck]
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = SOCKET_TIMEOUT_S  # applied to the connection's socket by StreamRequestHandler
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":

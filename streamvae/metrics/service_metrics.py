@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from streamvae.metrics.bulk import BulkHistogram
 from streamvae.thresholds import DriftSnapshot
@@ -130,7 +139,12 @@ class ServiceMetrics:
             registry=registry,
         )
         self.errors = Counter(
-            "errors", "Internal errors, by kind.", ["kind"], namespace=ns, registry=registry
+            "errors",
+            "Internal errors, by kind (produce, commit, scoring: a batch raised; "
+            "output_too_large: an output cut to fit; map_write: an anomaly map not saved).",
+            ["kind"],
+            namespace=ns,
+            registry=registry,
         )
         self.up = Gauge("up", "1 while the scoring loop runs.", namespace=ns, registry=registry)
         self.last_batch_timestamp = Gauge(
@@ -191,8 +205,13 @@ class ServiceMetrics:
             self.alerts_suppressed.labels(reason=why)
         for result in ("swapped", "refused", "failed"):
             self.model_reloads.labels(result=result)
-        for kind in ("produce", "commit", "scoring"):
+        for kind in ("produce", "commit", "scoring", "output_too_large", "map_write"):
             self.errors.labels(kind=kind)
+        for collector in (ProcessCollector, PlatformCollector, GCCollector):
+            # RSS, CPU seconds, open fds, Python version, GC counts; ValueError: already on
+            # this registry (the process-wide default one has them)
+            with contextlib.suppress(ValueError):
+                collector(registry=registry)
 
     def set_model(
         self, model: ModelRef, score_kind: str, threshold: float, expected_rate: float

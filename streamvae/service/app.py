@@ -17,13 +17,14 @@ from streamvae.bundle import Detector, ModelBundle
 from streamvae.bundle.image import ImageDetector, ImagePreprocess
 from streamvae.bundle.window import WindowDetector, WindowPreprocess
 from streamvae.config import ServeSettings
+from streamvae.errors import BrokerError
 from streamvae.metrics import MetricsServer, Registry, ServiceMetrics
 from streamvae.service.image_pipeline import ImagePipeline, ImagePipelineConfig
 from streamvae.service.kpi_pipeline import KpiPipeline, KpiPipelineConfig
 from streamvae.service.model_watch import Candidate, ModelWatcher, Role
 from streamvae.service.pipeline import FeaturePipeline, PipelineConfig
 from streamvae.service.runner import RunnerConfig, ServiceRunner, liveness
-from streamvae.stream.admin import ensure_state_topic
+from streamvae.stream.admin import ensure_state_topic, missing_topics
 from streamvae.stream.confluent import ConfluentMessageSink, ConfluentMessageSource
 from streamvae.stream.consumer import KafkaMessageSource
 from streamvae.stream.producer import KafkaMessageSink
@@ -95,6 +96,8 @@ class ScoringService:
             s.model_uri, ref.name, ref.version, bundle.score_kind, threshold.value,
         )  # fmt: skip
         self._watch(pipeline, bundle, resolved.ref, workdir, device)
+        if s.kafka.check_topics:
+            self._check_output_topics()
         source: KafkaMessageSource | ConfluentMessageSource
         sink: KafkaMessageSink | ConfluentMessageSink | TransactionalKafkaSink
         if s.kafka.client == "confluent":
@@ -125,6 +128,10 @@ class ScoringService:
                 commit_interval_s=s.commit_interval_s,
                 gc_interval_s=1.0,
                 target_batch_records=s.target_batch_records,
+                dead_letter_topic=s.kafka.dead_letter_topic,
+                on_processing_error=s.on_processing_error,
+                max_consecutive_failures=s.max_consecutive_failures,
+                max_output_bytes=s.max_output_bytes,
             ),
         )
         self.runner.between_batches.append(self._install_candidates)
@@ -133,6 +140,26 @@ class ScoringService:
         )
         self.metrics_server = server.start()
         self._stack.callback(server.stop)
+
+    def _check_output_topics(self) -> None:
+        """Refuse to start when an output topic is missing (sends would block, then fail).
+
+        Raises:
+            BrokerError: one line naming the first missing topic and its setting.
+        """
+        k = self.settings.kafka
+        wanted = {"alert_topic": k.alert_topic, "dead_letter_topic": k.dead_letter_topic}
+        if k.score_topic is not None:
+            wanted["score_topic"] = k.score_topic
+        missing = missing_topics(k, tuple(wanted.values()))
+        if missing:
+            name = next(key for key, topic in wanted.items() if topic == missing[0])
+            msg = (
+                f"output topic {missing[0]!r} (kafka.{name}) does not exist on "
+                f"{k.bootstrap_servers}: create it (or set kafka.check_topics=false where the "
+                "broker creates topics on first write)"
+            )
+            raise BrokerError(msg)
 
     def _watch(
         self,
@@ -150,6 +177,7 @@ class ScoringService:
             w = ModelWatcher(
                 uri, role=role, served_version=served, reference=bundle, workdir=workdir,
                 metrics=self.metrics, interval_s=interval, device=device,
+                strict=s.strict_versions,
             )  # fmt: skip
             self._watchers.append(w)
             if interval > 0 and uri.startswith("models:/") and "@" in uri:
@@ -239,6 +267,7 @@ class ScoringService:
             images = ImagePipelineConfig(
                 **common, max_images_per_message=s.max_records_per_message,
                 maps=s.image_maps, map_dir=s.image_map_dir,
+                map_max_files=s.image_map_max_files,
             )  # fmt: skip
             return ImagePipeline(ImageDetector(bundle, device=device), ref, images), assigned
         if isinstance(bundle.preprocess, WindowPreprocess):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -25,10 +24,11 @@ import numpy as np
 from streamvae.bundle.image import ImageDetector, region
 from streamvae.data.images import ImageShape, decode_image_batch, encode_npy
 from streamvae.errors import PayloadDecodeError
-from streamvae.service.outcome import BatchOutcome, apply_verdict
+from streamvae.service.map_store import MapStore
+from streamvae.service.outcome import BatchOutcome, apply_verdict, field_text
 from streamvae.service.pipeline import drift_monitor
 from streamvae.stream.codecs import encode_json
-from streamvae.thresholds import AlertGate, DriftSnapshot, HygienePolicy
+from streamvae.thresholds import AlertGate, DriftSnapshot, HygienePolicy, bounded_key
 from streamvae.types import InboundMessage, ModelRef, OutboundMessage
 
 MapMode = Literal["off", "rec_error", "elbo_grad", "rec_grad", "kl_grad", "combi"]
@@ -39,7 +39,8 @@ class ImagePipelineConfig:
     """Topics, limits and the map used to explain alerts.
 
     ``maps``: ``off`` (scores only), ``rec_error`` (a forward pass) or a gradient map (a
-    backward pass per alerting batch). ``map_dir``: save each alert's full map there.
+    backward pass per alerting batch). ``map_dir``: save each alert's full map there, keeping
+    the newest ``map_max_files``.
     """
 
     alert_topic: str
@@ -49,6 +50,7 @@ class ImagePipelineConfig:
     max_images_per_message: int = 1_024
     maps: MapMode = "rec_error"
     map_dir: str | None = None
+    map_max_files: int = 10_000
     drift_window: int = 5_000
     drift_min_count: int = 200
     hygiene: HygienePolicy = field(default_factory=HygienePolicy)
@@ -70,6 +72,9 @@ class ImagePipeline:
         self.config = config
         self.gate = AlertGate(config.hygiene)
         self.shape: ImageShape = detector.preprocess.shape
+        self.map_store = (
+            None if config.map_dir is None else MapStore(config.map_dir, config.map_max_files)
+        )
         self.install(detector, model)
 
     def install(self, detector: ImageDetector, model: ModelRef) -> None:
@@ -126,7 +131,7 @@ class ImagePipeline:
             one = _one_image(message.value or b"", index)
             outcome.dead_letter(dead, message, index, one, problem)
         arrays.append(batch.images)
-        sources.extend(_Image(message, i, batch.ids[i]) for i in batch.index)
+        sources.extend(_Image(message, i, field_text(batch.ids[i])) for i in batch.index)
 
     def _score(
         self, images: np.ndarray, sources: list[_Image], outcome: BatchOutcome, now_ms: int
@@ -148,7 +153,8 @@ class ImagePipeline:
             if not flagged[pos] and self.config.score_topic is None:
                 continue
             record = self._record(source, scores, score, decided, pos, now_ms)
-            key = source.message.key.decode(errors="replace") if source.message.key else None
+            raw_key = source.message.key
+            key = bounded_key(raw_key.decode(errors="replace")) if raw_key else None
             verdict = (
                 self.gate.observe(key, now_ms, str(decided.severities[pos]))
                 if self.gate.policy.active
@@ -159,7 +165,7 @@ class ImagePipeline:
                 outcome.outbound.append(self._out(self.config.score_topic, record, source))
             if flagged[pos] and emit:
                 if maps is not None:
-                    record["explanation"] = self._explain(maps[map_of[pos]], source)
+                    record["explanation"] = self._explain(maps[map_of[pos]], source, outcome)
                 outcome.alerts[record["severity"]] += 1
                 outcome.outbound.append(self._out(self.config.alert_topic, record, source))
 
@@ -169,7 +175,9 @@ class ImagePipeline:
             return None
         return self.detector.maps(images, (kind,))[kind]
 
-    def _explain(self, anomaly_map: np.ndarray, source: _Image) -> dict[str, Any]:
+    def _explain(
+        self, anomaly_map: np.ndarray, source: _Image, outcome: BatchOutcome
+    ) -> dict[str, Any]:
         kind = self.config.maps
         pixel_threshold = self.detector.preprocess.pixel_thresholds.get(kind, math.inf)
         where = region(anomaly_map, pixel_threshold)
@@ -182,12 +190,13 @@ class ImagePipeline:
             "area_fraction": where.area_fraction,
             "pixel_threshold": None if math.isinf(pixel_threshold) else pixel_threshold,
         }
-        if self.config.map_dir is not None:
-            directory = Path(self.config.map_dir)
-            directory.mkdir(parents=True, exist_ok=True)
-            path = directory / f"{_source_id(source).replace(':', '_')}.{kind}.npy"
-            np.save(path, anomaly_map.astype(np.float32), allow_pickle=False)
-            explanation["map_path"] = str(path)
+        store = self.map_store
+        if store is not None and not store.disabled:
+            path = store.save(f"{_source_id(source).replace(':', '_')}.{kind}.npy", anomaly_map)
+            if path is None:
+                outcome.errors["map_write"] += 1
+            else:
+                explanation["map_path"] = path
         return explanation
 
     def _record(

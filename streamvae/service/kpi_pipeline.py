@@ -13,7 +13,9 @@ checkpoint, after the outputs are flushed, the pipeline emits one snapshot per c
 series (keyed by series, on the input's partition number) carrying the input offset it
 covers; a consumer that is assigned a partition restores its series from there and skips
 points at or before each series' snapshot offset, so scores after a restart equal scores
-without one.
+without one. A series evicted for capacity (``max_series``) or idleness (``series_ttl_s``)
+gets a tombstone (null value) on the state topic, so compaction removes it and a restore
+does not bring back every series ever seen; all bookkeeping is bounded by ``max_series``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from streamvae.service.outcome import (
     apply_verdict,
     check_ts,
     decode_records,
+    field_text,
     record_bytes,
 )
 from streamvae.service.pipeline import drift_monitor
@@ -127,6 +130,7 @@ class KpiPipeline:
         self.gate = AlertGate(replace(config.hygiene, max_keys=config.max_series))
         self._applied: dict[str, tuple[str, int, int]] = {}  # series -> topic, partition, offset
         self._dirty: set[str] = set()
+        self._tombstones: dict[str, int] = {}  # evicted series -> its input partition
         self._last_eviction_ms = -EVICTION_INTERVAL_MS
         self.drift = drift_monitor(self.threshold, config.drift_window, config.drift_min_count)
 
@@ -155,8 +159,14 @@ class KpiPipeline:
         topic = self.config.state_topic
         if topic is None:
             self._dirty.clear()
+            self._tombstones.clear()
             return []
-        out = []
+        out = [
+            OutboundMessage(topic, None, series.encode(), (), self.state_partition(partition))
+            for series, partition in sorted(self._tombstones.items())
+            if series not in self.store  # back since its eviction: its snapshot follows
+        ]
+        self._tombstones.clear()
         for series in sorted(self._dirty):
             snapshot = self.store.snapshot(series)
             source = self._applied.get(series)
@@ -180,15 +190,17 @@ class KpiPipeline:
 
     def restore(
         self,
-        values: Iterable[bytes | None],
+        records: Iterable[tuple[bytes | None, bytes | None]],
         partitions: Iterable[tuple[str, int]],
         now_ms: int = 0,
     ) -> int:
         """Take over ``partitions``: forget their series, restore them from state records.
 
-        Later records of a series win (the state topic is append-only or compacted); a
-        restored series counts as seen at ``now_ms`` (its idle time starts again). Malformed
-        snapshots are skipped (those series warm up again). Returns the number restored.
+        ``records`` are the state topic's ``(key, value)`` pairs, oldest first. Later records
+        of a series win (the state topic is append-only or compacted) and a tombstone (null
+        value) removes its series; a restored series counts as seen at ``now_ms`` (its idle
+        time starts again). Malformed snapshots are skipped (those series warm up again).
+        Returns the number restored.
         """
         owned = set(partitions)
         for series, (topic, partition, _) in list(self._applied.items()):
@@ -196,14 +208,7 @@ class KpiPipeline:
                 self.store.drop(series)
                 self.gate.drop(series)
                 del self._applied[series]
-        latest: dict[str, dict[str, Any]] = {}
-        for raw in values:
-            try:
-                record = decode_json(raw, max_bytes=self.config.max_message_bytes)
-            except PayloadDecodeError:
-                continue
-            if isinstance(record, dict) and (record.get("topic"), record.get("partition")) in owned:
-                latest[str(record.get("series"))] = record
+        latest = self._latest_snapshots(records, owned)
         restored = 0
         for series, record in latest.items():
             try:
@@ -216,6 +221,26 @@ class KpiPipeline:
             self._applied[series] = source
             restored += 1
         return restored
+
+    def _latest_snapshots(
+        self,
+        records: Iterable[tuple[bytes | None, bytes | None]],
+        owned: set[tuple[str, int]],
+    ) -> dict[str, dict[str, Any]]:
+        """The last snapshot of each series of ``owned`` partitions, tombstones applied."""
+        latest: dict[str, dict[str, Any]] = {}
+        for key, raw in records:
+            if raw is None:
+                if key is not None:
+                    latest.pop(key.decode(errors="replace"), None)
+                continue
+            try:
+                record = decode_json(raw, max_bytes=self.config.max_message_bytes)
+            except PayloadDecodeError:
+                continue
+            if isinstance(record, dict) and (record.get("topic"), record.get("partition")) in owned:
+                latest[str(record.get("series"))] = record
+        return latest
 
     def forget(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Drop the series of partitions this consumer no longer owns."""
@@ -237,18 +262,22 @@ class KpiPipeline:
             self._collect(message, outcome, ready, now_ms)
         if ready:
             self._score(ready, outcome, now_ms)
-        evicted = 0
         if now_ms - self._last_eviction_ms >= EVICTION_INTERVAL_MS:  # a scan of every series
             self._last_eviction_ms = now_ms
-            evicted = self.store.evict_idle(now_ms, int(self.config.series_ttl_s * 1000))
-        if evicted:
-            live = set(self.store.names())
-            for series in [s for s in self._applied if s not in live]:
-                del self._applied[series]
-                self.gate.drop(series)
+            self.store.evict_idle(now_ms, int(self.config.series_ttl_s * 1000))
+        self._forget_evicted()
         outcome.series_live = len(self.store)
         outcome.state_bytes = self.store.memory_bytes
         return outcome
+
+    def _forget_evicted(self) -> None:
+        """Drop the bookkeeping of series the store evicted; tombstone them at the checkpoint."""
+        for series in self.store.drain_evicted():
+            source = self._applied.pop(series, None)
+            self.gate.drop(series)
+            self._dirty.discard(series)
+            if source is not None:
+                self._tombstones[series] = source[1]
 
     def _collect(
         self, message: InboundMessage, outcome: BatchOutcome, ready: list[_Ready], now_ms: int
@@ -337,7 +366,7 @@ class KpiPipeline:
             record: dict[str, Any] = {
                 "alert_id": f"{item.message.topic}:{item.message.partition}:"
                 f"{item.message.offset}:{max(item.index, 0)}",
-                "id": None if item.record.get("id") is None else str(item.record["id"]),
+                "id": field_text(item.record.get("id")),
                 "key": item.point.series,
                 "series": item.point.series,
                 "ts": item.point.ts,

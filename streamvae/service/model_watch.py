@@ -7,7 +7,9 @@ calibrated thresholds, checks it takes the same input as the model being served
 in a slot; the scoring loop takes it between two batches (``take``), so no batch is scored
 by two models and the loop never waits for a download. A candidate that fails is refused,
 counted and logged once per version; the old model keeps serving. Registry or download
-errors are counted and retried at the next poll.
+errors, and any unexpected error, are counted (``model_reloads_total{result="failed"}``) and
+retried at the next poll: the thread never dies. Candidates are loaded with the served
+model's ``strict`` version check.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Literal
 from streamvae.bundle import Detector, ModelBundle, check_replacement, probe
 from streamvae.bundle.image import ImageDetector
 from streamvae.bundle.window import WindowDetector
-from streamvae.errors import ModelLoadError, StreamVAEError
+from streamvae.errors import ModelLoadError, StreamVAEError, VersionMismatchError
 from streamvae.metrics import ServiceMetrics
 from streamvae.tracking import alias_version, load_resolved, resolve
 from streamvae.types import ModelRef
@@ -54,6 +56,7 @@ class ModelWatcher:
         metrics: ``model_reloads_total{result}`` is counted here.
         interval_s: seconds between registry polls.
         device: where candidates are built and probed.
+        strict: refuse a version saved by another streamvae/torch/python (``strict_versions``).
     """
 
     def __init__(
@@ -67,10 +70,11 @@ class ModelWatcher:
         metrics: ServiceMetrics,
         interval_s: float,
         device: str = "cpu",
+        strict: bool = False,
     ) -> None:
         self.uri, self.role, self.reference = uri, role, reference
         self.workdir, self.metrics = workdir, metrics
-        self.interval_s, self.device = interval_s, device
+        self.interval_s, self.device, self.strict = interval_s, device, strict
         self.seen_version = served_version  # installed or waiting in the slot
         self.refused_version: str | None = None
         self._slot: Candidate | None = None
@@ -108,6 +112,14 @@ class ModelWatcher:
     def check_once(self) -> Candidate | None:
         """Poll the alias once; prepare a candidate when it moved. Never raises."""
         try:
+            return self._check()
+        except Exception as exc:  # a bug or an unexpected library error: retry next poll
+            self._count("failed")
+            logger.error("model watch: unexpected error, retried at the next poll: %r", exc)  # noqa: TRY400
+            return None
+
+    def _check(self) -> Candidate | None:
+        try:
             version = alias_version(self.uri)
         except ModelLoadError as exc:
             self._count("failed")
@@ -123,7 +135,10 @@ class ModelWatcher:
         dst = self.workdir / f"{self.role}-{version or 'fixed'}-{self._downloads}"
         try:
             resolved = resolve(self.uri, dst)
-            bundle = load_resolved(resolved)
+            bundle = load_resolved(resolved, strict=self.strict)
+        except VersionMismatchError as exc:
+            self._refuse(version or "fixed", exc)
+            return None
         except StreamVAEError as exc:
             self._count("failed")
             logger.warning("model watch: cannot load %s version %s: %s", self.uri, version, exc)
@@ -134,13 +149,8 @@ class ModelWatcher:
         try:
             check_replacement(self.reference, bundle)
             detector = probe(bundle, device=self.device)
-        except StreamVAEError as exc:
-            self.refused_version = ref.version
-            self._count("refused")
-            logger.error(  # noqa: TRY400 - a refused model is an outcome, not a crash
-                "model watch: refused %s version %s, version %s keeps serving: %s",
-                self.uri, ref.version, self.seen_version, exc,
-            )  # fmt: skip
+        except Exception as exc:
+            self._refuse(ref.version, exc)
             return None
         candidate = Candidate(self.role, ref, bundle, detector)
         with self._lock:
@@ -148,6 +158,14 @@ class ModelWatcher:
         self.seen_version = ref.version
         logger.info("model watch: %s version %s validated, swapping", self.uri, ref.version)
         return candidate
+
+    def _refuse(self, version: str, exc: Exception) -> None:
+        self.refused_version = version
+        self._count("refused")
+        logger.error(
+            "model watch: refused %s version %s, version %s keeps serving: %s",
+            self.uri, version, self.seen_version, exc,
+        )  # fmt: skip
 
     def _count(self, result: str) -> None:
         self.metrics.model_reloads.labels(result=result).inc()

@@ -14,7 +14,13 @@ from streamvae.data.schema import finite_rows
 from streamvae.errors import PayloadDecodeError
 from streamvae.scoring import top_contributions
 from streamvae.service.feature_rows import FeatureReader, FeatureRows
-from streamvae.service.outcome import BatchOutcome, apply_verdict, record_bytes
+from streamvae.service.outcome import (
+    BatchOutcome,
+    apply_verdict,
+    field_text,
+    record_bytes,
+    record_key,
+)
 from streamvae.stream.codecs import encode_json
 from streamvae.thresholds import (
     Admitted,
@@ -92,13 +98,17 @@ class _Columns:
 
 
 def _segment_of(record: dict[str, Any], message: InboundMessage, field_name: str) -> str | None:
-    """The record's segment: a top-level field, a ``context`` field, or the message key."""
+    """The record's segment: a top-level field, a ``context`` field, or the message key.
+
+    A value of any JSON type is used as its text (``field_text``).
+    """
+    if field_name == "key":
+        return record_key(record, message)
     value = record.get(field_name)
-    if value is None and isinstance(record.get("context"), dict):
-        value = record["context"].get(field_name)
-    if value is None and field_name == "key" and message.key:
-        value = message.key.decode(errors="replace")
-    return None if value is None else str(value)
+    context = record.get("context")
+    if value is None and isinstance(context, dict):
+        value = context.get(field_name)
+    return field_text(value)
 
 
 class FeaturePipeline:
@@ -247,13 +257,8 @@ class FeaturePipeline:
         verdicts: dict[int, Admitted] = {}
         for pos in positions:
             row = kept[pos]
-            record, message = rows.records[row], rows.sources[row][0]
-            key = record.get("key")
-            if key is None and message.key:
-                key = message.key.decode(errors="replace")
-            verdict = self.gate.observe(
-                None if key is None else str(key), int(ts[pos]), str(severities[pos])
-            )
+            key = record_key(rows.records[row], rows.sources[row][0])
+            verdict = self.gate.observe(key, int(ts[pos]), str(severities[pos]))
             if verdict is not None:
                 verdicts[pos] = verdict
         return verdicts
@@ -290,8 +295,8 @@ class FeaturePipeline:
         record = rows.records[row]
         out = {
             "alert_id": f"{message.topic}:{message.partition}:{message.offset}:{index}",
-            "id": None if record.get("id") is None else str(record["id"]),
-            "key": record.get("key", message.key.decode(errors="replace") if message.key else None),
+            "id": field_text(record.get("id")),
+            "key": record_key(record, message),
             "ts": rows.ts[row],
             "scored_at": now_ms,
             **shared,

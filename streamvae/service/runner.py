@@ -11,12 +11,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
+from streamvae.errors import ProcessingHaltedError
 from streamvae.metrics import ServiceMetrics
-from streamvae.service.outcome import BatchOutcome
+from streamvae.service.outcome import BatchOutcome, fit_output
 from streamvae.service.ports import MessageSink, MessageSource
 from streamvae.thresholds import DriftSnapshot
 from streamvae.types import InboundMessage, OutboundMessage, RunStats
@@ -50,6 +51,12 @@ class RunnerConfig:
     drift_interval_s: float = 1.0  # how often the drift gauges are recomputed
     gc_interval_s: float | None = None  # collect garbage between batches (automatic GC off)
     target_batch_records: int = 5_000  # poll fewer messages when each carries many records
+    dead_letter_topic: str = "dead-letters"
+    # an exception while handling a batch: isolate it to its messages and dead-letter them
+    # (reason processing_error), or re-raise without committing (``fail``)
+    on_processing_error: Literal["dead_letter", "fail"] = "dead_letter"
+    max_consecutive_failures: int = 100  # messages in a row: then the handler is broken
+    max_output_bytes: int = 1_000_000  # larger outputs are truncated or dead-lettered
 
 
 def wall_clock_ms() -> int:
@@ -92,6 +99,13 @@ class ServiceRunner:
     flush (raises if a send failed), mark the handled offsets processed, commit. A crash
     before a flush succeeds commits nothing, so those records are consumed again:
     at-least-once, nothing lost.
+
+    Processing errors: when handling a batch raises (a bug, a model that fails on some input),
+    the batch is handled again message by message; a message that still raises goes to the
+    dead-letter topic (reason ``processing_error``) and the rest are scored, so one poison
+    record cannot stall its partition. ``max_consecutive_failures`` messages failing in a row
+    means the handler itself is broken: the loop stops with ``ProcessingHaltedError`` and
+    commits nothing, rather than dead-lettering the whole stream.
     """
 
     def __init__(
@@ -115,6 +129,8 @@ class ServiceRunner:
         self._pending: dict[tuple[str, int], int] = {}  # handled, not yet flushed and marked
         self._last_gc = time.monotonic()
         self._last_full_gc = self._last_gc
+        self._consecutive_failures = 0
+        self._last_traceback = -float("inf")
 
     def stop(self) -> None:
         """Ask the loop to finish its batch, flush, commit and return."""
@@ -221,7 +237,7 @@ class ServiceRunner:
             # restores it never skips an input whose alert was lost
             state = self.handler.checkpoint_messages()
             for message in state:
-                self.sink.send(message)
+                self._send(message)
             if state:
                 self.sink.flush()
         except Exception:
@@ -239,17 +255,77 @@ class ServiceRunner:
 
     def _process(self, messages: list[InboundMessage], totals: _Totals) -> None:
         start = time.perf_counter()
+        now_ms = self.clock_ms()
         try:
-            outcome = self.handler.handle(messages, self.clock_ms())
-        except Exception:  # a model or internal error: count it, then crash without committing
+            outcome = self.handler.handle(messages, now_ms)
+        except Exception as exc:  # a model or internal error, not bad input
             self.metrics.errors.labels(kind="scoring").inc()
-            raise
+            if self.config.on_processing_error == "fail":
+                raise
+            self._log_failure(messages, exc)
+            outcome = self._isolate(messages, now_ms)
+        else:
+            self._consecutive_failures = 0
         for message in outcome.outbound:
-            self.sink.send(message)
+            self._send(message)
         self._pending.update(outcome.offsets)  # offsets only grow within a partition
         self.last_batch_monotonic = time.monotonic()
         self._observe(outcome, len(messages), time.perf_counter() - start)
         totals.add(outcome, len(messages))
+
+    def _isolate(self, messages: list[InboundMessage], now_ms: int) -> BatchOutcome:
+        """Handle a failed batch again, message by message; dead-letter those that fail.
+
+        Raises:
+            ProcessingHaltedError: ``max_consecutive_failures`` messages failed in a row.
+        """
+        outcome = BatchOutcome()
+        for message in messages:
+            try:
+                part = self.handler.handle([message], now_ms)
+            except Exception as exc:
+                self._consecutive_failures += 1
+                where = f"{message.topic}:{message.partition}:{message.offset}"
+                if self._consecutive_failures >= self.config.max_consecutive_failures:
+                    msg = (
+                        f"{self._consecutive_failures} messages in a row failed in processing "
+                        f"(last at {where}: {type(exc).__name__}: {exc!s:.200}); the model or "
+                        "the service is broken, not the input: stopping without committing"
+                    )
+                    raise ProcessingHaltedError(msg) from exc
+                logger.warning(
+                    "processing error at %s: %s: %.200s; message dead-lettered",
+                    where, type(exc).__name__, exc,
+                )  # fmt: skip
+                outcome.processing_error(self.config.dead_letter_topic, message, exc)
+                outcome.offsets[(message.topic, message.partition)] = message.offset + 1
+                continue
+            self._consecutive_failures = 0
+            outcome.merge(part)
+        return outcome
+
+    def _log_failure(self, messages: list[InboundMessage], exc: Exception) -> None:
+        """Log a failed batch; with its traceback at most once a minute (a poison stream)."""
+        now = time.monotonic()
+        with_traceback = now - self._last_traceback >= 60.0
+        if with_traceback:
+            self._last_traceback = now
+        logger.warning(
+            "handling a batch of %d messages failed (%s: %.200s); retrying message by message",
+            len(messages), type(exc).__name__, exc, exc_info=exc if with_traceback else None,
+        )  # fmt: skip
+
+    def _send(self, message: OutboundMessage) -> None:
+        """Send one output; one over ``max_output_bytes`` is cut to fit (see ``fit_output``)."""
+        fitted = fit_output(message, self.config.max_output_bytes, self.config.dead_letter_topic)
+        if fitted is not message:
+            self.metrics.errors.labels(kind="output_too_large").inc()
+            logger.warning(
+                "an output of %s to %s exceeds max_output_bytes=%d: sent as %s",
+                _size_text(message), message.topic, self.config.max_output_bytes,
+                "a truncated dead letter" if fitted.topic == message.topic else "a dead letter",
+            )  # fmt: skip
+        self.sink.send(fitted)
 
     def _observe(self, outcome: BatchOutcome, n_messages: int, elapsed_s: float) -> None:
         m = self.metrics
@@ -260,6 +336,7 @@ class ServiceRunner:
         m.count_by(m.alerts, "severity", outcome.alerts)
         m.count_by(m.records_unscored, "status", outcome.unscored)
         m.count_by(m.alerts_suppressed, "reason", outcome.suppressed)
+        m.count_by(m.errors, "kind", outcome.errors)
         if outcome.shadow_scored:
             m.shadow_scored.inc(outcome.shadow_scored)
             m.count_by(m.shadow_alerts, "severity", outcome.shadow_alerts)
@@ -279,6 +356,10 @@ class ServiceRunner:
         if now - self._last_drift >= self.config.drift_interval_s:
             m.set_drift(self.handler.drift_snapshot())
             self._last_drift = now
+
+
+def _size_text(message: OutboundMessage) -> str:
+    return f"{len(message.value or b'')} bytes"
 
 
 class _Totals:

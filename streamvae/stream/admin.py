@@ -55,6 +55,23 @@ def ensure_topics(
         admin.close()
 
 
+def missing_topics(settings: KafkaSettings, topics: tuple[str, ...]) -> list[str]:
+    """Which of ``topics`` the cluster does not have (in the order given).
+
+    Raises:
+        BrokerError: the broker cannot be reached or refuses to list topics.
+    """
+    admin = admin_client(settings)
+    try:
+        existing = set(admin.list_topics())
+    except KafkaError as exc:
+        msg = f"cannot list the topics of {settings.bootstrap_servers!r}: {exc}"
+        raise BrokerError(msg) from exc
+    finally:
+        admin.close()
+    return [t for t in topics if t not in existing]
+
+
 def ensure_state_topic(settings: KafkaSettings, state_topic: str, input_topic: str) -> int:
     """Create ``state_topic`` (compacted) with as many partitions as ``input_topic``, if absent.
 

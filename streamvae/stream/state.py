@@ -23,8 +23,10 @@ def read_state(
     *,
     timeout_s: float = 30.0,
     idle_polls: int = 3,
-) -> list[bytes | None]:
-    """Every value on ``topic``'s ``partitions``, oldest first per partition.
+) -> list[tuple[bytes | None, bytes | None]]:
+    """Every ``(key, value)`` on ``topic``'s ``partitions``, oldest first per partition.
+
+    A ``None`` value is a tombstone: the key's earlier records no longer count.
 
     Reads until each partition's position reaches the high watermark returned with the
     fetches (list-offsets answers are not trusted: some brokers get them wrong), or until
@@ -49,7 +51,7 @@ def read_state(
     except KafkaError as exc:
         msg = f"cannot connect to Kafka at {settings.bootstrap_servers!r}: {exc}"
         raise BrokerError(msg) from exc
-    values: list[bytes | None] = []
+    values: list[tuple[bytes | None, bytes | None]] = []
     try:
         known = set(consumer.partitions_for_topic(topic) or ())
         present = [tp for tp in wanted if tp.partition in known]
@@ -62,7 +64,7 @@ def read_state(
         while time.monotonic() < deadline:
             batch = consumer.poll(timeout_ms=200)
             for records in batch.values():
-                values.extend(r.value for r in records)
+                values.extend((r.key, r.value) for r in records)
             idle = 0 if batch else idle + 1
             ends = {tp: consumer.highwater(tp) for tp in present}
             done = all(end is not None and consumer.position(tp) >= end for tp, end in ends.items())

@@ -17,7 +17,7 @@ from streamvae.thresholds.calibrate import (
 )
 from streamvae.thresholds.decide import classify
 from streamvae.thresholds.drift import DriftMonitor, DriftSnapshot, ks_statistic, psi
-from streamvae.thresholds.hygiene import Admitted, AlertGate, HygienePolicy
+from streamvae.thresholds.hygiene import Admitted, AlertGate, HygienePolicy, bounded_key
 from streamvae.thresholds.labels import PRCurve, calibrate_for_target, precision_recall_curve
 from streamvae.thresholds.segments import (
     DEFAULT_BANDS,
@@ -42,6 +42,7 @@ __all__ = [
     "PRCurve",
     "Threshold",
     "ThresholdSet",
+    "bounded_key",
     "calibrate_for_target",
     "calibrate_fpr",
     "calibrate_one",

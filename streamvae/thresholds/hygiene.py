@@ -11,19 +11,41 @@ Two rules, per key (a feature vector's ``key``, a KPI series):
   how many were suppressed before it.
 
 Event time (the record's ``ts``) rather than wall-clock time keeps the decisions a function of
-the stream: replaying the same records gives the same alerts. Keys are bounded (least recently
-seen dropped first), so a stream of ever-new keys cannot grow memory without bound. Pure
-Python, no I/O; the state of one key can be snapshotted and restored (KPI state topic).
+the stream: replaying the same records gives the same alerts. Keys are bounded in number (least
+recently seen dropped first) and in length (``bounded_key``), so a stream of ever-new or huge
+keys cannot grow memory without bound. Pure Python, no I/O; the state of one key can be
+snapshotted and restored (KPI state topic).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+MAX_KEY_CHARS = 256
+"""Longest key the gate (and an output record's ``key`` / ``id``) holds verbatim."""
+
 Verdict = Literal["alert", "cooldown", "unconfirmed"]
 SEVERITY_RANK = {"": 0, "normal": 0, "warning": 1, "critical": 2}
+
+
+def bounded_key(text: str, limit: int = MAX_KEY_CHARS) -> str:
+    """``text``, or when longer than ``limit``, its head and a digest of the whole.
+
+    Keeps distinct long keys distinct (a 128-bit BLAKE2b digest) while bounding the memory
+    a key can hold and the size of the records that carry it.
+
+    >>> bounded_key("card-42")
+    'card-42'
+    >>> len(bounded_key("x" * 10_000))
+    256
+    """
+    if len(text) <= limit:
+        return text
+    digest = hashlib.blake2b(text.encode(errors="surrogatepass"), digest_size=16).hexdigest()
+    return f"{text[: max(limit - len(digest) - 1, 0)]}#{digest}"[-limit:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +133,7 @@ class AlertGate:
         return Admitted("alert", before)
 
     def _state(self, key: str) -> _KeyState:
+        key = bounded_key(key)
         state = self._keys.get(key)
         if state is None:
             state = self._keys[key] = _KeyState()
@@ -125,7 +148,7 @@ class AlertGate:
 
     def snapshot(self, key: str) -> dict[str, Any] | None:
         """The key's state as plain values (``None`` when the gate holds nothing for it)."""
-        state = self._keys.get(key)
+        state = self._keys.get(bounded_key(key))
         if state is None:
             return None
         return {
@@ -151,8 +174,8 @@ class AlertGate:
             msg = f"malformed alert-gate state for {key!r}: {exc}"
             raise ValueError(msg) from exc
         self._state(key)  # position in the LRU order
-        self._keys[key] = state
+        self._keys[bounded_key(key)] = state
 
     def drop(self, key: str) -> None:
         """Forget a key (its series moved to another consumer)."""
-        self._keys.pop(key, None)
+        self._keys.pop(bounded_key(key), None)

@@ -134,6 +134,7 @@ def serve_settings(
         dead_letter_topic=f"{topic}-dlq", group_id=group, session_timeout_ms=2000,
         heartbeat_interval_ms=500,
     )  # fmt: skip
+    ensure_topics(kafka, (kafka.alert_topic, kafka.dead_letter_topic))
     return ServeSettings(
         model_uri=str(model_dir), kafka=kafka, tracking=TrackingSettings(work_dir=str(work)),
         metrics_port=0, poll_timeout_ms=50,

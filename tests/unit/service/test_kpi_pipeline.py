@@ -122,7 +122,7 @@ def test_state_snapshots_restore_and_skip_what_was_already_absorbed(bundle):
     assert state[0].topic == "state" and state[0].partition == 0
     assert first.checkpoint_messages() == []  # nothing changed since
     resumed = pipeline(bundle, score_topic="scores")
-    assert resumed.restore([m.value for m in state], [("kpi", 0)]) == 1
+    assert resumed.restore([(m.key, m.value) for m in state], [("kpi", 0)]) == 1
     # the consumer restarts from an older committed offset: 45..49 are replayed
     outcome = resumed.handle(messages(values[45:], start=45), now_ms=0)
     assert outcome.unscored == {"replayed": 5}
@@ -134,7 +134,7 @@ def test_state_snapshots_restore_and_skip_what_was_already_absorbed(bundle):
 def test_restore_ignores_other_partitions_and_forget_drops_series(bundle):
     first = pipeline(bundle)
     first.handle(messages(stream("cpu.web-1", 20), partition=1), now_ms=0)
-    state = [m.value for m in first.checkpoint_messages()]
+    state = [(m.key, m.value) for m in first.checkpoint_messages()]
     other = pipeline(bundle)
     assert other.restore(state, [("kpi", 0)]) == 0
     assert other.restore(state, [("kpi", 1)]) == 1
@@ -145,7 +145,7 @@ def test_restore_ignores_other_partitions_and_forget_drops_series(bundle):
 def test_a_restored_series_is_not_evicted_as_idle_before_its_next_point(bundle):
     first = pipeline(bundle, series_ttl_s=60.0)
     first.handle(messages(stream("cpu.web-1", 20)), now_ms=1_000_000_000)
-    state = [m.value for m in first.checkpoint_messages()]
+    state = [(m.key, m.value) for m in first.checkpoint_messages()]
     resumed = pipeline(bundle, series_ttl_s=60.0)
     now = 2_000_000_000
     assert resumed.restore(state, [("kpi", 0)], now_ms=now) == 1
@@ -155,7 +155,10 @@ def test_a_restored_series_is_not_evicted_as_idle_before_its_next_point(bundle):
 
 def test_a_malformed_snapshot_is_skipped(bundle):
     pipe = pipeline(bundle)
-    bad = [b"{not json", orjson.dumps({"series": "a", "topic": "kpi", "partition": 0})]
+    bad = [
+        (b"a", b"{not json"),
+        (b"a", orjson.dumps({"series": "a", "topic": "kpi", "partition": 0})),
+    ]
     assert pipe.restore(bad, [("kpi", 0)]) == 0
 
 
@@ -215,5 +218,5 @@ def test_m_of_n_confirmation_holds_a_lone_spike_and_survives_a_restore(bundle):
     state = orjson.loads(snapshots[0].value)
     assert state["gate"]["flags"] >= 0
     restored = pipeline(bundle, hygiene=hygiene)
-    restored.restore([m.value for m in snapshots], [("kpi", 0)])
+    restored.restore([(m.key, m.value) for m in snapshots], [("kpi", 0)])
     assert restored.gate.snapshot("cpu.web-1") == gated.gate.snapshot("cpu.web-1")

@@ -135,8 +135,8 @@ class _Exploding:
         raise RuntimeError("model bug")
 
 
-def test_internal_errors_crash_without_committing_and_are_counted(small_bundle):
-    runner, source, _, metrics = _runner(small_bundle, _stream())
+def test_internal_errors_crash_without_committing_under_fail(small_bundle):
+    runner, source, _, metrics = _runner(small_bundle, _stream(), on_processing_error="fail")
     runner.handler = _Exploding()
     with pytest.raises(RuntimeError, match="model bug"):
         runner.run(max_messages=11)
