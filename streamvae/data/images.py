@@ -251,7 +251,7 @@ def _npy_header(value: bytes) -> tuple[tuple[int, ...], np.dtype[Any], int]:
         reader = readers.get(version)
         if reader is not None:
             shape, _, dtype = reader(stream)
-    except Exception as exc:  # noqa: BLE001 - numpy's header parser raises many types
+    except Exception as exc:  # numpy's header parser raises many types on hostile input
         detail = f"unreadable .npy header: {type(exc).__name__}: {exc}"
         raise PayloadDecodeError(reason="invalid_image", detail=detail[:300]) from exc
     if reader is None:

@@ -75,3 +75,34 @@ def test_secrets_are_not_shown(monkeypatch):
     s = load_settings(ServeSettings)
     assert "hunter2" not in repr(s)
     assert s.kafka.sasl_password.get_secret_value() == "hunter2"
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "kafka.sasl_password=[hunter2]",
+        "kafka.sasl_password={hunter2: 1}",
+        "kafka.ssl_password=[hunter2]",
+    ],
+)
+def test_a_bad_secret_value_is_never_echoed(override):
+    with pytest.raises(ConfigError) as err:
+        load_settings(ServeSettings, None, [override])
+    assert "hunter2" not in str(err.value)
+    assert "kafka." in str(err.value) and "value hidden" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["serve.yaml", "kpi.yaml", "images.yaml"])
+def test_shipped_configs_bind_metrics_to_loopback(name):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    assert load_settings(ServeSettings, root / name).metrics_host == "127.0.0.1"
+
+
+def test_processing_error_settings_are_checked():
+    assert ServeSettings().on_processing_error == "dead_letter"
+    with pytest.raises(ConfigError, match="on_processing_error"):
+        load_settings(ServeSettings, None, ["on_processing_error=ignore"])
+    with pytest.raises(ConfigError, match="max_output_bytes"):
+        load_settings(ServeSettings, None, ["max_output_bytes=20000000"])

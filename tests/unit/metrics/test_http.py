@@ -75,3 +75,40 @@ def test_liveness_and_readiness_can_differ():
         assert status == 503 and json.loads(body) == {"status": "unavailable", "model": None}
     finally:
         srv.stop()
+
+
+def test_idle_connections_are_closed_and_bounded(monkeypatch):
+    """300 idle half-open connections kept 300 threads; now each times out, and at most
+    ``MAX_CONNECTIONS`` are served at once while /metrics still answers."""
+    import socket
+    import threading
+    import time
+
+    from streamvae.metrics import http
+
+    monkeypatch.setattr(http, "SOCKET_TIMEOUT_S", 0.5)
+    metrics = ServiceMetrics(CollectorRegistry())
+    srv = MetricsServer(metrics.registry, lambda: (True, {}), "127.0.0.1", 0).start()
+    host, port = srv._server.server_address[:2]
+    before = threading.active_count()
+    idle = [socket.create_connection((host, port)) for _ in range(100)]
+    try:
+        time.sleep(0.3)
+        assert threading.active_count() - before <= http.MAX_CONNECTIONS
+        deadline = time.monotonic() + 10
+        while threading.active_count() > before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert threading.active_count() <= before, "idle connections time out"
+        status, body = _get(srv.url + "/metrics")
+        assert status == 200 and "streamvae_up" in body
+    finally:
+        for s in idle:
+            s.close()
+        srv.stop()
+
+
+def test_process_metrics_are_exported(server):
+    srv, _, _ = server
+    _, body = _get(srv.url + "/metrics")
+    for name in ("process_resident_memory_bytes", "process_open_fds", "python_info"):
+        assert name in body

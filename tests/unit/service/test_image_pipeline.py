@@ -107,3 +107,35 @@ def test_maps_can_be_off_or_a_gradient(bundle, held_out):
     grad = decoded(pipeline(bundle, maps="elbo_grad").handle([message(pasted)], 0), "alerts")
     assert off and all("explanation" not in a for a in off)
     assert grad and all(a["explanation"]["map"] == "elbo_grad" for a in grad)
+
+
+def test_map_files_are_kept_to_a_count_and_a_write_error_turns_them_off(
+    bundle, held_out, tmp_path, monkeypatch
+):
+    pasted, _, _ = paste_anomalies(held_out[:8], seed=2, kinds=("noise",), size=0.5)
+    maps = tmp_path / "maps"
+    pipe = pipeline(bundle, map_dir=str(maps), map_max_files=3)
+    for offset in range(3):
+        alerts = decoded(pipe.handle([message(pasted, offset)], 0), "alerts")
+        assert alerts and all("map_path" in a["explanation"] for a in alerts)
+    assert len(list(maps.glob("*.npy"))) == 3, "only the newest map files are kept"
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    third, fourth = message(pasted, 3), message(pasted, 4)  # encoded before the disk fills
+    monkeypatch.setattr(np, "save", disk_full)
+    out = pipe.handle([third], 0)
+    alerts = decoded(out, "alerts")
+    assert alerts, "alerts are still sent"
+    assert all("map_path" not in a["explanation"] for a in alerts)
+    assert out.errors == {"map_write": 1}, "counted once, then map files are off"
+    assert pipe.map_store is not None and pipe.map_store.disabled
+    assert decoded(pipe.handle([fourth], 0), "alerts")
+
+
+def test_image_ids_of_any_length_are_bounded(bundle, held_out):
+    out = pipeline(bundle).handle([message(held_out[:2], ids=["x" * 10_000, 7])], 0)
+    scores = decoded(out, "scores")
+    assert len(scores[0]["id"]) == 256 and scores[1]["id"] == "7"
+    assert all(len(m.key or b"") <= 1_024 for m in out.outbound)

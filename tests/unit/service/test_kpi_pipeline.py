@@ -220,3 +220,48 @@ def test_m_of_n_confirmation_holds_a_lone_spike_and_survives_a_restore(bundle):
     restored = pipeline(bundle, hygiene=hygiene)
     restored.restore([(m.key, m.value) for m in snapshots], [("kpi", 0)])
     assert restored.gate.snapshot("cpu.web-1") == gated.gate.snapshot("cpu.web-1")
+
+
+def test_bookkeeping_is_bounded_and_evicted_series_get_tombstones(bundle):
+    """50,000 ids with max_series 1,000 held 50,000 ``_applied`` entries, and evicted series
+    never got a tombstone, so a restore read every series ever seen."""
+    pipe = pipeline(bundle, max_series=1_000)
+    total = 0
+    for chunk in range(5):
+        values = [kpi_point(f"s{chunk}-{i}", START, 1.0) for i in range(10_000)]
+        pipe.handle(messages(values, start=total), now_ms=0)
+        total += len(values)
+        assert len(pipe.store) <= 1_000
+        assert len(pipe._applied) <= 1_000
+        assert len(pipe._dirty) <= 1_000
+    state = pipe.checkpoint_messages()
+    tombstones = [m for m in state if m.value is None]
+    snapshots = [m for m in state if m.value is not None]
+    assert len(snapshots) == 1_000
+    assert len(tombstones) == 49_000  # every evicted series, once
+    assert {m.key for m in tombstones}.isdisjoint({m.key for m in snapshots})
+    assert all(m.topic == "state" and m.partition == 0 for m in tombstones)
+    assert pipe.checkpoint_messages() == []
+
+
+def test_a_restore_applies_tombstones(bundle):
+    first = pipeline(bundle, series_ttl_s=60.0)
+    first.handle(messages(stream("cpu.web-1", 20)), now_ms=0)
+    first.handle(messages(stream("mem.db-1", 20), start=20), now_ms=0)
+    log = [(m.key, m.value) for m in first.checkpoint_messages()]
+    # cpu.web-1 falls silent past the TTL: evicted, then tombstoned at the checkpoint
+    first.handle(messages([kpi_point("mem.db-1", START + 20, 70.0)], start=40), now_ms=120_000)
+    later = first.checkpoint_messages()
+    assert (b"cpu.web-1", None) in [(m.key, m.value) for m in later]
+    log += [(m.key, m.value) for m in later]
+    resumed = pipeline(bundle)
+    assert resumed.restore(log, [("kpi", 0)]) == 1
+    assert resumed.store.names() == ["mem.db-1"]
+
+
+def test_a_series_back_after_its_eviction_gets_no_tombstone(bundle):
+    pipe = pipeline(bundle, max_series=1)
+    pipe.handle(messages([kpi_point("a", START, 1.0), kpi_point("b", START, 1.0)]), now_ms=0)
+    pipe.handle(messages([kpi_point("a", START + 1, 1.0)], start=2), now_ms=0)
+    state = pipe.checkpoint_messages()
+    assert [(m.key, m.value is None) for m in state] == [(b"b", True), (b"a", False)]

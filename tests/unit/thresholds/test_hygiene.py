@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streamvae.thresholds import AlertGate, HygienePolicy
+from streamvae.thresholds import AlertGate, HygienePolicy, bounded_key
+from streamvae.thresholds.hygiene import MAX_KEY_CHARS
 
 
 def verdicts(gate: AlertGate, key: str | None, events: list[tuple[int, str]]) -> list[str | None]:
@@ -93,3 +94,21 @@ def test_snapshot_and_restore_carry_a_key_across_consumers():
 def test_bad_policies_are_refused(values):
     with pytest.raises(ValueError):
         HygienePolicy(**values)
+
+
+def test_keys_are_bounded_in_length_and_long_keys_stay_distinct():
+    gate = AlertGate(HygienePolicy(cooldown_ms=1_000))
+    long_a, long_b = "a" * 100_000, "a" * 99_999 + "b"
+    assert verdicts(gate, long_a, [(0, "warning"), (1, "warning")]) == ["alert", "cooldown"]
+    assert verdicts(gate, long_b, [(2, "warning")]) == ["alert"], "same head, other key"
+    assert all(len(k) <= MAX_KEY_CHARS for k in gate._keys)
+    assert gate.snapshot(long_a) is not None
+    gate.drop(long_a)
+    assert gate.snapshot(long_a) is None
+
+
+def test_bounded_key_keeps_short_keys_and_shortens_long_ones():
+    assert bounded_key("card-42") == "card-42"
+    shortened = bounded_key("é" * 1_000)
+    assert len(shortened) == MAX_KEY_CHARS and shortened.startswith("éé")
+    assert bounded_key("é" * 1_000) == shortened  # deterministic
