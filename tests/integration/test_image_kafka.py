@@ -71,3 +71,35 @@ def test_good_bad_and_mixed_batches(broker, image_bundle_dir, tmp_path):
         explanation = alert["explanation"]
         assert alert["score"] > alert["threshold"] and explanation["map"] == "rec_error"
         assert np.load(explanation["map_path"]).shape == (16, 16)
+
+
+def test_a_npy_header_declaring_terabytes_is_dead_lettered_between_good_batches(
+    broker, image_bundle_dir, tmp_path
+):
+    """A 1,152-byte ``.npy`` claiming a huge shape made numpy try to allocate ~900 TiB: the
+    MemoryError escaped and every replica crash-looped on it."""
+    import io
+
+    _, held_out = digit_split(16)
+    good = (held_out[:4] * 255).round().astype(np.uint8)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (10**9, 1, 512, 512)}
+    )
+    bomb = header.getvalue() + bytes(1_152 - len(header.getvalue()))
+    topics = Topics.unique()
+    settings = serve_settings(broker, topics, image_bundle_dir, tmp_path, partitions=1)
+    with running_service(settings) as running:
+        send(broker, topics.input, [(good, [f"a{i}" for i in range(4)])])
+        producer = KafkaProducer(bootstrap_servers=broker)
+        producer.send(topics.input, value=bomb, headers=[("content-type", b"application/x-npy")])
+        producer.flush()
+        producer.close()
+        send(broker, topics.input, [(good, [f"b{i}" for i in range(4)])])
+        scores = read_json(broker, topics.scores, expected=8, partitions=1)
+        dead = read_raw(broker, topics.dead, expected=1, partitions=1)
+        assert running.thread.is_alive()
+    assert {s["id"] for s in scores} == {f"a{i}" for i in range(4)} | {f"b{i}" for i in range(4)}
+    assert dead[0].value == bomb
+    headers = dict(dead[0].headers)
+    assert headers["error"] == b"invalid_image" and b"declares float32" in headers["detail"]
