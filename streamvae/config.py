@@ -228,6 +228,27 @@ class KafkaSettings(BaseModel):
         None, description="exactly_once: the producer's transactional.id (default: per host)"
     )
     transaction_timeout_ms: int = Field(60_000, ge=1_000)
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "none",
+        description="compression of the outputs (alerts, scores, dead letters, state); input "
+        "in any codec is read whatever this says",
+    )
+    value_format: Literal["json", "avro"] = Field(
+        "json",
+        description="avro: Confluent-framed Avro (magic byte, schema id, body), schemas from "
+        "schema_registry_url or avro_schema_dir",
+    )
+    schema_registry_url: str | None = Field(
+        None, description="Confluent-compatible Schema Registry, e.g. http://registry:8081"
+    )
+    schema_registry_username: str | None = Field(None, description="basic auth (an API key)")
+    schema_registry_password: SecretStr | None = Field(
+        None, description="basic auth secret; prefer STREAMVAE_KAFKA__SCHEMA_REGISTRY_PASSWORD"
+    )
+    avro_schema_dir: str | None = Field(
+        None, description="instead of a registry: a directory of <schema id>.avsc files"
+    )
+    schema_cache_size: int = Field(1_000, ge=1, description="Avro schemas kept in memory")
     check_topics: bool = Field(
         True,
         description="refuse to start when an output topic (alerts, dead letters, scores) is "
@@ -238,6 +259,18 @@ class KafkaSettings(BaseModel):
     def _delivery_is_supported(self) -> KafkaSettings:
         if self.delivery == "exactly_once" and self.client != "kafka-python":
             msg = "kafka.delivery=exactly_once is implemented for kafka.client=kafka-python"
+            raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _avro_has_schemas(self) -> KafkaSettings:
+        sources = (self.schema_registry_url is not None) + (self.avro_schema_dir is not None)
+        if self.value_format == "avro" and sources != 1:
+            msg = "kafka.value_format=avro needs schema_registry_url or avro_schema_dir (one)"
+            raise ValueError(msg)
+        url = self.schema_registry_url
+        if url is not None and not url.startswith(("http://", "https://")):
+            msg = f"schema_registry_url must be an http(s) URL, got {url!r}"
             raise ValueError(msg)
         return self
 
@@ -324,6 +357,11 @@ class ServeSettings(BaseSettings):
     image_map_max_files: int = Field(
         10_000, ge=1, description="image models: map files kept in image_map_dir (oldest removed)"
     )
+    header_fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="message header -> record field it fills when the record lacks it, e.g. "
+        "{tenant: segment} for per-tenant thresholds or {account: key} for the alert key",
+    )
     on_processing_error: Literal["dead_letter", "fail"] = Field(
         "dead_letter",
         description="a message whose handling raises: dead-letter it (reason processing_error) "
@@ -349,6 +387,15 @@ class ServeSettings(BaseSettings):
     kpi_series_ttl_s: float = Field(
         86_400.0, gt=0.0, description="KPI models: drop a series' window after this silence"
     )
+
+    @field_validator("header_fields")
+    @classmethod
+    def _header_fields_are_plain(cls, value: dict[str, str]) -> dict[str, str]:
+        for header, field_name in value.items():
+            if field_name in ("features", "context") or not header or not field_name:
+                msg = f"header_fields {header!r}: {field_name!r} cannot be filled from a header"
+                raise ValueError(msg)
+        return value
 
     @model_validator(mode="after")
     def _outputs_fit_requests(self) -> ServeSettings:

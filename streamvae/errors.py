@@ -35,6 +35,14 @@ class BrokerError(StreamVAEError):
     """The Kafka broker cannot be reached, started or used."""
 
 
+class DependencyError(StreamVAEError):
+    """A service the pipeline needs (a schema registry) cannot be reached or refuses access.
+
+    Not the input's fault: the service stops without committing and retries on restart,
+    rather than dead-lettering good records during an outage.
+    """
+
+
 class ProcessingHaltedError(StreamVAEError):
     """So many messages in a row failed in processing that the service, not the input, is broken.
 

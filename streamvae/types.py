@@ -38,6 +38,7 @@ DeadLetterReason = Literal[
     "out_of_order",
     "invalid_image",
     "out_of_range",
+    "invalid_avro",
     "processing_error",
 ]
 DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = (
@@ -51,6 +52,7 @@ DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = (
     "out_of_order",
     "invalid_image",
     "out_of_range",
+    "invalid_avro",
     "processing_error",
 )
 

@@ -141,7 +141,8 @@ class ServiceMetrics:
         self.errors = Counter(
             "errors",
             "Internal errors, by kind (produce, commit, scoring: a batch raised; "
-            "output_too_large: an output cut to fit; map_write: an anomaly map not saved).",
+            "dependency: the schema registry failed; output_too_large: an output cut to fit; "
+            "map_write: an anomaly map not saved).",
             ["kind"],
             namespace=ns,
             registry=registry,
@@ -205,7 +206,7 @@ class ServiceMetrics:
             self.alerts_suppressed.labels(reason=why)
         for result in ("swapped", "refused", "failed"):
             self.model_reloads.labels(result=result)
-        for kind in ("produce", "commit", "scoring", "output_too_large", "map_write"):
+        for kind in ("produce", "commit", "scoring", "dependency", "output_too_large", "map_write"):
             self.errors.labels(kind=kind)
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
             # RSS, CPU seconds, open fds, Python version, GC counts; ValueError: already on

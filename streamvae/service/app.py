@@ -17,16 +17,18 @@ from streamvae.bundle import Detector, ModelBundle
 from streamvae.bundle.image import ImageDetector, ImagePreprocess
 from streamvae.bundle.window import WindowDetector, WindowPreprocess
 from streamvae.config import ServeSettings
-from streamvae.errors import BrokerError
+from streamvae.errors import BrokerError, ConfigError
 from streamvae.metrics import MetricsServer, Registry, ServiceMetrics
 from streamvae.service.image_pipeline import ImagePipeline, ImagePipelineConfig
+from streamvae.service.input_format import InputAdapter
 from streamvae.service.kpi_pipeline import KpiPipeline, KpiPipelineConfig
 from streamvae.service.model_watch import Candidate, ModelWatcher, Role
 from streamvae.service.pipeline import FeaturePipeline, PipelineConfig
-from streamvae.service.runner import RunnerConfig, ServiceRunner, liveness
+from streamvae.service.runner import BatchHandler, RunnerConfig, ServiceRunner, liveness
 from streamvae.stream.admin import ensure_state_topic, missing_topics
+from streamvae.stream.avro import LocalSchemas, RegistryClient, SchemaSource
 from streamvae.stream.confluent import ConfluentMessageSink, ConfluentMessageSource
-from streamvae.stream.consumer import KafkaMessageSource
+from streamvae.stream.consumer import KafkaMessageSource, missing_codecs
 from streamvae.stream.producer import KafkaMessageSink
 from streamvae.stream.state import read_state
 from streamvae.stream.transactional import TransactionalKafkaSink
@@ -96,6 +98,13 @@ class ScoringService:
             s.model_uri, ref.name, ref.version, bundle.score_kind, threshold.value,
         )  # fmt: skip
         self._watch(pipeline, bundle, resolved.ref, workdir, device)
+        handler = self._input_for(pipeline)
+        if s.kafka.client == "kafka-python" and (missing := missing_codecs()):
+            msg = (
+                f"kafka-python cannot decompress {', '.join(missing)} here: install "
+                "python-snappy, lz4 and zstandard (dependencies of streamvae)"
+            )
+            raise BrokerError(msg)
         if s.kafka.check_topics:
             self._check_output_topics()
         source: KafkaMessageSource | ConfluentMessageSource
@@ -120,7 +129,7 @@ class ScoringService:
         self.runner = ServiceRunner(
             source,
             sink,
-            pipeline,
+            handler,
             self.metrics,
             RunnerConfig(
                 poll_timeout_ms=s.poll_timeout_ms,
@@ -140,6 +149,41 @@ class ScoringService:
         )
         self.metrics_server = server.start()
         self._stack.callback(server.stop)
+
+    def _input_for(self, pipeline: FeaturePipeline | KpiPipeline | ImagePipeline) -> BatchHandler:
+        """The pipeline, behind an ``InputAdapter`` when the input is Avro or headers fill fields.
+
+        Raises:
+            ConfigError: Avro input for an image model; a bad local schema directory.
+        """
+        s, k = self.settings, self.settings.kafka
+        schemas: SchemaSource | None = None
+        if k.value_format == "avro":
+            if isinstance(pipeline, ImagePipeline):
+                msg = "kafka.value_format=avro: image models read .npy batches, not Avro"
+                raise ConfigError(msg)
+            if k.avro_schema_dir is not None:
+                schemas = LocalSchemas(k.avro_schema_dir)
+            else:
+                assert k.schema_registry_url is not None  # checked by KafkaSettings
+                password = k.schema_registry_password
+                schemas = RegistryClient(
+                    k.schema_registry_url, username=k.schema_registry_username,
+                    password=None if password is None else password.get_secret_value(),
+                    cache_size=k.schema_cache_size,
+                )  # fmt: skip
+        features: tuple[str, ...] | None = None
+        context: tuple[str, ...] = ()
+        if isinstance(pipeline, FeaturePipeline):
+            features = pipeline.detector.preprocess.schema.names
+            if pipeline.detector.conditional and pipeline.detector.preprocess.context:
+                context = pipeline.detector.preprocess.context.names
+        adapter = InputAdapter(
+            pipeline, dead_letter_topic=k.dead_letter_topic, schemas=schemas,
+            feature_names=features, context_names=context, header_fields=s.header_fields,
+            max_bytes=s.max_message_bytes,
+        )  # fmt: skip
+        return adapter if adapter.active else pipeline
 
     def _check_output_topics(self) -> None:
         """Refuse to start when an output topic is missing (sends would block, then fail).

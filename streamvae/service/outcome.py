@@ -89,7 +89,8 @@ class BatchOutcome:
         self.alerts.update(other.alerts)
         self.event_ts_ms = np.concatenate([self.event_ts_ms, other.event_ts_ms])
         self.score_ratios = np.concatenate([self.score_ratios, other.score_ratios])
-        self.offsets.update(other.offsets)
+        for part, offset in other.offsets.items():  # the later offset of a partition wins
+            self.offsets[part] = max(offset, self.offsets.get(part, offset))
         self.unscored.update(other.unscored)
         if other.series_live is not None:
             self.series_live = other.series_live

@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from streamvae.errors import ProcessingHaltedError
+from streamvae.errors import DependencyError, ProcessingHaltedError
 from streamvae.metrics import ServiceMetrics
 from streamvae.service.outcome import BatchOutcome, fit_output
 from streamvae.service.ports import MessageSink, MessageSource
@@ -258,6 +258,9 @@ class ServiceRunner:
         now_ms = self.clock_ms()
         try:
             outcome = self.handler.handle(messages, now_ms)
+        except DependencyError:  # an outage, not the input: retry after a restart
+            self.metrics.errors.labels(kind="dependency").inc()
+            raise
         except Exception as exc:  # a model or internal error, not bad input
             self.metrics.errors.labels(kind="scoring").inc()
             if self.config.on_processing_error == "fail":
@@ -283,6 +286,9 @@ class ServiceRunner:
         for message in messages:
             try:
                 part = self.handler.handle([message], now_ms)
+            except DependencyError:
+                self.metrics.errors.labels(kind="dependency").inc()
+                raise
             except Exception as exc:
                 self._consecutive_failures += 1
                 where = f"{message.topic}:{message.partition}:{message.offset}"

@@ -170,6 +170,7 @@ class ConfluentMessageSink:
             "linger.ms": settings.linger_ms,
             "batch.size": settings.batch_size,
             "message.max.bytes": settings.max_request_size,
+            "compression.type": settings.compression_type,
         }
         self._producer: Any = ck.Producer(conf)
 

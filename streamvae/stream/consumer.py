@@ -38,6 +38,23 @@ def security_options(settings: KafkaSettings) -> dict[str, object]:
     return options
 
 
+def compression(settings: KafkaSettings) -> str | None:
+    """kafka-python's ``compression_type`` for the outputs (``None``: uncompressed)."""
+    return None if settings.compression_type == "none" else settings.compression_type
+
+
+def missing_codecs() -> list[str]:
+    """Compression codecs kafka-python cannot decompress here (their libraries are missing).
+
+    Kafka producers compress with gzip, snappy, lz4 or zstd; a batch in a codec the consumer
+    cannot read makes every ``poll`` fail on it, so the service refuses to start instead.
+    """
+    from kafka import codec
+
+    checks = {"snappy": codec.has_snappy, "lz4": codec.has_lz4, "zstd": codec.has_zstd}
+    return [name for name, present in checks.items() if not present()]
+
+
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, source: KafkaMessageSource) -> None:
         self._source = source

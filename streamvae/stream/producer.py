@@ -10,7 +10,7 @@ from kafka.errors import KafkaError
 
 from streamvae.config import KafkaSettings
 from streamvae.errors import BrokerError
-from streamvae.stream.consumer import security_options
+from streamvae.stream.consumer import compression, security_options
 from streamvae.types import OutboundMessage
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class KafkaMessageSink:
                 linger_ms=settings.linger_ms,
                 batch_size=settings.batch_size,
                 max_request_size=settings.max_request_size,
+                compression_type=compression(settings),
                 **security_options(settings),
             )
         except KafkaError as exc:

@@ -26,7 +26,7 @@ from kafka.structs import OffsetAndMetadata
 
 from streamvae.config import KafkaSettings
 from streamvae.errors import BrokerError
-from streamvae.stream.consumer import security_options
+from streamvae.stream.consumer import compression, security_options
 from streamvae.stream.producer import raise_delivery_errors
 from streamvae.types import OutboundMessage
 
@@ -52,6 +52,7 @@ class TransactionalKafkaSink:
                 linger_ms=settings.linger_ms,
                 batch_size=settings.batch_size,
                 max_request_size=settings.max_request_size,
+                compression_type=compression(settings),
                 **security_options(settings),
             )
             # fences an older producer with the same id and aborts what it left open
