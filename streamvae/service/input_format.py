@@ -137,7 +137,10 @@ class InputAdapter:
         if self.feature_names is None or "features" in datum:
             return datum
         record = {k: v for k, v in datum.items() if k not in self._features}
-        record["features"] = {n: datum[n] for n in self.feature_names if n in datum}
+        try:  # every feature there: a list in schema order (the pipeline's fastest path)
+            record["features"] = [datum[n] for n in self.feature_names]
+        except KeyError:  # named, so the pipeline names the missing ones
+            record["features"] = {n: datum[n] for n in self.feature_names if n in datum}
         if self.context_names:
             context = {c: datum[c] for c in self.context_names if c in datum}
             for c in context:

@@ -234,21 +234,30 @@ def decode_avro(value: bytes | None, schemas: SchemaSource) -> Any:
     schema_id = schema_id_of(value)
     schema = schemas.schema(schema_id)
     assert value is not None
-    body = io.BytesIO(memoryview(value)[HEADER_BYTES:])
+    body = io.BytesIO(value)
+    body.seek(HEADER_BYTES)
     try:
         datum = fastavro.schemaless_reader(body, schema)
     except Exception as exc:  # fastavro raises many types on a truncated or foreign body
         detail = f"Avro body unreadable with schema id {schema_id}: {type(exc).__name__}: {exc}"
         raise PayloadDecodeError(reason="invalid_avro", detail=detail[:300]) from exc
-    if body.tell() != len(value) - HEADER_BYTES:
-        detail = f"{len(value) - HEADER_BYTES - body.tell()} bytes left after the Avro datum"
+    if body.tell() != len(value):
+        detail = f"{len(value) - body.tell()} bytes left after the Avro datum"
         raise PayloadDecodeError(reason="invalid_avro", detail=detail)
     return plain(datum)
 
 
+_SIMPLE = frozenset({str, int, float, bool, type(None)})
+
+
 def plain(value: Any) -> Any:
-    """Avro logical types as JSON values: timestamps as epoch ms, decimals as floats."""
+    """Avro logical types as JSON values: timestamps as epoch ms, decimals as floats.
+
+    A record of plain values (the usual case) is returned as it is, without a copy.
+    """
     if isinstance(value, dict):
+        if all(type(v) in _SIMPLE for v in value.values()):
+            return value
         return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [plain(v) for v in value]
