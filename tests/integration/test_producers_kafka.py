@@ -177,3 +177,17 @@ def test_keys_and_headers_of_any_bytes(broker, bundle_dir, tmp_path, client):
     assert key_of["h3"] == "\x00\x00\x00"  # the message key
     assert len(key_of["h4"]) == 256
     assert key_of["h5"] == ""
+
+
+def test_a_codec_kafka_python_cannot_read_is_a_start_up_error(
+    broker, bundle_dir, tmp_path, monkeypatch
+):
+    from kafka import codec
+
+    from streamvae.errors import BrokerError
+    from streamvae.service import ScoringService
+
+    monkeypatch.setattr(codec, "has_zstd", lambda: False)
+    settings = base_settings(broker, Topics.unique(), bundle_dir, tmp_path)
+    with pytest.raises(BrokerError, match="kafka-python cannot decompress zstd"):
+        ScoringService(settings).__enter__()

@@ -26,6 +26,7 @@ from streamvae.bundle import Detector
 from streamvae.bundle.window import WindowDetector
 from streamvae.metrics import ServiceMetrics
 from streamvae.service import FeaturePipeline, PipelineConfig, RunnerConfig, ServiceRunner
+from streamvae.service.input_format import InputAdapter
 from streamvae.service.kpi_pipeline import KpiPipeline, KpiPipelineConfig
 from streamvae.service.outcome import output_size
 from streamvae.thresholds import HygienePolicy
@@ -81,7 +82,8 @@ message_value = st.one_of(
     any_json.map(dumps),
 )
 message_key = st.one_of(st.none(), st.binary(max_size=40), st.text(max_size=600).map(str.encode))
-headers = st.lists(st.tuples(st.text(max_size=10), st.binary(max_size=40)), max_size=3).map(tuple)
+header_name = st.sampled_from(["acct", "tenant"]) | st.text(max_size=10)
+headers = st.lists(st.tuples(header_name, st.binary(max_size=300)), max_size=3).map(tuple)
 message = st.tuples(message_value, message_key, headers)
 
 
@@ -118,7 +120,12 @@ def feature_pipeline(small_bundle):
         alert_topic="alerts", dead_letter_topic="dlq", score_topic="scores",
         max_message_bytes=16_384, max_records_per_message=10, hygiene=GATE,
     )  # fmt: skip
-    return FeaturePipeline(Detector(small_bundle), ModelRef("m", "1"), config)
+    pipeline = FeaturePipeline(Detector(small_bundle), ModelRef("m", "1"), config)
+    # header fields on: any header bytes become record fields through the adapter
+    return InputAdapter(
+        pipeline, dead_letter_topic="dlq", feature_names=NAMES,
+        header_fields={"acct": "key", "tenant": "segment"}, max_bytes=16_384,
+    )  # fmt: skip
 
 
 @FUZZ
