@@ -17,7 +17,7 @@ import numpy as np
 
 from streamvae.errors import DependencyError, ProcessingHaltedError
 from streamvae.metrics import ServiceMetrics
-from streamvae.service.outcome import BatchOutcome, fit_output
+from streamvae.service.outcome import BatchOutcome, fit_output, output_size
 from streamvae.service.ports import MessageSink, MessageSource
 from streamvae.thresholds import DriftSnapshot
 from streamvae.types import InboundMessage, OutboundMessage, RunStats
@@ -129,7 +129,8 @@ class ServiceRunner:
         self._pending: dict[tuple[str, int], int] = {}  # handled, not yet flushed and marked
         self._last_gc = time.monotonic()
         self._last_full_gc = self._last_gc
-        self._consecutive_failures = 0
+        self._consecutive_failures = 0  # messages failing in a row
+        self._failed_batches = 0  # failed batches in a row whose retry scored nothing
         self._last_traceback = -float("inf")
 
     def stop(self) -> None:
@@ -267,8 +268,9 @@ class ServiceRunner:
                 raise
             self._log_failure(messages, exc)
             outcome = self._isolate(messages, now_ms)
+            self._count_failed_batch(outcome, exc)
         else:
-            self._consecutive_failures = 0
+            self._consecutive_failures = self._failed_batches = 0
         for message in outcome.outbound:
             self._send(message)
         self._pending.update(outcome.offsets)  # offsets only grow within a partition
@@ -310,6 +312,28 @@ class ServiceRunner:
             outcome.merge(part)
         return outcome
 
+    def _count_failed_batch(self, retried: BatchOutcome, exc: Exception) -> None:
+        """Stop when batch after batch fails and its retry scores nothing.
+
+        A stateful pipeline (KPI windows) has absorbed a failed batch's points before the
+        model failed, so its retry counts them as replayed instead of failing again: without
+        this, a model that fails on every window would leave the stream unscored forever.
+
+        Raises:
+            ProcessingHaltedError: ``max_consecutive_failures`` such batches in a row.
+        """
+        if retried.records_scored:
+            self._failed_batches = 0
+            return
+        self._failed_batches += 1
+        if self._failed_batches >= self.config.max_consecutive_failures:
+            msg = (
+                f"{self._failed_batches} batches in a row failed in processing and their "
+                f"retries scored nothing (last: {type(exc).__name__}: {exc!s:.200}); the model "
+                "or the service is broken, not the input: stopping without committing"
+            )
+            raise ProcessingHaltedError(msg) from exc
+
     def _log_failure(self, messages: list[InboundMessage], exc: Exception) -> None:
         """Log a failed batch; with its traceback at most once a minute (a poison stream)."""
         now = time.monotonic()
@@ -327,8 +351,8 @@ class ServiceRunner:
         if fitted is not message:
             self.metrics.errors.labels(kind="output_too_large").inc()
             logger.warning(
-                "an output of %s to %s exceeds max_output_bytes=%d: sent as %s",
-                _size_text(message), message.topic, self.config.max_output_bytes,
+                "an output of %d bytes to %s exceeds max_output_bytes=%d: sent as %s",
+                output_size(message), message.topic, self.config.max_output_bytes,
                 "a truncated dead letter" if fitted.topic == message.topic else "a dead letter",
             )  # fmt: skip
         self.sink.send(fitted)
@@ -362,10 +386,6 @@ class ServiceRunner:
         if now - self._last_drift >= self.config.drift_interval_s:
             m.set_drift(self.handler.drift_snapshot())
             self._last_drift = now
-
-
-def _size_text(message: OutboundMessage) -> str:
-    return f"{len(message.value or b'')} bytes"
 
 
 class _Totals:

@@ -265,3 +265,26 @@ def test_a_series_back_after_its_eviction_gets_no_tombstone(bundle):
     pipe.handle(messages([kpi_point("a", START + 1, 1.0)], start=2), now_ms=0)
     state = pipe.checkpoint_messages()
     assert [(m.key, m.value is None) for m in state] == [(b"b", True), (b"a", False)]
+
+
+def test_a_model_failing_on_every_window_stops_the_service_without_committing(bundle, monkeypatch):
+    """The points of a failed KPI batch are already in their windows, so the retry counts
+    them as replayed instead of failing again; batch after batch of that must still stop."""
+    from prometheus_client import CollectorRegistry
+
+    from streamvae.errors import ProcessingHaltedError
+
+    pipe = pipeline(bundle)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("broken model")
+
+    monkeypatch.setattr(pipe.detector, "score", broken)
+    source = FakeSource(messages(stream("cpu.web-1", 200)), batch=20)
+    runner = ServiceRunner(
+        source, ListSink(), pipe, ServiceMetrics(CollectorRegistry()),
+        RunnerConfig(poll_timeout_ms=1, max_consecutive_failures=5), lambda: 0,
+    )  # fmt: skip
+    with pytest.raises(ProcessingHaltedError, match="5 batches in a row"):
+        runner.run()
+    assert source.commits == 0
