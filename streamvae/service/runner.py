@@ -295,12 +295,9 @@ class ServiceRunner:
                 self._consecutive_failures += 1
                 where = f"{message.topic}:{message.partition}:{message.offset}"
                 if self._consecutive_failures >= self.config.max_consecutive_failures:
-                    msg = (
-                        f"{self._consecutive_failures} messages in a row failed in processing "
-                        f"(last at {where}: {type(exc).__name__}: {exc!s:.200}); the model or "
-                        "the service is broken, not the input: stopping without committing"
-                    )
-                    raise ProcessingHaltedError(msg) from exc
+                    n = self._consecutive_failures
+                    msg = f"{n} messages in a row failed, the last at {where}"
+                    raise _halted(msg, exc) from exc
                 logger.warning(
                     "processing error at %s: %s: %.200s; message dead-lettered",
                     where, type(exc).__name__, exc,
@@ -327,12 +324,10 @@ class ServiceRunner:
             return
         self._failed_batches += 1
         if self._failed_batches >= self.config.max_consecutive_failures:
-            msg = (
-                f"{self._failed_batches} batches in a row failed in processing and their "
-                f"retries scored nothing (last: {type(exc).__name__}: {exc!s:.200}); the model "
-                "or the service is broken, not the input: stopping without committing"
+            what = (
+                f"{self._failed_batches} batches in a row failed and their retries scored nothing"
             )
-            raise ProcessingHaltedError(msg) from exc
+            raise _halted(what, exc) from exc
 
     def _log_failure(self, messages: list[InboundMessage], exc: Exception) -> None:
         """Log a failed batch; with its traceback at most once a minute (a poison stream)."""
@@ -386,6 +381,13 @@ class ServiceRunner:
         if now - self._last_drift >= self.config.drift_interval_s:
             m.set_drift(self.handler.drift_snapshot())
             self._last_drift = now
+
+
+def _halted(what: str, exc: Exception) -> ProcessingHaltedError:
+    return ProcessingHaltedError(
+        f"{what} ({type(exc).__name__}: {exc!s:.200}); the model or the service is broken, "
+        "not the input: stopping without committing"
+    )
 
 
 class _Totals:

@@ -4,9 +4,6 @@ written by librdkafka (confluent-kafka), Confluent-framed Avro, keys and headers
 from __future__ import annotations
 
 import io
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import fastavro
 import orjson
@@ -15,6 +12,7 @@ import pytest
 from tests.factories import encode, feature_message, feature_names, make_normal
 from tests.integration.kafka_helpers import Topics, read_json, read_raw, running_service
 from tests.integration.kafka_helpers import serve_settings as base_settings
+from tests.schema_registry import LoopbackRegistry
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 CLIENTS = pytest.mark.parametrize("client", ["kafka-python", "confluent"])
@@ -86,39 +84,14 @@ def avro(schema_id: int, datum: dict, schema: dict = AVRO_SCHEMA) -> bytes:
     return b"\x00" + schema_id.to_bytes(4, "big") + body.getvalue()
 
 
-def _registry(schemas: dict[int, dict]) -> ThreadingHTTPServer:
-    """The Schema Registry's documented answers to ``GET /schemas/ids/{id}``, on loopback."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            schema_id = int(self.path.rstrip("/").rsplit("/", 1)[-1])
-            if schema_id in schemas:
-                code, body = 200, {"schema": json.dumps(schemas[schema_id])}
-            else:
-                code, body = 404, {"error_code": 40403, "message": "Schema not found"}
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 @CLIENTS
 def test_avro_with_a_schema_registry(broker, bundle_dir, tmp_path, client):
-    registry = _registry({1: AVRO_SCHEMA, 2: PARTIAL_SCHEMA})
+    registry = LoopbackRegistry({1: AVRO_SCHEMA, 2: PARTIAL_SCHEMA})
     topics = Topics.unique()
     settings = base_settings(broker, topics, bundle_dir, tmp_path, partitions=1, client=client)
     kafka = settings.kafka.model_copy(update={
         "value_format": "avro",
-        "schema_registry_url": f"http://127.0.0.1:{registry.server_address[1]}",
+        "schema_registry_url": registry.url,
     })  # fmt: skip
     settings = settings.model_copy(update={"kafka": kafka})
     names = feature_names(6)
@@ -142,7 +115,7 @@ def test_avro_with_a_schema_registry(broker, bundle_dir, tmp_path, client):
             scores = read_json(broker, topics.scores, expected=50, partitions=1)
             dead = read_raw(broker, topics.dead, expected=len(bad), partitions=1)
     finally:
-        registry.shutdown()
+        registry.close()
     assert {s["id"] for s in scores} == {f"a{i}" for i in range(50)}
     assert {s["ts"] for s in scores} == {1_700_000_000_000 + i for i in range(50)}
     reasons = sorted(dict(m.headers)["error"].decode() for m in dead)

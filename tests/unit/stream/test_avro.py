@@ -1,25 +1,22 @@
 """Avro in the Confluent wire format: real Avro bytes (fastavro's writer), a Schema Registry
 client against the registry's documented REST responses served on loopback, local .avsc files.
 
-No registry server can be installed here; the responses below follow the registry's API
-reference (``GET /schemas/ids/{id}`` -> ``{"schema": "<schema as a JSON string>"}``, 404 with
-``error_code`` 40403, 401 without valid credentials).
+No registry server can be installed here: ``tests.schema_registry.LoopbackRegistry`` serves
+the registry's documented answers.
 """
 
 from __future__ import annotations
 
-import base64
 import io
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import fastavro
 import pytest
 
 from streamvae.errors import ConfigError, DependencyError, PayloadDecodeError
 from streamvae.stream.avro import LocalSchemas, RegistryClient, decode_avro, schema_id_of
+from tests.schema_registry import LoopbackRegistry
 
 SCHEMA = {
     "type": "record",
@@ -40,50 +37,11 @@ def frame(schema_id: int, datum: dict, schema: dict = SCHEMA) -> bytes:
     return b"\x00" + schema_id.to_bytes(4, "big") + body.getvalue()
 
 
-class Registry:
-    """The registry's REST answers for ``GET /schemas/ids/{id}``, on loopback."""
-
-    def __init__(self, schemas: dict[int, dict], credentials: tuple[str, str] | None = None):
-        self.schemas, self.requests = schemas, []
-        expected = None
-        if credentials is not None:
-            expected = "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
-        registry = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                registry.requests.append(self.path)
-                if expected is not None and self.headers.get("Authorization") != expected:
-                    self._answer(401, {"error_code": 401, "message": "Unauthorized"})
-                    return
-                parts = self.path.strip("/").split("/")
-                if parts[:2] == ["schemas", "ids"] and int(parts[2]) in registry.schemas:
-                    body = {"schema": json.dumps(registry.schemas[int(parts[2])])}
-                    self._answer(200, body)
-                else:
-                    self._answer(404, {"error_code": 40403, "message": "Schema not found"})
-
-            def _answer(self, code: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-
 @pytest.fixture
-def registry() -> Iterator[Registry]:
-    running = Registry({7: SCHEMA})
+def registry() -> Iterator[LoopbackRegistry]:
+    running = LoopbackRegistry({7: SCHEMA})
     yield running
-    running.server.shutdown()
+    running.close()
 
 
 def test_registry_schemas_are_fetched_once_and_decode_real_avro(registry):
@@ -121,7 +79,7 @@ def test_a_body_with_bytes_left_over_is_invalid(registry):
 
 
 def test_basic_auth_and_refused_credentials():
-    running = Registry({7: SCHEMA}, credentials=("key", "s3cret"))
+    running = LoopbackRegistry({7: SCHEMA}, credentials=("key", "s3cret"))
     try:
         datum = {"id": "a", "ts": 5, "amount": 2.0, "n_items": 1.0}
         good = RegistryClient(running.url, username="key", password="s3cret")
@@ -129,7 +87,7 @@ def test_basic_auth_and_refused_credentials():
         with pytest.raises(DependencyError, match="refused the credentials"):
             RegistryClient(running.url, username="key", password="wrong").schema(7)
     finally:
-        running.server.shutdown()
+        running.close()
 
 
 def test_an_unreachable_registry_is_a_dependency_error_not_a_dead_letter():
