@@ -160,8 +160,7 @@ class FeatureReader:
                 message, max_bytes=self.max_bytes, max_records=self.max_records
             )
         except PayloadDecodeError as exc:
-            outcome.records_consumed += 1
-            outcome.dead_letter(self.dead_letter_topic, message, -1, message.value or b"", exc)
+            outcome.reject(self.dead_letter_topic, message, exc)
             return
         outcome.records_consumed += len(records)
         for index, record in enumerate(records):

@@ -25,10 +25,10 @@ from streamvae.bundle.image import ImageDetector, region
 from streamvae.data.images import ImageShape, decode_image_batch, encode_npy
 from streamvae.errors import PayloadDecodeError
 from streamvae.service.map_store import MapStore
-from streamvae.service.outcome import BatchOutcome, apply_verdict, field_text
+from streamvae.service.outcome import BatchOutcome, apply_verdict, field_text, message_key_text
 from streamvae.service.pipeline import drift_monitor
 from streamvae.stream.codecs import encode_json
-from streamvae.thresholds import AlertGate, DriftSnapshot, HygienePolicy, bounded_key
+from streamvae.thresholds import AlertGate, DriftSnapshot, HygienePolicy
 from streamvae.types import InboundMessage, ModelRef, OutboundMessage
 
 MapMode = Literal["off", "rec_error", "elbo_grad", "rec_grad", "kl_grad", "combi"]
@@ -123,8 +123,7 @@ class ImagePipeline:
                 max_images=self.config.max_images_per_message,
             )  # fmt: skip
         except PayloadDecodeError as exc:
-            outcome.records_consumed += 1
-            outcome.dead_letter(dead, message, -1, message.value or b"", exc)
+            outcome.reject(dead, message, exc)
             return
         outcome.records_consumed += batch.count
         for index, problem in sorted(batch.rejected.items()):
@@ -153,10 +152,10 @@ class ImagePipeline:
             if not flagged[pos] and self.config.score_topic is None:
                 continue
             record = self._record(source, scores, score, decided, pos, now_ms)
-            raw_key = source.message.key
-            key = bounded_key(raw_key.decode(errors="replace")) if raw_key else None
             verdict = (
-                self.gate.observe(key, now_ms, str(decided.severities[pos]))
+                self.gate.observe(
+                    message_key_text(source.message), now_ms, str(decided.severities[pos])
+                )
                 if self.gate.policy.active
                 else None
             )

@@ -83,9 +83,7 @@ class InputAdapter:
             try:
                 value = self.adapt(message)
             except PayloadDecodeError as exc:
-                outcome.records_consumed += 1
-                outcome.dead_letter(self.dead_letter_topic, message, -1, message.value or b"", exc)
-                outcome.offsets[(message.topic, message.partition)] = message.offset + 1
+                outcome.reject(self.dead_letter_topic, message, exc)
                 continue
             if value is not message.value and self.schemas is not None and message.value:
                 prefix = f"{message.topic}:{message.partition}:{message.offset}:".encode()

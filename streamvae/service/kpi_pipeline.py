@@ -290,8 +290,7 @@ class KpiPipeline:
                 max_records=self.config.max_records_per_message,
             )
         except PayloadDecodeError as exc:
-            outcome.records_consumed += 1
-            outcome.dead_letter(dead_topic, message, -1, message.value or b"", exc)
+            outcome.reject(dead_topic, message, exc)
             return
         outcome.records_consumed += len(records)
         for index, record in enumerate(records):

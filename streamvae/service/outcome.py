@@ -13,7 +13,6 @@ import orjson
 from streamvae.errors import PayloadDecodeError
 from streamvae.stream.codecs import decode_json, encode_json, split_records
 from streamvae.thresholds import Admitted, bounded_key
-from streamvae.thresholds.hygiene import MAX_KEY_CHARS
 from streamvae.types import InboundMessage, OutboundMessage
 
 MAX_DETAIL_CHARS = 500
@@ -68,17 +67,32 @@ class BatchOutcome:
         self.outbound.append(OutboundMessage(topic, value, message.key, headers))
         self.dead_letters[exc.reason] += 1
 
+    def reject(
+        self,
+        topic: str,
+        message: InboundMessage,
+        exc: PayloadDecodeError,
+        extra: tuple[tuple[str, bytes], ...] = (),
+    ) -> None:
+        """Dead-letter a whole message (its original bytes) as one consumed record.
+
+        Its offset counts as handled: the partition moves past it.
+        """
+        self.records_consumed += 1
+        self.dead_letter(topic, message, -1, message.value or b"", exc, extra)
+        part = (message.topic, message.partition)
+        self.offsets[part] = max(message.offset + 1, self.offsets.get(part, 0))
+
     def processing_error(self, topic: str, message: InboundMessage, exc: BaseException) -> None:
         """Dead-letter a whole message whose handling raised ``exc`` (not a decode error).
 
         Reason ``processing_error``; headers ``exception`` (the type's name) and ``detail``
         (its message, shortened); the value is the message's original bytes.
         """
-        self.records_consumed += 1
         detail = f"{type(exc).__name__}: {exc}"
         error = PayloadDecodeError(reason="processing_error", detail=detail)
         exception = ("exception", type(exc).__qualname__[:MAX_DETAIL_CHARS].encode())
-        self.dead_letter(topic, message, -1, message.value or b"", error, (exception,))
+        self.reject(topic, message, error, (exception,))
 
     def merge(self, other: BatchOutcome) -> None:
         """Add what ``other`` (a later part of the same poll) produced to this outcome."""
@@ -106,12 +120,12 @@ def field_text(value: object) -> str | None:
     """A record field of any JSON type as the text an output carries (``None`` stays ``None``).
 
     Strings are used as they are, anything else as its compact JSON text (``7`` -> ``"7"``,
-    ``{}`` -> ``"{}"``); longer than ``MAX_KEY_CHARS`` is shortened by ``bounded_key``.
+    ``{}`` -> ``"{}"``); longer than 256 characters is shortened by ``bounded_key``.
     """
     if value is None:
         return None
     if type(value) is str:
-        return value if len(value) <= MAX_KEY_CHARS else bounded_key(value)
+        return bounded_key(value)
     try:
         text = orjson.dumps(value).decode()
     except (TypeError, orjson.JSONEncodeError):  # integers beyond 64 bits, deep nesting
@@ -119,12 +133,15 @@ def field_text(value: object) -> str | None:
     return bounded_key(text)
 
 
+def message_key_text(message: InboundMessage) -> str | None:
+    """The message key as bounded text (any bytes: invalid UTF-8 replaced); ``None`` if empty."""
+    return bounded_key(message.key.decode(errors="replace")) if message.key else None
+
+
 def record_key(record: dict[str, Any], message: InboundMessage) -> str | None:
     """A record's key: its ``key`` field as text, else the message key, else ``None``."""
     key = field_text(record.get("key"))
-    if key is None and message.key:
-        key = bounded_key(message.key.decode(errors="replace"))
-    return key
+    return message_key_text(message) if key is None else key
 
 
 def record_bytes(message: InboundMessage, record: object) -> bytes:

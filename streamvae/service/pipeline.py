@@ -18,6 +18,7 @@ from streamvae.service.outcome import (
     BatchOutcome,
     apply_verdict,
     field_text,
+    message_key_text,
     record_bytes,
     record_key,
 )
@@ -102,13 +103,12 @@ def _segment_of(record: dict[str, Any], message: InboundMessage, field_name: str
 
     A value of any JSON type is used as its text (``field_text``).
     """
-    if field_name == "key":
-        return record_key(record, message)
     value = record.get(field_name)
     context = record.get("context")
     if value is None and isinstance(context, dict):
         value = context.get(field_name)
-    return field_text(value)
+    text = field_text(value)
+    return message_key_text(message) if text is None and field_name == "key" else text
 
 
 class FeaturePipeline:

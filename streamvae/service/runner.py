@@ -303,7 +303,6 @@ class ServiceRunner:
                     where, type(exc).__name__, exc,
                 )  # fmt: skip
                 outcome.processing_error(self.config.dead_letter_topic, message, exc)
-                outcome.offsets[(message.topic, message.partition)] = message.offset + 1
                 continue
             self._consecutive_failures = 0
             outcome.merge(part)
