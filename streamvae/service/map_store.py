@@ -31,7 +31,8 @@ class MapStore:
     def save(self, name: str, anomaly_map: np.ndarray) -> str | None:
         """Write ``anomaly_map`` as ``name`` (a file name); its path, or ``None`` when disabled.
 
-        Returns ``None`` after a failed write too; ``failed`` tells the caller to count it.
+        A failed write returns ``None`` and sets ``disabled``: a caller that checked
+        ``disabled`` before the call counts it as the one failure.
         """
         if self.disabled:
             return None
