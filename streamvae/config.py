@@ -66,10 +66,19 @@ class ModelSettings(BaseModel):
     width: float = Field(1.0, gt=0.0, description="multiplies every hidden width")
     beta: float = Field(1.0, ge=0.0)
     activation: Literal["relu", "leaky_relu", "elu", "tanh", "gelu"] = "relu"
-    learn_variance: bool = Field(False, description="train the decoder variance gamma")
+    learn_variance: bool = Field(True, description="train the decoder variance gamma")
+    per_feature_variance: bool = Field(
+        True, description="with learn_variance: one trained gamma per feature"
+    )
     embedding_dim: int = Field(4, ge=1, description="cvae/dcvae: per categorical context field")
-    score_kind: ScoreKind = "neg_elbo"
+    score_kind: ScoreKind | Literal["auto"] = Field(
+        "auto", description="auto: fused, or neg_elbo for the context-conditioned cvae/dcvae"
+    )
     is_samples: int = Field(64, ge=1, le=10_000, description="K of the is_nll and bpd scores")
+    neighbours: int = Field(1, ge=1, le=100, description="k of the neighbour / fused scores")
+    neighbour_rows: int = Field(
+        2048, ge=10, le=1_000_000, description="the most training rows the index keeps"
+    )
 
 
 class BetaScheduleSettings(BaseModel):
@@ -86,12 +95,19 @@ class OptimSettings(BaseModel):
     """Optimisation settings (see ``streamvae.training.TrainConfig``)."""
 
     model_config = _SECTION
-    epochs: int = Field(100, ge=1)
+    epochs: int | None = Field(
+        None,
+        ge=1,
+        description="epoch limit; unset: 100, raised on small data to reach min_steps",
+    )
     batch_size: int = Field(128, ge=1)
     learning_rate: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     patience: int = Field(10, ge=0)
+    min_steps: int = Field(4000, ge=0, description="unset epochs: train at least these steps")
+    patience_steps: int = Field(400, ge=0, description="raise patience to cover these steps")
+    max_epochs: int = Field(2000, ge=1, description="the most epochs min_steps may reach")
     min_delta: float = Field(1e-4, ge=0.0)
     grad_clip: float = Field(10.0, ge=0.0)
     seed: int = 0

@@ -6,23 +6,46 @@ from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 ScoreKind = Literal[
-    "neg_elbo", "recon_error", "kl", "recon_nll", "is_nll", "bpd", "last_point", "window_neg_elbo"
+    "neg_elbo",
+    "recon_error",
+    "kl",
+    "recon_nll",
+    "is_nll",
+    "bpd",
+    "neighbour",
+    "fused",
+    "last_point",
+    "window_neg_elbo",
 ]
 """The per-sample scores a detector can threshold; higher is always more anomalous.
 
 ``neg_elbo``: reconstruction NLL + KL (the default); ``recon_error``: summed squared error;
 ``kl``: the KL term; ``recon_nll``: the decoder NLL alone; ``is_nll``: importance-sampled
-negative log-likelihood (K samples); ``bpd``: ``is_nll`` in bits per input dimension.
+negative log-likelihood (K samples); ``bpd``: ``is_nll`` in bits per input dimension;
+``neighbour``: distance to the k-th nearest normal training row (scaled units); ``fused``:
+``neg_elbo`` and ``neighbour`` fused by their calibrated tail probabilities (the tabular
+default, see :mod:`streamvae.scoring.fusion`).
 KPI windows: ``last_point``: how far the newest point lies from the model's expectation of
 it, in the series' robust units; ``window_neg_elbo``: the masked negative ELBO of the window.
 """
 
-SCORE_KINDS: tuple[ScoreKind, ...] = ("neg_elbo", "recon_error", "kl", "recon_nll", "is_nll", "bpd")
+SCORE_KINDS: tuple[ScoreKind, ...] = (
+    "neg_elbo",
+    "recon_error",
+    "kl",
+    "recon_nll",
+    "is_nll",
+    "bpd",
+    "neighbour",
+    "fused",
+)
 WINDOW_SCORE_KINDS: tuple[ScoreKind, ...] = ("last_point", "window_neg_elbo")
 """Scores of KPI window models (the tabular kinds above are for feature vectors)."""
 ALL_SCORE_KINDS: tuple[ScoreKind, ...] = SCORE_KINDS + WINDOW_SCORE_KINDS
 SAMPLED_SCORE_KINDS: tuple[ScoreKind, ...] = ("is_nll", "bpd")
 """Scores that need K decoder passes per record (computed only when asked for)."""
+NEIGHBOUR_SCORE_KINDS: tuple[ScoreKind, ...] = ("neighbour", "fused")
+"""Scores that need the bundle's neighbour index (tabular models trained with one)."""
 
 Severity = Literal["warning", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("warning", "critical")

@@ -66,13 +66,18 @@ def make_bundle(
     calibrated: bool = True,
     percentile: float = 99.0,
     model_key: str = "vae",
+    fused: bool = False,
 ) -> ModelBundle:
-    """A small VAE trained on ``make_normal`` (a couple of seconds on CPU)."""
+    """A small VAE trained on ``make_normal`` (a couple of seconds on CPU).
+
+    With ``fused`` it scores the ``fused`` score (neighbour index on its training rows, the
+    tails fitted on its early-stopping rows), as the shipped tabular default does.
+    """
     x = make_normal(600, d, seed)
     train, cal = x[:500], x[500:]
     scaler = StandardScaler.fit(train)
     config = VAEConfig(input_dim=d, latent_dim=2, hidden_dims=(16,))
-    model, _ = fit(
+    model, result = fit(
         lambda: VAE(config),
         scaler.transform(train),
         TrainConfig(epochs=epochs, patience=0, seed=seed, device="cpu", batch_size=64),
@@ -83,14 +88,20 @@ def make_bundle(
         state_dict=model.state_dict(),
         preprocess=TabularPreprocess(FeatureSchema(feature_names(d)), scaler),
     )
+    from streamvae.bundle import Detector
+    from streamvae.bundle.fusion import with_fusion
+
+    if fused:
+        bundle = with_fusion(
+            bundle, train, result.val_rows, score_kind="fused", k=1, max_rows=10_000, seed=seed
+        )
     if not calibrated:
         return bundle
-    from streamvae.bundle import Detector
 
     detector = Detector(bundle)
     scores = detector.select(detector.score(cal))
     spec = CalibrationSpec(percentile=percentile)
-    thresholds, _ = calibrate_set(scores, spec, score_kind="neg_elbo")
+    thresholds, _ = calibrate_set(scores, spec, score_kind=bundle.score_kind)
     return bundle.with_threshold(thresholds)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
@@ -43,7 +44,7 @@ class Detector:
 
     def __init__(self, bundle: ModelBundle, *, device: str = "cpu", chunk_size: int = 8192) -> None:
         if not isinstance(bundle.preprocess, TabularPreprocess):
-            msg = "a KPI window bundle: score it with WindowDetector (serve with kind 'kpi')"
+            msg = "not a tabular bundle: score a KPI window model with WindowDetector"
             raise ModelLoadError(msg)
         self.bundle = bundle
         self.preprocess: TabularPreprocess = bundle.preprocess
@@ -90,6 +91,9 @@ class Detector:
     def score(self, raw: F32, context: F32 | None = None, *, sampled: bool | None = None) -> Scored:
         """Score ``raw (n, d)`` rows in schema order.
 
+        With the bundle's neighbour index, the ``neighbour`` and ``fused`` scores are
+        computed too.
+
         Args:
             raw: the features, in raw units.
             context: ``(n, width)`` raw context (numeric values, category codes) of a
@@ -111,6 +115,8 @@ class Detector:
         scaled = scaler.transform(np.asarray(raw, dtype=np.float32))
         parts: list[ScoreSet] = []
         recons: list[F32] = []
+        distances: list[npt.NDArray[np.float64]] = []
+        fusion = self.bundle.fusion
         with torch.inference_mode():
             for start in range(0, max(scaled.shape[0], 1), self.chunk_size):
                 stop = start + self.chunk_size
@@ -120,8 +126,34 @@ class Detector:
                 nll = importance_nll(self.model, x, c, self._noise).nll if sampled else None
                 parts.append(score_set(self.model.elbo_terms(x, out), nll))
                 recons.append(out.recon.float().cpu().numpy())
+                if fusion is not None:
+                    distances.append(fusion.index.distances(x).double().cpu().numpy())
         expected = scaler.inverse_transform(np.concatenate(recons))
-        return Scored(concat_score_sets(parts), expected)
+        scores = concat_score_sets(parts)
+        precision = self._feature_precision()
+        if precision is not None:
+            scores = replace(scores, per_feature=scores.per_feature * precision)
+        if fusion is not None:
+            neighbour = np.concatenate(distances)
+            fused = fusion.fuse(scores.neg_elbo, neighbour)
+            scores = replace(scores, neighbour=neighbour, fused=fused)
+        return Scored(scores, expected)
+
+    def _feature_precision(self) -> npt.NDArray[np.float64] | None:
+        """``1 / gamma_j`` of a decoder with one learned variance per feature, else ``None``.
+
+        Alerts explain a record by its per-feature errors; with per-feature variances the
+        error that matters is the one weighed by the feature's precision (a deviation in a
+        feature the normals hold tightly counts more), as it is in the NLL.
+        """
+        config = getattr(self.model, "config", None)
+        if not getattr(config, "per_feature_variance", False):
+            return None
+        log_gamma = getattr(self.model, "effective_log_gamma", None)
+        if not isinstance(log_gamma, torch.Tensor):
+            return None
+        precision: npt.NDArray[np.float64] = np.exp(-log_gamma.detach().double().cpu().numpy())
+        return precision
 
     def _condition(self, context: F32 | None, n: int) -> F32 | None:
         if not self.conditional:

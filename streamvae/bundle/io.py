@@ -22,8 +22,9 @@ from streamvae.bundle.window import WindowPreprocess
 from streamvae.data.schema import ContextSchema, FeatureSchema, StandardScaler
 from streamvae.errors import ModelLoadError, VersionMismatchError
 from streamvae.models import MODEL_REGISTRY, config_from_dict
+from streamvae.scoring.fusion import ScoreFusion
 from streamvae.thresholds import ThresholdSet
-from streamvae.types import SCORE_KINDS, WINDOW_SCORE_KINDS, ScoreKind
+from streamvae.types import NEIGHBOUR_SCORE_KINDS, SCORE_KINDS, WINDOW_SCORE_KINDS, ScoreKind
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +37,9 @@ WEIGHTS, CONFIG, PREPROCESS, THRESHOLD, META = (
     "meta.json",
 )
 REFERENCE = "calibration_scores.npz"
+NEIGHBOURS = "neighbours.npy"  # the fused score's indexed rows (scaled), float32
 # a bundle holds these and nothing else: anything more (a pickle, code) is refused at load
-BUNDLE_FILES = frozenset({WEIGHTS, CONFIG, PREPROCESS, THRESHOLD, META, REFERENCE})
+BUNDLE_FILES = frozenset({WEIGHTS, CONFIG, PREPROCESS, THRESHOLD, META, REFERENCE, NEIGHBOURS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,8 @@ class ModelBundle:
         threshold: the calibrated thresholds, or ``None`` before calibration.
         meta: provenance (versions, training summary).
         is_samples: importance samples K of the ``is_nll`` and ``bpd`` scores.
+        fusion: the neighbour index and tails of the ``neighbour`` and ``fused`` scores
+            (tabular models trained with them), or ``None``.
     """
 
     model_key: str
@@ -138,6 +142,12 @@ class ModelBundle:
     threshold: ThresholdSet | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     is_samples: int = 64
+    fusion: ScoreFusion | None = None
+
+    def __post_init__(self) -> None:
+        if self.score_kind in NEIGHBOUR_SCORE_KINDS and self.fusion is None:
+            msg = f"score_kind {self.score_kind!r} needs the model's neighbour index"
+            raise ValueError(msg)
 
     def with_threshold(self, threshold: ThresholdSet) -> ModelBundle:
         """The same bundle with ``threshold`` in force.
@@ -183,7 +193,10 @@ def save_bundle(bundle: ModelBundle, path: str | Path, *, overwrite: bool = Fals
         cpu_state = {k: v.detach().cpu() for k, v in bundle.state_dict.items()}
         torch.save(cpu_state, tmp / WEIGHTS)
         config = {"model": bundle.model_key, "config": bundle.model_config}
-        scoring = {"score_kind": bundle.score_kind, "is_samples": bundle.is_samples}
+        scoring: dict[str, Any] = {"score_kind": bundle.score_kind, "is_samples": bundle.is_samples}
+        if bundle.fusion is not None:
+            scoring["fusion"] = bundle.fusion.to_dict()
+            np.save(tmp / NEIGHBOURS, bundle.fusion.index.rows, allow_pickle=False)
         _write_json(tmp / CONFIG, config | scoring)
         _write_json(tmp / PREPROCESS, bundle.preprocess.to_dict())
         if bundle.threshold is not None:
@@ -324,6 +337,7 @@ def load_bundle(path: str | Path, *, strict: bool = False) -> ModelBundle:
             msg = f"bundle is_samples must be >= 1, got {is_samples}"
             raise ModelLoadError(msg)
         threshold = read_thresholds(root) if (root / THRESHOLD).is_file() else None
+        fusion = _read_fusion(root, config, preprocess)
         state = torch.load(root / WEIGHTS, map_location="cpu", weights_only=True)
     except (KeyError, ValueError, TypeError) as exc:
         msg = f"invalid model bundle {str(root)!r}: {exc}"
@@ -332,6 +346,41 @@ def load_bundle(path: str | Path, *, strict: bool = False) -> ModelBundle:
     except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
         msg = f"cannot read weights of bundle {str(root)!r}: {exc}"
         raise ModelLoadError(msg) from exc
-    return ModelBundle(
-        key, config["config"], state, preprocess, score_kind, threshold, meta, is_samples
-    )
+    try:
+        return ModelBundle(
+            key,
+            config["config"],
+            state,
+            preprocess,
+            score_kind,
+            threshold,
+            meta,
+            is_samples,
+            fusion,
+        )
+    except ValueError as exc:
+        msg = f"invalid model bundle {str(root)!r}: {exc}"
+        raise ModelLoadError(msg) from exc
+
+
+def _read_fusion(
+    root: Path,
+    config: dict[str, Any],
+    preprocess: TabularPreprocess | WindowPreprocess | ImagePreprocess,
+) -> ScoreFusion | None:
+    """The neighbour index and tails, when the bundle has them (``ValueError`` if broken)."""
+    if "fusion" not in config:
+        return None
+    if not isinstance(preprocess, TabularPreprocess):
+        msg = "only tabular models carry a neighbour index"
+        raise ValueError(msg)  # noqa: TRY004 - a bad bundle, reported as ModelLoadError
+    try:
+        rows = np.load(root / NEIGHBOURS, allow_pickle=False)
+    except OSError as exc:
+        msg = f"cannot read {NEIGHBOURS}: {exc}"
+        raise ValueError(msg) from exc
+    if rows.dtype != np.float32 or rows.ndim != 2 or rows.shape[1] != preprocess.schema.dim:
+        want = f"float32 (m, {preprocess.schema.dim})"
+        msg = f"{NEIGHBOURS} must be {want}, got {rows.dtype} {rows.shape}"
+        raise ValueError(msg)
+    return ScoreFusion.from_parts(config["fusion"], rows)

@@ -63,6 +63,9 @@ class Conv2dVAEConfig(VAEConfig):
             raise ValueError(msg)
         object.__setattr__(self, "input_dim", pixels)
         VAEConfig.__post_init__(self)
+        if self.per_feature_variance:
+            msg = "per_feature_variance is for feature vectors; image models learn one gamma"
+            raise ValueError(msg)
         if not self.channels or any(c < 1 for c in self.channels):
             msg = f"invalid model setting channels={self.channels!r}"
             raise ValueError(msg)

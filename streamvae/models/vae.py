@@ -46,6 +46,9 @@ class VAEConfig:
         activation: hidden-layer activation.
         learn_variance: decoder ``N(mu_x(z), gamma I)`` with a trainable scalar gamma
             (log-parameterised); ``False``: gamma fixed.
+        per_feature_variance: with ``learn_variance``, one trained gamma per feature
+            (``N(mu_x(z), diag gamma)``, heteroscedastic across features): a feature the
+            normals hold tightly gets a small gamma, so a deviation in it weighs more.
         init_log_gamma: ``log gamma``: its starting value when learned, its value when
             fixed (default 0: unit variance).
     """
@@ -57,6 +60,7 @@ class VAEConfig:
     beta: float = 1.0
     activation: Activation = "relu"
     learn_variance: bool = False
+    per_feature_variance: bool = False
     init_log_gamma: float = 0.0
 
     def __post_init__(self) -> None:
@@ -114,7 +118,8 @@ class VAE(BaseVAE):
         dec_out = decoder_hidden[-1] if hidden else config.latent_dim + cond_width
         self.out_head = nn.Linear(dec_out, config.input_dim)
         if config.learn_variance:
-            self.log_gamma = nn.Parameter(torch.tensor(float(config.init_log_gamma)))
+            shape = (config.input_dim,) if config.per_feature_variance else ()
+            self.log_gamma = nn.Parameter(torch.full(shape, float(config.init_log_gamma)))
         else:  # fixed: not in the state dict (the config holds it)
             self.register_buffer(
                 "log_gamma", torch.tensor(float(config.init_log_gamma)), persistent=False
@@ -276,7 +281,7 @@ class VAE(BaseVAE):
         return LossTerms(recon + weight * kl, recon, kl)
 
     def training_metrics(self) -> dict[str, float]:
-        """The learned decoder variance gamma, when it is learned."""
+        """The learned decoder variance gamma (its geometric mean when per feature)."""
         if not self.config.learn_variance:
             return {}
-        return {"gamma": float(self.effective_log_gamma.detach().exp())}
+        return {"gamma": float(self.effective_log_gamma.detach().mean().exp())}

@@ -10,7 +10,7 @@ import numpy.typing as npt
 import torch
 
 from streamvae.models.base import ElboTerms
-from streamvae.types import SCORE_KINDS, ScoreKind
+from streamvae.types import NEIGHBOUR_SCORE_KINDS, SCORE_KINDS, ScoreKind
 
 F64 = npt.NDArray[np.float64]
 
@@ -24,9 +24,15 @@ class ScoreSet:
         recon_error: ``(n,)`` summed squared reconstruction error ``||x - g(f_mu(x))||^2``.
         kl: ``(n,)`` KL of the posterior from the prior.
         recon_nll: ``(n,)`` reconstruction negative log-likelihood.
-        per_feature: ``(n, d)`` squared reconstruction error per feature.
+        per_feature: ``(n, d)`` squared reconstruction error per feature (what alerts
+            explain a record by); a tabular model with one learned decoder variance per
+            feature divides it by that variance.
         is_nll: ``(n,)`` importance-sampled negative log-likelihood, when computed.
         bpd: ``(n,)`` ``is_nll`` in bits per input dimension, when computed.
+        neighbour: ``(n,)`` distance to the k-th nearest normal training row, when the
+            model has a neighbour index.
+        fused: ``(n,)`` ``neg_elbo`` and ``neighbour`` fused by calibrated tails, when the
+            model has a neighbour index.
     """
 
     neg_elbo: F64
@@ -36,6 +42,12 @@ class ScoreSet:
     per_feature: F64
     is_nll: F64 | None = None
     bpd: F64 | None = None
+    neighbour: F64 | None = None
+    fused: F64 | None = None
+
+    def available(self) -> tuple[ScoreKind, ...]:
+        """The score kinds this set holds."""
+        return tuple(k for k in SCORE_KINDS if getattr(self, k) is not None)
 
     def select(self, kind: ScoreKind) -> F64:
         """The ``(n,)`` scores of ``kind``.
@@ -48,7 +60,12 @@ class ScoreSet:
             raise ValueError(msg)
         value: F64 | None = getattr(self, kind)
         if value is None:
-            msg = f"score {kind!r} was not computed: score with importance samples"
+            how = (
+                "the model has no neighbour index (train it with score_kind fused)"
+                if kind in NEIGHBOUR_SCORE_KINDS
+                else "score with importance samples"
+            )
+            msg = f"score {kind!r} was not computed: {how}"
             raise ValueError(msg)
         return value
 
@@ -88,6 +105,7 @@ def concat_score_sets(parts: list[ScoreSet]) -> ScoreSet:
         msg = "nothing to concatenate"
         raise ValueError(msg)
     sampled = all(p.is_nll is not None for p in parts)
+    fused = all(p.fused is not None and p.neighbour is not None for p in parts)
     return ScoreSet(
         neg_elbo=np.concatenate([p.neg_elbo for p in parts]),
         recon_error=np.concatenate([p.recon_error for p in parts]),
@@ -98,6 +116,10 @@ def concat_score_sets(parts: list[ScoreSet]) -> ScoreSet:
         if sampled
         else None,
         bpd=np.concatenate([p.bpd for p in parts if p.bpd is not None]) if sampled else None,
+        neighbour=np.concatenate([p.neighbour for p in parts if p.neighbour is not None])
+        if fused
+        else None,
+        fused=np.concatenate([p.fused for p in parts if p.fused is not None]) if fused else None,
     )
 
 

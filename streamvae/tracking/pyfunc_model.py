@@ -53,6 +53,8 @@ class StreamVAEPyfunc(PythonModel):
                 "kl": scored.scores.kl,
             }
         )
+        if scored.scores.neighbour is not None:
+            out["neighbour"] = scored.scores.neighbour
         thresholds = self.detector.bundle.threshold
         if thresholds is not None:
             decided = thresholds.decide(score)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from streamvae.training.callbacks import CallbackList, TrainingCallback
-from streamvae.training.fit import FitResult, TrainConfig, fit, resolve_device
+from streamvae.training.fit import FitResult, TrainConfig, epoch_budget, fit, resolve_device
 from streamvae.training.schedules import BetaSchedule
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "FitResult",
     "TrainConfig",
     "TrainingCallback",
+    "epoch_budget",
     "fit",
     "resolve_device",
 ]

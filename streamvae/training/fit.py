@@ -46,6 +46,13 @@ class TrainConfig:
         hide_last: share of training rows whose last input is hidden from the encoder but
             kept in the loss: teaches a window model to predict its newest point from the
             rest of the window, which is how KPI scoring asks for it; 0 = off.
+        min_steps: train for at least this many optimiser steps: on a small data set
+            (few batches an epoch) the epoch limit is raised to reach it, up to
+            ``max_epochs`` (see :func:`epoch_budget`); 0 = ``epochs`` as given.
+        patience_steps: early-stopping patience in optimiser steps: ``patience`` is
+            raised to cover at least this many steps, so a small data set is not stopped
+            after a handful of updates; 0 = ``patience`` as given.
+        max_epochs: the most epochs ``min_steps`` may raise the limit to.
     """
 
     epochs: int = 100
@@ -62,6 +69,9 @@ class TrainConfig:
     beta_schedule: BetaSchedule = field(default_factory=BetaSchedule)
     missing_injection: float = 0.0
     hide_last: float = 0.0
+    min_steps: int = 0
+    patience_steps: int = 0
+    max_epochs: int = 2000
 
     def __post_init__(self) -> None:
         checks = {
@@ -75,6 +85,9 @@ class TrainConfig:
             "grad_clip": self.grad_clip >= 0,
             "missing_injection": 0.0 <= self.missing_injection < 1.0,
             "hide_last": 0.0 <= self.hide_last <= 1.0,
+            "min_steps": self.min_steps >= 0,
+            "patience_steps": self.patience_steps >= 0,
+            "max_epochs": self.max_epochs >= 1,
         }
         for name, ok in checks.items():
             if not ok:
@@ -85,15 +98,44 @@ class TrainConfig:
             raise ValueError(msg)
 
 
+def epoch_budget(config: TrainConfig, n_train: int) -> tuple[int, int]:
+    """Epoch limit and patience (in epochs) for ``n_train`` training rows.
+
+    With ``b = ceil(n_train / batch_size)`` steps an epoch, the limit is
+    ``max(epochs, ceil(min_steps / b))`` capped at ``max(epochs, max_epochs)``, and the
+    patience ``max(patience, ceil(patience_steps / b))`` (0 stays 0: never stop early).
+    A large data set keeps the configured figures; a small one gets the steps it needs.
+
+    >>> epoch_budget(TrainConfig(epochs=100, patience=10, min_steps=4000,
+    ...                          patience_steps=400), 1_000)
+    (500, 50)
+    >>> epoch_budget(TrainConfig(epochs=100, patience=10, min_steps=4000,
+    ...                          patience_steps=400), 100_000)
+    (100, 10)
+    """
+    steps = max(1, math.ceil(n_train / config.batch_size))
+    epochs = max(config.epochs, min(math.ceil(config.min_steps / steps), config.max_epochs))
+    patience = config.patience
+    if patience:
+        patience = max(patience, math.ceil(config.patience_steps / steps))
+    return epochs, patience
+
+
 @dataclass(slots=True)
 class FitResult:
-    """The outcome of :func:`fit` (the model holds the best weights, in eval mode)."""
+    """The outcome of :func:`fit` (the model holds the best weights, in eval mode).
+
+    Attributes:
+        val_rows: indices (into the training matrix) of the rows held out for early
+            stopping: never trained on, so their scores are out-of-sample.
+    """
 
     best_epoch: int
     epochs_run: int
     stopped_early: bool
     device: str
     history: list[dict[str, float]] = field(default_factory=list)
+    val_rows: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
 
     @property
     def best_metrics(self) -> dict[str, float]:
@@ -152,8 +194,12 @@ def _run_epoch(
     optimizer: torch.optim.Optimizer | None,
     generator: torch.Generator,
     epoch: int,
+    total_epochs: int,
 ) -> dict[str, float]:
-    """One pass over ``data``; trains when an optimizer is given, else evaluates."""
+    """One pass over ``data``; trains when an optimizer is given, else evaluates.
+
+    ``total_epochs`` is the epoch limit the beta schedule's progress is measured against.
+    """
     training = optimizer is not None
     model.train(training)
     n = data.x.shape[0]
@@ -178,7 +224,7 @@ def _run_epoch(
                 out = out.to_float()
             beta = None  # validation: the full beta, so epochs compare
             if optimizer is not None:
-                progress = (epoch + step / steps) / config.epochs
+                progress = (epoch + step / steps) / total_epochs
                 beta = beta_used = config.beta_schedule.factor(progress) * model.beta
             terms = model.loss(batch, out, beta, mask)
             if optimizer is not None:
@@ -260,6 +306,7 @@ def fit(
             raise ValueError(msg)
         model = build().to(device)
         result = _fit_loop(model, train, val, config, events, generator, str(device))
+    result.val_rows = np.sort(perm[:n_val]).astype(np.intp)
     return model, result
 
 
@@ -281,15 +328,16 @@ def _fit_loop(
     )
     result = FitResult(best_epoch=0, epochs_run=0, stopped_early=False, device=device)
     best_loss, best_state, waited = math.inf, None, 0
-    events.on_train_start(config.epochs)
-    for epoch in range(config.epochs):
-        train = _run_epoch(model, train_data, config, optimizer, generator, epoch)
+    epochs, patience = epoch_budget(config, train_data.x.shape[0])
+    events.on_train_start(epochs)
+    for epoch in range(epochs):
+        train = _run_epoch(model, train_data, config, optimizer, generator, epoch, epochs)
         metrics = {f"train_{k}": v for k, v in train.items() if k != "beta"}
         metrics["beta"] = train["beta"]
         metrics.update(model.training_metrics())
         monitored = train["recon_nll"] + model.beta * train["kl"]  # at the full beta
         if val_data.x.shape[0]:
-            val = _run_epoch(model, val_data, config, None, generator, epoch)
+            val = _run_epoch(model, val_data, config, None, generator, epoch, epochs)
             metrics.update({f"val_{k}": v for k, v in val.items()})
             monitored = val["loss"]
         if not math.isfinite(monitored):
@@ -303,7 +351,7 @@ def _fit_loop(
             best_state = copy.deepcopy(model.state_dict())
         else:
             waited += 1
-            if config.patience and waited >= config.patience:
+            if patience and waited >= patience:
                 result.stopped_early = True
                 break
     if best_state is not None:

@@ -45,7 +45,7 @@ class DemoSettings:
     work_dir: Path | None = None
     percentile: float = 99.0
     beta: float = 1.0
-    epochs: int = 150
+    epochs: int | None = None  # the shipped automatic budget
     seed: int = 0
     partitions: int = 3
     metrics_port: int = 0
@@ -80,8 +80,8 @@ def _train(
     settings = TrainSettings.model_validate(
         {
             "data": {"builtin": "cardio", "calibration_fraction": 0.25, "seed": cfg.seed},
-            "model": {"beta": cfg.beta, "latent_dim": 8, "hidden_dims": (64, 32)},
-            "training": {"epochs": cfg.epochs, "patience": 15, "seed": cfg.seed},
+            "model": {"beta": cfg.beta},
+            "training": {"epochs": cfg.epochs, "seed": cfg.seed},
             "calibration": {"percentile": cfg.percentile},
             "tracking": {"work_dir": str(work), "registered_model": MODEL_NAME,
                          "alias": "champion", "experiment": "streamvae-demo"},

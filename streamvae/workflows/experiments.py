@@ -23,7 +23,7 @@ from streamvae.data.splits import novelty_split
 from streamvae.models import build_model, config_from_dict, model_spec
 from streamvae.scoring import diagnose, roc_auc
 from streamvae.training import BetaSchedule, TrainConfig, fit
-from streamvae.types import SCORE_KINDS, ScoreKind
+from streamvae.types import ScoreKind
 
 F32 = npt.NDArray[np.float32]
 
@@ -184,7 +184,7 @@ def run(
     detector = Detector(bundle)
     c_test = split.c_test if conditional else None
     scored = detector.score(split.x_test, c_test, sampled=is_samples > 0).scores
-    kinds = [k for k in SCORE_KINDS if is_samples > 0 or k not in ("is_nll", "bpd")]
+    kinds = list(scored.available())
     auroc: dict[str, float] = {k: roc_auc(split.y_test, scored.select(k)) for k in kinds}
     normal = split.y_test == 0
     x_test = torch.from_numpy(scaler.transform(split.x_test))

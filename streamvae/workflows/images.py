@@ -18,7 +18,7 @@ from streamvae.models import build_model, config_from_dict, model_spec
 from streamvae.scoring.maps import MAP_KINDS, MapKind
 from streamvae.thresholds import CalibrationSpec, calibrate_set
 from streamvae.training import TrainConfig, TrainingCallback, fit
-from streamvae.types import SCORE_KINDS, ScoreKind
+from streamvae.types import NEIGHBOUR_SCORE_KINDS, SCORE_KINDS, ScoreKind
 from streamvae.workflows.publish import TrainOutcome, train_logged
 
 IMAGE_MODELS = ("conv2d_vae", "conv2d_vae_stem")
@@ -80,7 +80,7 @@ class ImageSettings:
         if unknown:
             msg = f"unknown map kind(s) {unknown}; known: {list(MAP_KINDS)}"
             raise ValueError(msg)
-        if self.score_kind not in SCORE_KINDS:
+        if self.score_kind not in SCORE_KINDS or self.score_kind in NEIGHBOUR_SCORE_KINDS:
             msg = f"an image model scores one of {SCORE_KINDS}, not {self.score_kind!r}"
             raise ValueError(msg)
 

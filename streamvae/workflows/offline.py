@@ -30,7 +30,7 @@ from streamvae.tracking import (
     resolve,
     set_alias,
 )
-from streamvae.types import SCORE_KINDS, ModelRef
+from streamvae.types import ModelRef
 from streamvae.workflows.train import calibrate_scores, utc_now
 
 
@@ -302,7 +302,9 @@ def diagnose(
         auroc: dict[str, float] = {}
         if table.labels is not None and 0 < int(table.labels.sum()) < len(table):
             scores = detector.score_table(table, sampled=True).scores
-            auroc = {kind: roc_auc(table.labels, scores.select(kind)) for kind in SCORE_KINDS}
+            auroc = {
+                kind: roc_auc(table.labels, scores.select(kind)) for kind in scores.available()
+            }
     if log:
         if resolved.run_id is None:
             msg = f"{uri} has no MLflow run to log to (a local bundle directory?)"

@@ -8,13 +8,14 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import mlflow
 import numpy as np
 
 from streamvae.bundle import Detector, ModelBundle, TabularPreprocess, save_bundle
-from streamvae.config import TrainSettings
+from streamvae.bundle.fusion import with_fusion
+from streamvae.config import OptimSettings, TrainSettings
 from streamvae.data import (
     ContextSchema,
     FeatureSchema,
@@ -45,9 +46,13 @@ from streamvae.tracking import (
     set_alias,
 )
 from streamvae.training import BetaSchedule, FitResult, TrainConfig, TrainingCallback, fit
-from streamvae.types import ScoreKind
+from streamvae.types import NEIGHBOUR_SCORE_KINDS, ScoreKind
 
 logger = logging.getLogger(__name__)
+
+
+# model settings that choose how a trained model scores, not what the network is
+SCORING_SETTINGS = frozenset({"score_kind", "is_samples", "neighbours", "neighbour_rows"})
 
 
 def utc_now() -> str:
@@ -108,6 +113,44 @@ def calibrate_scores(
         raise ConfigError(str(exc)) from exc
 
 
+def resolve_score_kind(setting: ScoreKind | Literal["auto"], *, conditional: bool) -> ScoreKind:
+    """The score a tabular model thresholds (``auto``: ``fused``, or ``neg_elbo`` in context).
+
+    The neighbour distance of the fused score compares features only, so for a model
+    conditioned on context it would call a row that is normal in another context normal.
+
+    >>> resolve_score_kind("auto", conditional=False), resolve_score_kind("auto", conditional=True)
+    ('fused', 'neg_elbo')
+    """
+    if setting == "auto":
+        return "neg_elbo" if conditional else "fused"
+    return setting
+
+
+AUTO_EPOCHS = 100
+"""The epoch limit when ``training.epochs`` is unset (raised on small data by min_steps)."""
+
+
+def train_config_of(training: OptimSettings) -> TrainConfig:
+    """The core :class:`~streamvae.training.TrainConfig` of the training settings.
+
+    ``epochs`` unset is the automatic budget: ``AUTO_EPOCHS``, raised on a small data set
+    to reach ``min_steps`` optimiser steps (up to ``max_epochs``); a number is that limit
+    exactly (``min_steps`` ignored). Early stopping applies either way.
+
+    Raises:
+        ValueError: a setting the core config refuses.
+    """
+    values = training.model_dump(exclude={"beta_schedule", "epochs"})
+    if training.epochs is not None:
+        values["min_steps"] = 0
+    return TrainConfig(
+        **values,
+        epochs=AUTO_EPOCHS if training.epochs is None else training.epochs,
+        beta_schedule=BetaSchedule(**training.beta_schedule.model_dump()),
+    )
+
+
 def _check_calibration_size(n_calibration: int, spec: CalibrationSpec) -> None:
     """Fail before training, not after, when the held-out normals cannot support the spec."""
     if spec.percentile is not None:
@@ -145,9 +188,8 @@ def _model_values(settings: TrainSettings, input_dim: int, context: ContextSchem
 ]:  # fmt: skip
     """The model family's config values from the settings (and the context's shape)."""
     m = settings.model
-    values: dict[str, Any] = m.model_dump(
-        exclude={"name", "score_kind", "is_samples", "embedding_dim"}
-    ) | {"input_dim": input_dim}
+    skip = set(SCORING_SETTINGS | {"name", "embedding_dim"})
+    values: dict[str, Any] = m.model_dump(exclude=skip) | {"input_dim": input_dim}
     if context is not None:
         values |= {
             "cond_numeric": len(context.numeric),
@@ -213,10 +255,7 @@ def build_bundle(settings: TrainSettings, table: Table, callbacks: list[Training
     m = settings.model
     try:
         model_config = config_from_dict(m.name, _model_values(settings, x_train.shape[1], context))
-        train_config = TrainConfig(
-            **settings.training.model_dump(exclude={"beta_schedule"}),
-            beta_schedule=BetaSchedule(**settings.training.beta_schedule.model_dump()),
-        )
+        train_config = train_config_of(settings.training)
     except (KeyError, ValueError) as exc:
         raise ConfigError(str(exc).strip("'\"")) from exc
     model, result = fit(
@@ -226,15 +265,26 @@ def build_bundle(settings: TrainSettings, table: Table, callbacks: list[Training
         callbacks,
         cond=None if raw_context is None else preprocess.condition(raw_context),
     )
+    score_kind = resolve_score_kind(m.score_kind, conditional=context is not None)
+    fused = score_kind in NEIGHBOUR_SCORE_KINDS
     bundle = ModelBundle(
         model_key=m.name,
         model_config=asdict(model_config),
         state_dict=model.state_dict(),
         preprocess=preprocess,
-        score_kind=m.score_kind,
+        score_kind="neg_elbo" if fused else score_kind,
         meta={"trained_at": utc_now(), "n_train": int(x_train.shape[0]), "device": result.device},
         is_samples=m.is_samples,
     )
+    if fused:
+        try:
+            bundle = with_fusion(
+                bundle, x_train, result.val_rows, score_kind=score_kind, k=m.neighbours,
+                max_rows=m.neighbour_rows, seed=settings.training.seed, context=raw_context,
+            )  # fmt: skip
+        except ValueError as exc:
+            msg = f"model.score_kind={score_kind}: {exc}"
+            raise ConfigError(msg) from exc
     return bundle, result, normals.subset(np.sort(cal_idx))
 
 

@@ -39,7 +39,7 @@ def test_realised_vs_target_fpr_on_adbench_normals(adbench_dir):
                 thr = calibrate_fpr(
                     cal,
                     alpha,
-                    score_kind="neg_elbo",
+                    score_kind=det.bundle.score_kind,
                     bootstrap=Bootstrap(n_resamples=500, seed=seed),
                 )
                 realised = float(np.mean(test[test_y == 0] > thr.value))

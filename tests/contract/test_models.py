@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from streamvae.bundle import Detector, ModelBundle, TabularPreprocess, load_bundle, save_bundle
+from streamvae.bundle.fusion import with_fusion
 from streamvae.data import FeatureSchema, StandardScaler, context_matrix, fit_context
 from streamvae.models import MODEL_REGISTRY, BaseVAE, build_model, config_from_dict, model_spec
 from streamvae.scoring import roc_auc
@@ -29,6 +30,7 @@ CONTEXT = {"cond_numeric": 1, "cond_categories": (3,)}
 CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "vae": ("vae", {}),
     "vae-learned-gamma": ("vae", {"learn_variance": True}),
+    "vae-feature-gamma": ("vae", {"learn_variance": True, "per_feature_variance": True}),
     "sparse_vae": ("sparse_vae", {}),
     "cvae": ("cvae", CONTEXT),
     "dcvae": ("dcvae", CONTEXT),
@@ -121,13 +123,18 @@ def _train(case: str) -> ModelBundle:
     cond = preprocess.condition(raw_ctx) if raw_ctx is not None else None
     values = {"input_dim": d, "latent_dim": 3, "hidden_dims": (32,), **extra}
     config = config_from_dict(key, values)
-    model, _ = fit(
+    model, result = fit(
         lambda: build_model(key, config),
         scaler.transform(x),
         TrainConfig(epochs=60, device="cpu", seed=1, beta_schedule=BetaSchedule(kind="linear")),
         cond=cond,
     )
-    return ModelBundle(key, asdict(config), model.state_dict(), preprocess, is_samples=16)
+    bundle = ModelBundle(key, asdict(config), model.state_dict(), preprocess, is_samples=16)
+    # every family carries the neighbour index, so every score kind is checked
+    return with_fusion(
+        bundle, x, result.val_rows, score_kind="neg_elbo", k=3, max_rows=500, seed=0,
+        context=raw_ctx,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module", params=IDS)
@@ -175,6 +182,7 @@ def test_reaches_the_auroc_floor_on_seeded_synthetic_anomalies(trained):
     det = Detector(trained)
     scores = det.score(*_rows(trained, x, frame), sampled=True).scores
     assert roc_auc(y, scores.neg_elbo) >= 0.9
+    assert roc_auc(y, scores.select("fused")) >= 0.9
     # the Sparse VAE's KL approximates an improper log-uniform prior; its is_nll uses N(0, I)
     # instead (see importance_nll), a looser fit, hence a lower floor
     floor = 0.8 if trained.model_key == "sparse_vae" else 0.9

@@ -232,6 +232,21 @@ def test_nan_in_scoring_data_is_a_one_line_error(workdir):
     assert "1 row(s) hold NaN or Inf in ['x2']" in out
 
 
+def test_train_refuses_a_fused_score_too_few_rows_could_calibrate(workdir):
+    data = _csv(workdir / "tiny.csv", 40)
+    code, out = invoke(
+        "train", "--data", data, "--set", "data.calibration_fraction=0", "--set",
+        "training.epochs=1", "--quiet",
+    )  # fmt: skip
+    assert code == 2, out
+    assert "model.score_kind=fused" in out and "at least 10 held-out training rows" in out
+    code, out = invoke(
+        "train", "--data", data, "--set", "data.calibration_fraction=0", "--set",
+        "training.epochs=1", "--set", "model.score_kind=neg_elbo", "--quiet",
+    )  # fmt: skip
+    assert code == 0, out
+
+
 def test_train_refuses_a_percentile_the_calibration_split_cannot_support(workdir):
     data = _csv(workdir / "small.csv", 200)
     code, out = invoke("train", "--data", data, "--set", "training.epochs=1", "--quiet")

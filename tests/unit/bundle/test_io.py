@@ -130,3 +130,64 @@ def test_a_bundle_with_unexpected_files_is_refused(tmp_path, small_bundle, extra
         ModelLoadError, match=r"unexpected file\(s\) \['" + extra.replace(".", r"\.")
     ):
         load_bundle(path)
+
+
+@pytest.fixture(scope="module")
+def fused_bundle():
+    return make_bundle(fused=True)
+
+
+def test_a_fused_bundle_round_trips_with_its_neighbour_index(tmp_path, fused_bundle):
+    x = np.vstack([make_normal(50, seed=3), make_anomalies(10)])
+    before = Detector(fused_bundle).score(x).scores
+    path = save_bundle(fused_bundle, tmp_path / "b")
+    assert (path / "neighbours.npy").is_file()
+    loaded = load_bundle(path)
+    assert loaded.score_kind == "fused"
+    after = Detector(loaded).score(x).scores
+    for kind in ("neg_elbo", "neighbour", "fused"):
+        assert np.array_equal(before.select(kind), after.select(kind)), kind
+    assert np.array_equal(loaded.fusion.index.rows, fused_bundle.fusion.index.rows)
+    assert loaded.fusion.to_dict() == fused_bundle.fusion.to_dict()
+    # anomalies rank above normals on the fused score, as on its parts
+    assert before.fused[50:].min() > np.median(before.fused[:50])
+
+
+def test_fused_scores_do_not_depend_on_chunking(fused_bundle):
+    x = make_normal(100, seed=6)
+    det = Detector(fused_bundle)
+    a = det.score(x).scores
+    b = Detector(fused_bundle, chunk_size=7).score(x).scores
+    assert np.array_equal(a.fused, b.fused)
+    # the neighbour distance is the same bits whatever batch a row arrives in
+    threes = [det.score(x[i : i + 3]).scores.neighbour for i in range(0, 100, 3)]
+    assert np.array_equal(a.neighbour, np.concatenate(threes))
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        ("wrong_width", "must be float32"),
+        ("missing_rows", "cannot read neighbours.npy"),
+        ("no_fusion", "needs the model's neighbour index"),
+    ],
+)
+def test_a_broken_neighbour_index_is_refused(tmp_path, fused_bundle, breakage, message):
+    path = save_bundle(fused_bundle, tmp_path / "b")
+    if breakage == "wrong_width":
+        np.save(path / "neighbours.npy", np.zeros((5, 2), dtype=np.float32))
+    elif breakage == "missing_rows":
+        (path / "neighbours.npy").unlink()
+    else:
+        config = json.loads((path / "config.json").read_text())
+        del config["fusion"]
+        (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=message):
+        load_bundle(path)
+
+
+def test_a_plain_bundle_says_why_it_has_no_fused_score(small_bundle):
+    scores = Detector(small_bundle).score(make_normal(5)).scores
+    assert scores.available() == ("neg_elbo", "recon_error", "kl", "recon_nll")
+    with pytest.raises(ValueError, match="no neighbour index"):
+        scores.select("fused")

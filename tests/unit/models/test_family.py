@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from streamvae.models import (
     ConditionalVAEConfig,
     SparseVAE,
     VAEConfig,
+    config_from_dict,
     importance_nll,
     latent_noise,
 )
@@ -68,6 +70,42 @@ def test_learned_gamma_converges_to_the_mean_squared_error_per_dimension():
     gamma = float(model.log_gamma.detach().exp())
     assert gamma == pytest.approx(mse, rel=0.01)
     assert model.training_metrics()["gamma"] == pytest.approx(gamma)
+
+
+def test_per_feature_gamma_converges_to_each_feature_s_mean_squared_error():
+    """Heteroscedastic across features: the optimal gamma_j is feature j's MSE."""
+    torch.manual_seed(0)
+    config = VAEConfig(input_dim=6, latent_dim=2, learn_variance=True, per_feature_variance=True)
+    model = VAE(config).eval()
+    assert model.log_gamma.shape == (6,)
+    x = torch.from_numpy(_scaled()) * torch.tensor([0.1, 0.3, 1.0, 2.0, 4.0, 8.0])
+    for name, param in model.named_parameters():
+        param.requires_grad_(name == "log_gamma")
+    opt = torch.optim.Adam([model.log_gamma], lr=0.05)
+    for _ in range(800):
+        loss = model.loss(x, model(x)).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        mse = (x - model(x).recon).pow(2).mean(dim=0)
+        gamma = model.log_gamma.exp()
+        # the per-feature NLL is the closed-form Gaussian one with that feature's gamma
+        out = model(x)
+        nll = model.elbo_terms(x, out).per_feature_nll
+        closed = 0.5 * ((x - out.recon).pow(2) / gamma + gamma.log() + math.log(2 * math.pi))
+    torch.testing.assert_close(gamma, mse, rtol=0.02, atol=1e-4)
+    torch.testing.assert_close(nll, closed, rtol=1e-5, atol=1e-5)
+    assert model.training_metrics()["gamma"] == pytest.approx(float(gamma.log().mean().exp()))
+
+
+def test_image_models_refuse_per_feature_gamma():
+    with pytest.raises(ValueError, match="per_feature_variance"):
+        config_from_dict(
+            "conv2d_vae",
+            {"image_height": 8, "image_width": 8, "channels": (4,), "learn_variance": True,
+             "per_feature_variance": True},
+        )  # fmt: skip
 
 
 def test_learned_gamma_is_logged_per_epoch_and_shrinks_as_the_fit_improves():

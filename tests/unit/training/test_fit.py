@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from streamvae.models import VAE, VAEConfig
-from streamvae.training import TrainConfig, fit, resolve_device
+from streamvae.training import TrainConfig, epoch_budget, fit, resolve_device
 from tests.factories import make_normal
 
 
@@ -97,3 +97,34 @@ def test_device_choice():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+@pytest.mark.parametrize(
+    ("n_train", "expected"),
+    [
+        (64, (400, 40)),  # 1 step an epoch: 400 steps, patience 40 steps
+        (1280, (100, 10)),  # 10 steps an epoch: the configured figures already reach them
+        (640, (100, 10)),
+        (10, (400, 40)),
+    ],
+)
+def test_epoch_budget_gives_small_data_sets_enough_steps(n_train, expected):
+    cfg = TrainConfig(epochs=100, patience=10, batch_size=128, min_steps=400, patience_steps=40)
+    assert epoch_budget(cfg, n_train) == expected
+    capped = TrainConfig(epochs=100, patience=10, min_steps=10**6, max_epochs=300)
+    assert epoch_budget(capped, n_train)[0] == 300
+    assert epoch_budget(TrainConfig(epochs=7, patience=0, min_steps=400), n_train)[1] == 0
+
+
+def test_fit_runs_the_raised_epoch_limit_and_reports_its_validation_rows():
+    recorder = _Recorder()
+    x = make_normal(100)  # 80 training rows = 1 step an epoch at batch 128
+    cfg = TrainConfig(epochs=2, patience=3, min_steps=12, patience_steps=5, min_delta=1e6,
+                      device="cpu")  # fmt: skip
+    _, result = fit(_build, x, cfg, [recorder])
+    assert recorder.events[0] == ("start", 12)
+    assert result.epochs_run == 6  # patience raised from 3 to 5 epochs: stops at 1 + 5
+    assert result.val_rows.shape == (20,) and len(set(result.val_rows.tolist())) == 20
+    assert result.val_rows.min() >= 0 and result.val_rows.max() < 100
+    cfg = TrainConfig(epochs=5, patience=0, val_fraction=0.0, device="cpu")
+    assert fit(_build, x, cfg)[1].val_rows.size == 0
