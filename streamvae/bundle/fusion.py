@@ -17,6 +17,15 @@ F32 = npt.NDArray[np.float32]
 MIN_REFERENCE_ROWS = 10
 
 
+def reference_rows_message(n_held_out: int) -> str:
+    """Why ``n_held_out`` early-stopping rows cannot calibrate the fused score's parts."""
+    return (
+        f"the fused score needs at least {MIN_REFERENCE_ROWS} held-out training rows "
+        f"to calibrate its parts, got {n_held_out}: raise training.val_fraction, "
+        "train on more rows, or score neg_elbo"
+    )
+
+
 def with_fusion(
     bundle: ModelBundle,
     raw: F32,
@@ -54,12 +63,7 @@ def with_fusion(
         msg = "only tabular models take a neighbour index"
         raise TypeError(msg)
     if held_out.size < MIN_REFERENCE_ROWS:
-        msg = (
-            f"the fused score needs at least {MIN_REFERENCE_ROWS} held-out training rows "
-            f"to calibrate its parts, got {held_out.size}: raise training.val_fraction, "
-            "train on more rows, or score neg_elbo"
-        )
-        raise ValueError(msg)
+        raise ValueError(reference_rows_message(held_out.size))
     keep = np.ones(raw.shape[0], dtype=bool)
     keep[held_out] = False
     indexed = sample_rows(preprocess.scaler.transform(raw[keep]), max_rows, seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -14,7 +15,7 @@ import mlflow
 import numpy as np
 
 from streamvae.bundle import Detector, ModelBundle, TabularPreprocess, save_bundle
-from streamvae.bundle.fusion import with_fusion
+from streamvae.bundle.fusion import MIN_REFERENCE_ROWS, reference_rows_message, with_fusion
 from streamvae.config import OptimSettings, TrainSettings
 from streamvae.data import (
     ContextSchema,
@@ -253,6 +254,12 @@ def build_bundle(settings: TrainSettings, table: Table, callbacks: list[Training
     context, context_scaler, raw_context = _context_of(settings, normals, train_idx)
     preprocess = TabularPreprocess(FeatureSchema(normals.names), scaler, context, context_scaler)
     m = settings.model
+    score_kind = resolve_score_kind(m.score_kind, conditional=context is not None)
+    fused = score_kind in NEIGHBOUR_SCORE_KINDS
+    held_out = math.floor(len(train_idx) * settings.training.val_fraction)
+    if fused and held_out < MIN_REFERENCE_ROWS:  # say so before training, not after
+        msg = f"model.score_kind={score_kind}: {reference_rows_message(held_out)}"
+        raise ConfigError(msg)
     try:
         model_config = config_from_dict(m.name, _model_values(settings, x_train.shape[1], context))
         train_config = train_config_of(settings.training)
@@ -265,8 +272,6 @@ def build_bundle(settings: TrainSettings, table: Table, callbacks: list[Training
         callbacks,
         cond=None if raw_context is None else preprocess.condition(raw_context),
     )
-    score_kind = resolve_score_kind(m.score_kind, conditional=context is not None)
-    fused = score_kind in NEIGHBOUR_SCORE_KINDS
     bundle = ModelBundle(
         model_key=m.name,
         model_config=asdict(model_config),
