@@ -52,19 +52,24 @@ def test_variational_dropout_kl_matches_molchanovs_formula_and_falls_with_alpha(
     assert (kl.diff() < 0).all() and (kl > 0).all()
 
 
+def _fit_gamma_only(model: VAE, x: torch.Tensor, *, steps: int) -> None:
+    """Train ``log_gamma`` alone on ``x``, the decoder held fixed."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(name == "log_gamma")
+    opt = torch.optim.Adam([model.log_gamma], lr=0.05)
+    for _ in range(steps):
+        loss = model.loss(x, model(x)).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 def test_learned_gamma_converges_to_the_mean_squared_error_per_dimension():
     """research.md §4: for a fixed decoder the optimal gamma is the MSE per dimension."""
     torch.manual_seed(0)
     model = VAE(VAEConfig(input_dim=6, latent_dim=2, learn_variance=True)).eval()
     x = torch.from_numpy(_scaled())
-    for name, param in model.named_parameters():
-        param.requires_grad_(name == "log_gamma")
-    opt = torch.optim.Adam([model.log_gamma], lr=0.05)
-    for _ in range(600):
-        loss = model.loss(x, model(x)).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _fit_gamma_only(model, x, steps=600)
     with torch.no_grad():
         mse = float((x - model(x).recon).pow(2).mean())
     gamma = float(model.log_gamma.detach().exp())
@@ -79,14 +84,7 @@ def test_per_feature_gamma_converges_to_each_feature_s_mean_squared_error():
     model = VAE(config).eval()
     assert model.log_gamma.shape == (6,)
     x = torch.from_numpy(_scaled()) * torch.tensor([0.1, 0.3, 1.0, 2.0, 4.0, 8.0])
-    for name, param in model.named_parameters():
-        param.requires_grad_(name == "log_gamma")
-    opt = torch.optim.Adam([model.log_gamma], lr=0.05)
-    for _ in range(800):
-        loss = model.loss(x, model(x)).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _fit_gamma_only(model, x, steps=800)
     with torch.no_grad():
         mse = (x - model(x).recon).pow(2).mean(dim=0)
         gamma = model.log_gamma.exp()
