@@ -31,6 +31,13 @@ def adbench_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def mnist_dev() -> Path:
+    path = SHARED_DATA / "mnist" / "mnist_t10k_dev.npz"
+    need(path.is_file(), f"MNIST development images not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
 def nab_dir() -> Path:
     path = SHARED_DATA / "nab"
     need(path.is_dir(), f"NAB data not found at {path}")

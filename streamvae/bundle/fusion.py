@@ -1,4 +1,9 @@
-"""Fit the fused score of a trained tabular bundle (see :mod:`streamvae.scoring.fusion`)."""
+"""Fit the fused score of a trained bundle (see :mod:`streamvae.scoring.fusion`).
+
+Tabular bundles index scaled feature rows; image bundles index flat images in [0, 1]
+(pixel units, no scaler), so the neighbour distance of an image is its Euclidean pixel
+distance to the nearest normal training image.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,16 @@ import numpy.typing as npt
 import torch
 
 from streamvae.bundle.detector import Detector
+from streamvae.bundle.image import ImageDetector, ImagePreprocess
 from streamvae.bundle.io import ModelBundle, TabularPreprocess
+from streamvae.scoring.complexity import code_length_bits, complexity_corrected
 from streamvae.scoring.fusion import NeighbourIndex, ScoreFusion, TailModel, sample_rows
 from streamvae.types import ScoreKind
 
 F32 = npt.NDArray[np.float32]
 MIN_REFERENCE_ROWS = 10
+IMAGE_INDEX_BYTES = 64 * 2**20
+"""The most memory an image bundle's neighbour index takes (fewer images of large sizes)."""
 
 
 def reference_rows_message(n_held_out: int) -> str:
@@ -77,5 +86,69 @@ def with_fusion(
         index,
         TailModel.fit(reference.scores.neg_elbo),
         TailModel.fit(distances),
+    )
+    return replace(bundle, score_kind=score_kind, fusion=fusion)
+
+
+def image_index_rows(pixels: int, max_images: int) -> int:
+    """Images the index keeps: ``max_images``, fewer when they would pass ``IMAGE_INDEX_BYTES``.
+
+    >>> image_index_rows(28 * 28, 2048), image_index_rows(3 * 128 * 128, 2048)
+    (2048, 341)
+    """
+    return max(1, min(max_images, IMAGE_INDEX_BYTES // (4 * pixels)))
+
+
+def with_image_fusion(
+    bundle: ModelBundle,
+    indexed: F32,
+    reference: F32,
+    *,
+    score_kind: ScoreKind,
+    k: int,
+    max_images: int,
+    seed: int,
+) -> ModelBundle:
+    """An image ``bundle`` with a pixel-space neighbour index and the three tails fitted.
+
+    The fused image score adds the surprise of the pixel distance to the nearest indexed
+    image to the larger of two likelihood surprises: the negative ELBO's and the
+    complexity-corrected likelihood's (:mod:`streamvae.scoring.complexity`).
+
+    Args:
+        bundle: a trained image bundle.
+        indexed: ``(m, C*H*W)`` normal images for the index (at most
+            :func:`image_index_rows` of them, a seeded sample beyond).
+        reference: ``(r, C*H*W)`` held-out normal images, in neither the training nor the
+            index, on which both tails are fitted.
+        score_kind: the score the threshold will apply to (``fused`` or ``neighbour``).
+        k: the neighbour whose distance is the score (1 = the nearest).
+        max_images: the most images the index keeps (before the memory cap).
+        seed: seeds the sample of indexed images.
+
+    Raises:
+        ValueError: fewer than ``MIN_REFERENCE_ROWS`` reference images, or fewer indexed
+            images than ``k``.
+    """
+    preprocess = bundle.preprocess
+    if not isinstance(preprocess, ImagePreprocess):
+        msg = "with_image_fusion takes an image bundle"
+        raise TypeError(msg)
+    if reference.shape[0] < MIN_REFERENCE_ROWS:
+        msg = (
+            f"the fused score needs at least {MIN_REFERENCE_ROWS} held-out normal images "
+            f"to calibrate its parts, got {reference.shape[0]}: train on more images, or "
+            "score neg_elbo"
+        )
+        raise ValueError(msg)
+    rows = sample_rows(indexed, image_index_rows(preprocess.shape.pixels, max_images), seed)
+    index = NeighbourIndex(rows, k)
+    plain = replace(bundle, score_kind="neg_elbo", fusion=None)
+    elbo = ImageDetector(plain).score(reference).neg_elbo
+    corrected = complexity_corrected(elbo, code_length_bits(reference, preprocess.shape.as_tuple()))
+    with torch.inference_mode():
+        distances = index.distances(torch.from_numpy(reference)).double().numpy()
+    fusion = ScoreFusion(
+        index, TailModel.fit(elbo), TailModel.fit(distances), TailModel.fit(corrected)
     )
     return replace(bundle, score_kind=score_kind, fusion=fusion)

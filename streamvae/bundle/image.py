@@ -10,7 +10,7 @@ reports the peak, the bounding box of those pixels and the share of the image th
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from streamvae.data.images import ImageShape
 from streamvae.errors import ModelLoadError, SchemaMismatchError
 from streamvae.models import BaseVAE, importance_nll, latent_noise
 from streamvae.scoring import ScoreSet, concat_score_sets, score_set
+from streamvae.scoring.complexity import code_length_bits, complexity_corrected
 from streamvae.scoring.maps import MAP_KINDS, MapKind, pixel_maps
 from streamvae.thresholds import ThresholdSet
 from streamvae.types import SAMPLED_SCORE_KINDS
@@ -96,7 +97,12 @@ def region(anomaly_map: F32, pixel_threshold: float) -> Region:
 
 
 class ImageDetector:
-    """Scores flat images with an image bundle's model, deterministically (``z = mu``)."""
+    """Scores flat images with an image bundle's model, deterministically (``z = mu``).
+
+    A bundle with a neighbour index also gives each image its pixel distance to the
+    nearest normal training image (``neighbour``) and the ``fused`` score: that distance
+    and the negative ELBO or complexity-corrected likelihood, by calibrated surprises.
+    """
 
     def __init__(self, bundle: Any, *, device: str = "cpu", chunk_size: int = 256) -> None:
         preprocess = bundle.preprocess
@@ -136,13 +142,26 @@ class ImageDetector:
         if sampled is None:
             sampled = self.bundle.score_kind in SAMPLED_SCORE_KINDS
         parts: list[ScoreSet] = []
+        distances: list[npt.NDArray[np.float64]] = []
+        fusion = self.bundle.fusion
         with torch.inference_mode():
             for start in range(0, max(len(images), 1), self.chunk_size):
                 x = torch.as_tensor(images[start : start + self.chunk_size], device=self.device)
                 out = self.model(x)
                 nll = importance_nll(self.model, x, None, self._noise).nll if sampled else None
                 parts.append(score_set(self.model.elbo_terms(x, out), nll))
-        return concat_score_sets(parts)
+                if fusion is not None:
+                    distances.append(fusion.index.distances(x).double().cpu().numpy())
+        scores = concat_score_sets(parts)
+        if fusion is None:
+            return scores
+        neighbour = np.concatenate(distances)
+        corrected = None
+        if fusion.complexity_tail is not None:
+            bits = code_length_bits(images, self.preprocess.shape.as_tuple())
+            corrected = complexity_corrected(scores.neg_elbo, bits)
+        fused = fusion.fuse(scores.neg_elbo, neighbour, corrected)
+        return replace(scores, neighbour=neighbour, fused=fused)
 
     def select(self, scores: ScoreSet) -> npt.NDArray[np.float64]:
         """The scores the threshold applies to (the bundle's score kind)."""

@@ -371,16 +371,23 @@ def _read_fusion(
     """The neighbour index and tails, when the bundle has them (``ValueError`` if broken)."""
     if "fusion" not in config:
         return None
-    if not isinstance(preprocess, TabularPreprocess):
-        msg = "only tabular models carry a neighbour index"
+    if isinstance(preprocess, TabularPreprocess):
+        dim = preprocess.schema.dim
+        if "complexity_tail" in config["fusion"]:
+            msg = "a complexity tail is for images; this is a tabular model"
+            raise ValueError(msg)
+    elif isinstance(preprocess, ImagePreprocess):
+        dim = preprocess.shape.pixels
+    else:
+        msg = "only tabular and image models carry a neighbour index"
         raise ValueError(msg)  # noqa: TRY004 - a bad bundle, reported as ModelLoadError
     try:
         rows = np.load(root / NEIGHBOURS, allow_pickle=False)
     except OSError as exc:
         msg = f"cannot read {NEIGHBOURS}: {exc}"
         raise ValueError(msg) from exc
-    if rows.dtype != np.float32 or rows.ndim != 2 or rows.shape[1] != preprocess.schema.dim:
-        want = f"float32 (m, {preprocess.schema.dim})"
+    if rows.dtype != np.float32 or rows.ndim != 2 or rows.shape[1] != dim:
+        want = f"float32 (m, {dim})"
         msg = f"{NEIGHBOURS} must be {want}, got {rows.dtype} {rows.shape}"
         raise ValueError(msg)
     return ScoreFusion.from_parts(config["fusion"], rows)

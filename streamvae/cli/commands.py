@@ -191,13 +191,24 @@ def train_images(
         bool,
         typer.Option("--learn-variance/--fixed-variance", help="Train the decoder variance gamma."),
     ] = True,
-    epochs: Annotated[int, typer.Option(min=1, help="Epoch budget (early stopping).")] = 50,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Epoch limit (early stopping); unset: automatic, 50 epochs raised to "
+            "1,500 optimiser steps on a small set.",
+        ),
+    ] = None,
     percentile: Annotated[
         float, typer.Option(help="Calibration percentile of image scores.")
     ] = 99.0,
     score_kind: Annotated[
-        str, typer.Option(help="neg_elbo, recon_error, kl, bpd, ...")
-    ] = "neg_elbo",
+        str,
+        typer.Option(
+            help="fused (negative ELBO + pixel distance to the nearest normal image), "
+            "neg_elbo, recon_error, kl, bpd, neighbour, ..."
+        ),
+    ] = "fused",
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     registered_model: Annotated[
@@ -248,6 +259,8 @@ def train_images(
             "images (C, H, W)": f"{len(images)} x {tuple(images.shape[1:])}",
             "train / calibration": f"{outcome.bundle.meta['train_images']} / "
             f"{outcome.bundle.meta['calibration_images']}",
+            "epochs run": outcome.bundle.meta.get("epochs_run", "-"),
+            "score": outcome.bundle.score_kind,
             "threshold": "-" if thresholds is None else f"{thresholds.default.value:.4g}",
             "pixel thresholds": ", ".join(f"{k} {v:.3g}" for k, v in pixel.items()),
             "tracking uri": outcome.tracking_uri,
@@ -267,9 +280,20 @@ def evaluate(
     ] = None,
     data: Annotated[
         Path | None,
-        typer.Argument(help="Labelled data: CSV/Parquet with a label column, or NPZ with 'y'."),
+        typer.Argument(
+            help="Labelled data: CSV/Parquet with a label column, or NPZ with 'y'; for an "
+            "image model an NPZ (X, y, optional masks) or a folder of label folders "
+            "(good/ + one per anomaly type, masks in ground_truth/)."
+        ),
     ] = None,
     label_column: Annotated[str, typer.Option(help="Label column (1 = anomaly).")] = "label",
+    normal_label: Annotated[
+        int | None,
+        typer.Option(
+            help="Image labels: the label of the normal class, every other is an anomaly "
+            "(unset: labels are 0 normal / 1 anomaly)."
+        ),
+    ] = None,
     nab: Annotated[
         Path | None,
         typer.Option(
@@ -294,11 +318,16 @@ def evaluate(
 ) -> None:
     """Score labelled data and print AUROC, average precision and precision/recall/F1 at the threshold; or, with --nab, run NAB.
 
+    An image model scores labelled images the same way and, when masks come with them,
+    also prints the pixel AUROC of its rec_error map and pixel precision/recall at the
+    calibrated pixel threshold.
+
     With --nab each file is streamed in order: a window model learns from the probationary
     first 15 % only, then scores the rest online; the three NAB profile scores are printed
     per file and overall (thresholds optimised over the corpus, as NAB does).
 
     Example: streamvae evaluate models:/streamvae-tabular@champion labelled.parquet
+    Example: streamvae evaluate models:/streamvae-images@champion digits.npz --normal-label 3
     Example: streamvae evaluate --nab ../NAB --write-results nab-results
     """
     if nab is not None:
@@ -318,9 +347,10 @@ def evaluate(
             path,
             tracking=tracking_settings(tracking_uri, work_dir),
             label_column=label_column,
+            normal_label=normal_label,
         )
     )
-    values = {"model": f"{result.model.name} v{result.model.version}"} | result.report.to_dict()
+    values = result.to_dict()
     if as_json:
         console.print_json(json.dumps(values, default=str))
     else:

@@ -101,12 +101,21 @@ def load_images(path: str | Path) -> tuple[F32, npt.NDArray[np.int64] | None]:
 
 
 def _load_folder(folder: Path) -> F32:
-    from PIL import Image, UnidentifiedImageError
-
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = _image_files(folder)
     if not files:
         msg = f"no PNG/JPEG images in {str(folder)!r}"
         raise DataError(msg)
+    return _read_files(files, folder)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _read_files(files: list[Path], folder: Path) -> F32:
+    """The files as ``(N, C, H, W)`` in [0, 1]; all must have one size."""
+    from PIL import Image, UnidentifiedImageError
+
     arrays = []
     for file in files:
         try:
@@ -124,6 +133,143 @@ def _load_folder(folder: Path) -> F32:
     if stack.ndim == 4:  # (N, H, W, C) -> (N, C, H, W)
         stack = stack.transpose(0, 3, 1, 2)
     return to_unit(np.ascontiguousarray(stack))
+
+
+NORMAL_FOLDERS = ("good", "normal", "ok")
+"""Label folders holding normal images in a labelled image folder (any other is anomalous)."""
+MASK_FOLDERS = ("ground_truth", "masks")
+"""Folders of a labelled image folder holding pixel masks rather than a label."""
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledImages:
+    """Images with image labels and, when known, pixel masks.
+
+    Attributes:
+        images: ``(N, C, H, W)`` float32 in [0, 1].
+        labels: ``(N,)`` True for an anomalous image.
+        masks: ``(N, H, W)`` True for an anomalous pixel, or None.
+    """
+
+    images: F32
+    labels: npt.NDArray[np.bool_]
+    masks: npt.NDArray[np.bool_] | None = None
+
+
+def binary_labels(values: npt.ArrayLike, normal_label: int | None) -> npt.NDArray[np.bool_]:
+    """Anomaly flags from labels: ``!= normal_label``, or 0/1 labels as they are.
+
+    >>> binary_labels([3, 1, 3], normal_label=3).tolist()
+    [False, True, False]
+
+    Raises:
+        DataError: labels other than 0/1 without ``normal_label``, or no normal image.
+    """
+    y = np.asarray(values).reshape(-1)
+    if normal_label is not None:
+        if not np.any(y == normal_label):
+            msg = f"no image has the normal label {normal_label} (labels: {_some(y)})"
+            raise DataError(msg)
+        return np.asarray(y != normal_label)
+    if not np.isin(y, (0, 1)).all():
+        msg = (
+            f"labels must be 0 (normal) / 1 (anomaly), got {_some(y)}: "
+            "name the normal class with --normal-label"
+        )
+        raise DataError(msg)
+    return np.asarray(y == 1)
+
+
+def _some(y: np.ndarray) -> str:
+    values = np.unique(y)
+    shown = ", ".join(str(v) for v in values[:10])
+    return shown + (", ..." if values.size > 10 else "")
+
+
+def load_labelled_images(path: str | Path, *, normal_label: int | None = None) -> LabelledImages:
+    """Labelled test images from an ``.npz`` or a folder of label folders.
+
+    An ``.npz`` holds ``X`` (or ``images``), ``y`` (or ``labels``) and optionally
+    ``masks`` ``(N, H, W)`` (non-zero = anomalous pixel). A folder holds one folder of
+    PNG/JPEG files per label: ``good``, ``normal`` or ``ok`` are normal, any other name is
+    an anomaly type; pixel masks, when given, sit in ``ground_truth/<label>/`` named like
+    the image with or without a ``_mask`` suffix (the MVTec AD layout), and a normal image
+    without one has none.
+
+    Raises:
+        DataError: unreadable data, no labels, masks of another size.
+    """
+    source = Path(path)
+    if source.is_dir():
+        return _labelled_folder(source)
+    images, labels = load_images(source)
+    if labels is None:
+        msg = f"{source.name} has no labels: an .npz needs 'y' (or 'labels') beside 'X'"
+        raise DataError(msg)
+    if len(labels) != len(images):
+        msg = f"{source.name}: {len(labels)} labels for {len(images)} images"
+        raise DataError(msg)
+    masks = None
+    with np.load(source, allow_pickle=False) as npz:
+        key = next((k for k in ("masks", "mask") if k in npz.files), None)
+        if key is not None:
+            masks = np.asarray(npz[key])
+    if masks is not None:
+        masks = _checked_masks(masks, images, source.name)
+    return LabelledImages(images, binary_labels(labels, normal_label), masks)
+
+
+def _checked_masks(masks: np.ndarray, images: F32, name: str) -> npt.NDArray[np.bool_]:
+    if masks.ndim == 4 and masks.shape[1] == 1:
+        masks = masks[:, 0]
+    expected = (images.shape[0], *images.shape[2:])
+    if masks.shape != expected:
+        msg = f"{name}: masks are {masks.shape}, the images need {expected}"
+        raise DataError(msg)
+    return np.asarray(masks != 0)
+
+
+def _labelled_folder(folder: Path) -> LabelledImages:
+    labels = sorted(
+        p for p in folder.iterdir() if p.is_dir() and p.name.lower() not in MASK_FOLDERS
+    )
+    if not labels:
+        msg = f"{str(folder)!r} has no label folders (e.g. good/ and one per anomaly type)"
+        raise DataError(msg)
+    if not any(p.name.lower() in NORMAL_FOLDERS for p in labels):
+        msg = f"{str(folder)!r} has no normal folder (one of {list(NORMAL_FOLDERS)})"
+        raise DataError(msg)
+    truth = next((folder / m for m in MASK_FOLDERS if (folder / m).is_dir()), None)
+    parts, flags, masks = [], [], []
+    for label in labels:
+        files = _image_files(label)
+        if not files:
+            continue
+        images = _read_files(files, label)
+        parts.append(images)
+        flags.append(np.full(len(images), label.name.lower() not in NORMAL_FOLDERS))
+        if truth is not None:
+            masks.append(_folder_masks(truth / label.name, files, images))
+    if not parts:
+        msg = f"no PNG/JPEG images in the label folders of {str(folder)!r}"
+        raise DataError(msg)
+    shapes = {p.shape[1:] for p in parts}
+    if len(shapes) != 1:
+        msg = f"images in {str(folder)!r} differ in size: {sorted(shapes)[:3]}"
+        raise DataError(msg)
+    stacked_masks = np.concatenate(masks) if truth is not None else None
+    return LabelledImages(np.concatenate(parts), np.concatenate(flags), stacked_masks)
+
+
+def _folder_masks(folder: Path, files: list[Path], images: F32) -> npt.NDArray[np.bool_]:
+    out = np.zeros((len(files), *images.shape[2:]), dtype=bool)
+    for i, file in enumerate(files):
+        for name in (f"{file.stem}_mask{file.suffix}", file.name, f"{file.stem}_mask.png"):
+            if (folder / name).is_file():
+                mask = _read_files([folder / name], folder)
+                out[i] = _checked_masks(mask[:, :1], images[i : i + 1], name)[0]
+                break
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,11 @@ architectures:
   two linear heads; decoder linear to a ``H/8 x W/8 x 256`` stem, then transposed
   convolutions 128-64-C.
 
-Any size divides cleanly when ``H`` and ``W`` are multiples of ``2 ** len(channels)``.
+Any image size works: the stride-2 layers need ``H`` and ``W`` to be multiples of
+``2 ** len(channels)``, so the encoder pads other sizes with zeros (split evenly on both
+sides) up to the next multiple, and the decoder's output is cropped back to ``H x W``. Scores,
+maps and the decoder variance therefore only ever see the image's own pixels; a 28x28 digit
+travels through a 32x32 network without the user padding it.
 """
 
 from __future__ import annotations
@@ -23,10 +27,24 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.nn import functional
 
 from streamvae.models.base import BaseVAE
 from streamvae.models.blocks import activation_module, scale_widths
 from streamvae.models.vae import LOGVAR_MAX, LOGVAR_MIN, VAE, VAEConfig
+
+
+def padding_for(height: int, width: int, stride_layers: int) -> tuple[int, int, int, int]:
+    """``(left, right, top, bottom)`` zeros that make ``H x W`` divide by ``2 ** layers``.
+
+    >>> padding_for(28, 28, 4)
+    (2, 2, 2, 2)
+    >>> padding_for(32, 27, 4)
+    (2, 3, 0, 0)
+    """
+    step = 2**stride_layers
+    pad_h, pad_w = -height % step, -width % step
+    return (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,13 +87,6 @@ class Conv2dVAEConfig(VAEConfig):
         if not self.channels or any(c < 1 for c in self.channels):
             msg = f"invalid model setting channels={self.channels!r}"
             raise ValueError(msg)
-        step = 2 ** len(self.channels)
-        if self.image_height % step or self.image_width % step:
-            msg = (
-                f"image {self.image_height}x{self.image_width} does not divide cleanly by "
-                f"{step} (2 ** {len(self.channels)} stride-2 layers)"
-            )
-            raise ValueError(msg)
         if self.head not in ("conv", "linear"):
             msg = f"head must be 'conv' or 'linear', got {self.head!r}"
             raise ValueError(msg)
@@ -108,8 +119,13 @@ class Conv2dVAE(VAE):
         channels = scale_widths(config.channels, config.width)
         act = config.activation
         self._image = (config.image_channels, config.image_height, config.image_width)
+        self._pad = padding_for(config.image_height, config.image_width, len(channels))
+        left, right, top, bottom = self._pad
         down = 2 ** len(channels)
-        self._grid = (config.image_height // down, config.image_width // down)
+        self._grid = (
+            (config.image_height + top + bottom) // down,
+            (config.image_width + left + right) // down,
+        )
         layers: list[nn.Module] = []
         c_in = config.image_channels
         for c in channels:
@@ -146,7 +162,10 @@ class Conv2dVAE(VAE):
         self, x: torch.Tensor, e: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         del e
-        stats = self.heads(self.features(x.view(-1, *self._image))).flatten(1)
+        image = x.view(-1, *self._image)
+        if any(self._pad):
+            image = functional.pad(image, self._pad)
+        stats = self.heads(self.features(image)).flatten(1)
         mu, logvar = stats.chunk(2, dim=1)
         return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
@@ -154,4 +173,8 @@ class Conv2dVAE(VAE):
         del e
         seed = z.view(-1, self.config.latent_dim, 1, 1) if self.config.head == "conv" else z
         out: torch.Tensor = self.upsample(self.stem(seed))
+        if any(self._pad):
+            left, _, top, _ = self._pad
+            _, h, w = self._image
+            out = out[:, :, top : top + h, left : left + w]
         return out.flatten(1)

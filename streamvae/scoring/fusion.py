@@ -15,6 +15,11 @@ everywhere, so the default tabular score fuses both:
    p-values, i.e. Fisher's combination (halved). The threshold is then calibrated on the
    fused score like any other, so the components need not be independent.
 
+Image models also fit the tail of the complexity-corrected likelihood
+(:mod:`streamvae.scoring.complexity`): the ELBO alone rewards images simpler than normal,
+the corrected score does not (but misses images more complex than normal), so the
+likelihood's surprise is the larger of the two (see :meth:`ScoreFusion.fuse`).
+
 The neighbour index holds at most ``max_rows`` scaled training rows (a seeded sample when
 there are more), so memory is ``max_rows * d * 4`` bytes and a query costs one
 ``(n, max_rows)`` distance matrix, whatever the size of the training data.
@@ -179,29 +184,59 @@ def sample_rows(x: F32, max_rows: int, seed: int) -> F32:
 
 @dataclass(frozen=True, slots=True)
 class ScoreFusion:
-    """What the fused score needs: the neighbour index and the two components' tails."""
+    """What the fused score needs: the neighbour index and the components' tails.
+
+    Attributes:
+        index: the normal rows (or images) the neighbour distance is measured to.
+        elbo_tail: survival of the negative ELBO among held-out normals.
+        neighbour_tail: survival of the neighbour distance among held-out normals.
+        complexity_tail: image models only: survival of the complexity-corrected
+            likelihood (:mod:`streamvae.scoring.complexity`), a third surprise.
+    """
 
     index: NeighbourIndex
     elbo_tail: TailModel
     neighbour_tail: TailModel
+    complexity_tail: TailModel | None = None
 
-    def fuse(self, neg_elbo: F64, neighbour_distance: F64) -> F64:
-        """``-log p_elbo - log p_neighbour`` per row (higher is more anomalous)."""
-        return self.elbo_tail.surprise(neg_elbo) + self.neighbour_tail.surprise(neighbour_distance)
+    def fuse(self, neg_elbo: F64, neighbour_distance: F64, corrected: F64 | None = None) -> F64:
+        """The fused score per row (higher is more anomalous).
+
+        ``-log p_elbo - log p_neighbour``; with a complexity tail the likelihood's part is
+        the larger of the ELBO's and the complexity-corrected likelihood's surprises (the
+        smaller p-value, Tippett's rule): the two fail in opposite directions, the ELBO on
+        images simpler than normal, the corrected likelihood on images more complex than
+        normal (noise, an added mark), so either one being surprised is enough.
+
+        Raises:
+            ValueError: ``corrected`` missing while the fusion has a complexity tail.
+        """
+        likelihood = self.elbo_tail.surprise(neg_elbo)
+        if self.complexity_tail is not None:
+            if corrected is None:
+                msg = "this fusion also needs the complexity-corrected likelihood"
+                raise ValueError(msg)
+            likelihood = np.maximum(likelihood, self.complexity_tail.surprise(corrected))
+        return likelihood + self.neighbour_tail.surprise(neighbour_distance)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON part (the indexed rows are saved as an array beside it)."""
-        return {
+        values = {
             "k": self.index.k,
             "elbo_tail": self.elbo_tail.to_dict(),
             "neighbour_tail": self.neighbour_tail.to_dict(),
         }
+        if self.complexity_tail is not None:
+            values["complexity_tail"] = self.complexity_tail.to_dict()
+        return values
 
     @classmethod
     def from_parts(cls, values: dict[str, Any], rows: F32) -> ScoreFusion:
         """Inverse of :meth:`to_dict` plus the indexed rows."""
+        complexity = values.get("complexity_tail")
         return cls(
             NeighbourIndex(rows, int(values["k"])),
             TailModel.from_dict(values["elbo_tail"]),
             TailModel.from_dict(values["neighbour_tail"]),
+            None if complexity is None else TailModel.from_dict(complexity),
         )

@@ -3,25 +3,35 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from streamvae.bundle import ModelBundle
+from streamvae.bundle.fusion import MIN_REFERENCE_ROWS, with_image_fusion
 from streamvae.bundle.image import ImageDetector, ImagePreprocess
 from streamvae.config import TrackingSettings
-from streamvae.data.images import F32, ImageShape
+from streamvae.data.images import F32, ImageShape, LabelledImages
 from streamvae.errors import DataError
 from streamvae.models import build_model, config_from_dict, model_spec
-from streamvae.scoring.maps import MAP_KINDS, MapKind
-from streamvae.thresholds import CalibrationSpec, calibrate_set
+from streamvae.scoring import DetectionReport, detection_report
+from streamvae.scoring.maps import MAP_KINDS, MapKind, pixel_auroc
+from streamvae.thresholds import CalibrationSpec, ThresholdSet, calibrate_set
 from streamvae.training import TrainConfig, TrainingCallback, fit
 from streamvae.types import NEIGHBOUR_SCORE_KINDS, SCORE_KINDS, ScoreKind
 from streamvae.workflows.publish import TrainOutcome, train_logged
 
 IMAGE_MODELS = ("conv2d_vae", "conv2d_vae_stem")
+AUTO_EPOCHS = 50
+"""The epoch limit of the automatic budget on a large set of images."""
+MIN_STEPS = 1500
+"""Optimiser steps the automatic budget reaches on a small set (raising the epochs)."""
+PATIENCE_STEPS = 400
+"""Early-stopping patience of the automatic budget, in optimiser steps at least."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,13 +46,24 @@ class ImageSettings:
         beta: KL weight (beta-VAE above 1).
         learn_variance: train the decoder variance gamma (default: a fixed unit variance
             makes the reconstruction term of [0, 1] pixels negligible next to the KL).
-        epochs, batch_size, learning_rate: optimisation (Adam, early stopping).
+        epochs: the epoch limit; ``None`` (the default) is the automatic budget: 50
+            epochs, raised on a small set to reach ``MIN_STEPS`` optimiser steps (a few
+            hundred images need hundreds of epochs), with early-stopping patience of at
+            least ``PATIENCE_STEPS`` steps. A number is that limit exactly.
+        batch_size, learning_rate: optimisation (Adam, early stopping).
         calibration_fraction: share of the normal images held out to calibrate.
         percentile: calibration percentile of the normal images' scores.
         pixel_percentile: percentile of normal pixels' map values that marks a pixel
             anomalous (per map kind).
         map_kinds: the maps whose pixel thresholds are calibrated.
-        score_kind: the per-image score the threshold applies to.
+        score_kind: the per-image score the threshold applies to. ``fused`` (the default)
+            adds the image's pixel distance to its ``neighbours``-th nearest normal
+            training image to the negative ELBO or the complexity-corrected likelihood,
+            whichever is more surprising, all as calibrated surprises (see
+            :mod:`streamvae.scoring.fusion`); the index keeps at most
+            ``neighbour_images`` images and 64 MiB.
+        neighbours: k of the neighbour distance (1 = the nearest normal image).
+        neighbour_images: the most training images the neighbour index keeps.
         seed: training seed.
         device: ``auto``, ``cpu`` or ``cuda``.
     """
@@ -53,14 +74,16 @@ class ImageSettings:
     width: float = 1.0
     beta: float = 1.0
     learn_variance: bool = True
-    epochs: int = 50
+    epochs: int | None = None
     batch_size: int = 64
     learning_rate: float = 1e-3
     calibration_fraction: float = 0.2
     percentile: float = 99.0
     pixel_percentile: float = 99.9
     map_kinds: tuple[MapKind, ...] = ("rec_error", "elbo_grad")
-    score_kind: ScoreKind = "neg_elbo"
+    score_kind: ScoreKind = "fused"
+    neighbours: int = 1
+    neighbour_images: int = 2048
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -80,9 +103,28 @@ class ImageSettings:
         if unknown:
             msg = f"unknown map kind(s) {unknown}; known: {list(MAP_KINDS)}"
             raise ValueError(msg)
-        if self.score_kind not in SCORE_KINDS or self.score_kind in NEIGHBOUR_SCORE_KINDS:
+        if self.score_kind not in SCORE_KINDS:
             msg = f"an image model scores one of {SCORE_KINDS}, not {self.score_kind!r}"
             raise ValueError(msg)
+        if self.epochs is not None and self.epochs < 1:
+            msg = f"epochs must be at least 1, got {self.epochs}"
+            raise ValueError(msg)
+        if self.neighbours < 1 or self.neighbour_images < self.neighbours:
+            msg = (
+                f"neighbours ({self.neighbours}) must be at least 1 and at most "
+                f"neighbour_images ({self.neighbour_images})"
+            )
+            raise ValueError(msg)
+
+    def train_config(self) -> TrainConfig:
+        """The core training config (the automatic budget when ``epochs`` is unset)."""
+        auto = self.epochs is None
+        return TrainConfig(
+            epochs=AUTO_EPOCHS if self.epochs is None else self.epochs,
+            batch_size=self.batch_size, learning_rate=self.learning_rate, seed=self.seed,
+            device=self.device, patience=10, min_steps=MIN_STEPS if auto else 0,
+            patience_steps=PATIENCE_STEPS if auto else 0,
+        )  # fmt: skip
 
 
 def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -126,14 +168,18 @@ def train_images(
         raise DataError(str(exc)) from exc
     flat = images.reshape(len(images), -1)
     learn, cal = _split(len(flat), settings.calibration_fraction, settings.seed)
+    neighbour_kind = settings.score_kind in NEIGHBOUR_SCORE_KINDS
+    train_config = settings.train_config()
+    n_reference = math.floor(len(learn) * train_config.val_fraction)
+    if neighbour_kind and n_reference < MIN_REFERENCE_ROWS:
+        msg = (
+            f"the {settings.score_kind} score fits its parts on at least {MIN_REFERENCE_ROWS} "
+            f"early-stopping images; {len(flat)} images leave {n_reference}: train on more "
+            "images, or score neg_elbo"
+        )
+        raise DataError(msg)
     model, result = fit(
-        lambda: build_model(settings.model, config),
-        flat[learn],
-        TrainConfig(
-            epochs=settings.epochs, batch_size=settings.batch_size,
-            learning_rate=settings.learning_rate, seed=settings.seed, device=settings.device,
-            patience=10,
-        ),
+        lambda: build_model(settings.model, config), flat[learn], train_config,
         callbacks,
     )  # fmt: skip
     if log is not None:
@@ -143,10 +189,22 @@ def train_images(
         asdict(config),
         {k: v.detach().cpu() for k, v in model.state_dict().items()},
         ImagePreprocess(shape),
-        settings.score_kind,
+        "neg_elbo" if neighbour_kind else settings.score_kind,  # fused: once indexed below
         meta={"kind": "images", "train_images": len(learn), "calibration_images": len(cal),
-              "best_epoch": result.best_epoch},
+              "best_epoch": result.best_epoch, "epochs_run": result.epochs_run},
     )  # fmt: skip
+    if neighbour_kind:
+        # three disjoint roles, as for feature vectors: the index holds the images trained
+        # on, the tails are fitted on the early-stopping images (never trained on, not in
+        # the index), the threshold on the calibration images (neither), so a calibration
+        # image's fused score is distributed as a new normal image's
+        trained = np.ones(len(learn), dtype=bool)
+        trained[result.val_rows] = False
+        bundle = with_image_fusion(
+            bundle, flat[learn][trained], flat[learn][result.val_rows],
+            score_kind=settings.score_kind,
+            k=settings.neighbours, max_images=settings.neighbour_images, seed=settings.seed,
+        )  # fmt: skip
     detector = ImageDetector(bundle, device="cpu")
     scores = detector.select(detector.score(flat[cal]))
     try:
@@ -162,10 +220,7 @@ def train_images(
     pixel: dict[str, float] = {
         k: float(np.percentile(v, settings.pixel_percentile)) for k, v in maps.items()
     }
-    return ModelBundle(
-        bundle.model_key, bundle.model_config, bundle.state_dict, ImagePreprocess(shape, pixel),
-        bundle.score_kind, thresholds, bundle.meta, bundle.is_samples,
-    )  # fmt: skip
+    return replace(bundle, preprocess=ImagePreprocess(shape, pixel), threshold=thresholds)
 
 
 def train_and_register(
@@ -186,3 +241,90 @@ def train_and_register(
     return train_logged(
         lambda cbs: train_images(images, settings, cbs, log=log), params, tracking, callbacks
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PixelReport:
+    """How well an image model's map finds the anomalous pixels of masked images.
+
+    Attributes:
+        map_kind: the map judged (the one the service attaches to alerts by default).
+        pixel_auroc: AUROC of every pixel's map value against the masks.
+        anomalous_pixels: pixels the masks mark.
+        pixel_threshold: the bundle's calibrated threshold for that map, if any.
+        pixel_precision: share of the pixels over the threshold that the masks mark.
+        pixel_recall: share of the marked pixels over the threshold.
+    """
+
+    map_kind: MapKind
+    pixel_auroc: float
+    anomalous_pixels: int
+    pixel_threshold: float | None
+    pixel_precision: float
+    pixel_recall: float
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain values."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageEvaluation:
+    """Detection quality of an image model on labelled images."""
+
+    thresholds: ThresholdSet
+    report: DetectionReport
+    localisation: PixelReport | None
+
+
+def evaluate_images(
+    bundle: ModelBundle,
+    labelled: LabelledImages,
+    *,
+    map_kind: MapKind = "rec_error",
+    device: str = "cpu",
+) -> ImageEvaluation:
+    """Image-level AUROC, AP and precision/recall at the threshold; pixel AUROC with masks.
+
+    Raises:
+        DataError: images of another size than the model's, or a single class.
+        NotCalibratedError: the bundle has no threshold.
+    """
+    detector = ImageDetector(bundle, device=device)
+    expected = detector.preprocess.shape.as_tuple()
+    got = tuple(labelled.images.shape[1:])
+    if got != expected:
+        msg = f"images are {_shape(got)} (CxHxW), the model takes {_shape(expected)}"
+        raise DataError(msg)
+    n_anomalous = int(labelled.labels.sum())
+    if n_anomalous in (0, len(labelled.labels)):
+        msg = f"need normal and anomalous images, got {n_anomalous} of {len(labelled.labels)}"
+        raise DataError(msg)
+    thresholds = detector.threshold
+    flat = labelled.images.reshape(len(labelled.images), -1)
+    scores = detector.select(detector.score(flat))
+    report = detection_report(labelled.labels, scores, thresholds.default.value)
+    localisation = None
+    if labelled.masks is not None:
+        maps = detector.maps(flat, (map_kind,))[map_kind]
+        localisation = _pixel_report(
+            map_kind, maps, labelled.masks, detector.preprocess.pixel_thresholds.get(map_kind)
+        )
+    return ImageEvaluation(thresholds, report, localisation)
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(str(v) for v in shape)
+
+
+def _pixel_report(
+    kind: MapKind, maps: F32, masks: npt.NDArray[np.bool_], threshold: float | None
+) -> PixelReport:
+    marked = int(masks.sum())
+    precision = recall = float("nan")
+    if threshold is not None:
+        over = maps > threshold
+        hits = int(np.sum(over & masks))
+        precision = hits / int(over.sum()) if over.any() else float("nan")
+        recall = hits / marked if marked else float("nan")
+    return PixelReport(kind, pixel_auroc(maps, masks), marked, threshold, precision, recall)

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from streamvae.bundle import Detector, ModelBundle, TabularPreprocess
+from streamvae.bundle.image import ImagePreprocess
 from streamvae.config import TrackingSettings
 from streamvae.data import Table, load_column, load_table
+from streamvae.data.images import load_labelled_images
 from streamvae.data.splits import shuffled, split_fraction
 from streamvae.errors import ConfigError, DataError, ModelLoadError
 from streamvae.scoring import DetectionReport, Diagnostics, detection_report, roc_auc
@@ -31,6 +33,7 @@ from streamvae.tracking import (
     set_alias,
 )
 from streamvae.types import ModelRef
+from streamvae.workflows.images import PixelReport, evaluate_images
 from streamvae.workflows.train import calibrate_scores, utc_now
 
 
@@ -55,6 +58,9 @@ def _table_for(bundle: ModelBundle, path: str | Path, label_column: str) -> Tabl
         DataError: a KPI window model (it reads series, not feature rows).
     """
     preprocess = bundle.preprocess
+    if isinstance(preprocess, ImagePreprocess):
+        msg = "this is an image model: it reads images (an .npz or image folders), not rows"
+        raise DataError(msg)
     if not isinstance(preprocess, TabularPreprocess):
         msg = "this is a KPI window model: evaluate it with `streamvae evaluate --nab`"
         raise DataError(msg)
@@ -206,26 +212,64 @@ def show_thresholds(uri: str, *, tracking: TrackingSettings) -> tuple[ModelRef, 
 
 @dataclass(frozen=True, slots=True)
 class EvaluationResult:
-    """Detection quality of a model on labelled data."""
+    """Detection quality of a model on labelled data.
+
+    Attributes:
+        model: the model evaluated.
+        thresholds: its thresholds (the default one applies).
+        report: image- or row-level AUROC, AP and precision/recall/F1 at the threshold.
+        localisation: an image model's pixel-level figures, when the data has masks.
+    """
 
     model: ModelRef
     thresholds: ThresholdSet
     report: DetectionReport
+    localisation: PixelReport | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """The printed values: the model, the report, the pixel figures."""
+        values: dict[str, object] = {"model": f"{self.model.name} v{self.model.version}"}
+        values |= self.report.to_dict()
+        if self.localisation is not None:
+            values |= self.localisation.to_dict()
+        return values
 
 
 def evaluate(
-    uri: str, data: str | Path, *, tracking: TrackingSettings, label_column: str = "label"
+    uri: str,
+    data: str | Path,
+    *,
+    tracking: TrackingSettings,
+    label_column: str = "label",
+    normal_label: int | None = None,
 ) -> EvaluationResult:
     """Score labelled ``data`` with ``uri`` and report AUROC, AP, precision/recall/F1.
 
-    The default threshold applies (segments are not looked up in offline data).
+    The default threshold applies (segments are not looked up in offline data). An image
+    model reads labelled images (see :func:`~streamvae.data.images.load_labelled_images`)
+    and, when they come with pixel masks, also reports the pixel AUROC of its map.
+
+    Args:
+        uri: the model.
+        data: feature rows with a label column; for an image model an ``.npz`` (``X``,
+            ``y``, optional ``masks``) or a folder of label folders.
+        tracking: the MLflow store.
+        label_column: the label column of feature rows (1 = anomaly).
+        normal_label: image labels: the label of the normal class (others are
+            anomalies); unset, labels must be 0/1.
 
     Raises:
-        DataError: the data has no labels.
+        DataError: the data has no labels, or does not fit the model.
         NotCalibratedError: the model has no threshold.
     """
     with tempfile.TemporaryDirectory() as tmp:
         loaded, _ = _load(uri, tracking, Path(tmp))
+        if isinstance(loaded.bundle.preprocess, ImagePreprocess):
+            images = load_labelled_images(data, normal_label=normal_label)
+            evaluation = evaluate_images(loaded.bundle, images)
+            return EvaluationResult(
+                loaded.ref, evaluation.thresholds, evaluation.report, evaluation.localisation
+            )
         table = _table_for(loaded.bundle, data, label_column)
         if table.labels is None:
             msg = f"{str(data)!r} has no labels (column {label_column!r}, or 'y' in an .npz)"

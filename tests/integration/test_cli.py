@@ -329,6 +329,48 @@ def test_train_images_registers_an_image_model_from_a_png_folder(workdir):
     assert bundle.threshold is not None
 
 
+def test_a_28x28_image_model_trains_unpadded_and_evaluates_with_pixel_auroc(workdir):
+    from streamvae.data.images import builtin_digits, paste_anomalies
+
+    small, digits = builtin_digits(24)
+    images = np.pad(small, ((0, 0), (0, 0), (2, 2), (2, 2)))  # 28x28: not a multiple of 16
+    order = np.random.default_rng(0).permutation(len(images))
+    train, held = order[:1200], order[1200:1400]
+    np.savez(workdir / "normal.npz", X=(images[train] * 255).round().astype(np.uint8))
+    code, out = invoke(
+        "train-images", "normal.npz", "--epochs", "8", "--alias", "champion", "--quiet"
+    )
+    assert code == 0, out
+    assert "1200 x (1, 28, 28)" in out
+    pasted, masks, _ = paste_anomalies(images[held[100:]], seed=1)
+    test = np.concatenate([images[held[:100]], pasted])
+    np.savez(
+        workdir / "test.npz", X=(test * 255).round().astype(np.uint8),
+        y=np.r_[np.zeros(100), np.ones(100)].astype(np.int64),
+        masks=np.concatenate([np.zeros((100, 28, 28), bool), masks]),
+    )  # fmt: skip
+    code, out = invoke("evaluate", "models:/streamvae-images@champion", "test.npz", "--json")
+    assert code == 0, out
+    report = json.loads(out)
+    assert report["n"] == 200 and report["n_anomalies"] == 100
+    # pasted noise squares, blobs and digit pieces are far from every normal digit
+    assert report["auroc"] > 0.9, report
+    assert report["map_kind"] == "rec_error" and report["pixel_auroc"] > 0.8, report
+    assert 0.0 <= report["false_positive_rate"] <= 0.1, report
+    # digit labels: name the normal class (here every digit is "normal", so 0 vs the rest
+    # only checks the plumbing), or be told how to
+    np.savez(workdir / "digits.npz", X=images[held], y=digits[held])
+    code, out = invoke("evaluate", "models:/streamvae-images@champion", "digits.npz")
+    assert code == 2 and "--normal-label" in out, out
+    code, out = invoke(
+        "evaluate", "models:/streamvae-images@champion", "digits.npz", "--normal-label", "0"
+    )
+    assert code == 0 and "pixel_auroc" not in out, out
+    np.savez(workdir / "small.npz", X=np.zeros((4, 16, 16), np.uint8), y=[0, 1, 0, 1])
+    code, out = invoke("evaluate", "models:/streamvae-images@champion", "small.npz")
+    assert code == 2 and "images are 1x16x16 (CxHxW), the model takes 1x28x28" in out, out
+
+
 def test_evaluate_nab_prints_profiles_and_writes_nab_results(workdir):
     from tests.factories import KPI_INTERVAL_MS, kpi_values
 

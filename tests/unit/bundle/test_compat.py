@@ -79,9 +79,13 @@ def test_image_bundles_round_trip_and_refuse_another_shape(tmp_path):
     loaded = load_bundle(save_bundle(bundle, tmp_path / "img"))
     assert loaded.preprocess == bundle.preprocess
     images = digit_split(16)[1][:10].reshape(10, -1)
-    assert np.array_equal(
-        ImageDetector(bundle).score(images).neg_elbo, ImageDetector(loaded).score(images).neg_elbo
-    )
+    # the default image score is fused: the index and all three tails travel with it
+    assert loaded.score_kind == "fused" and loaded.fusion is not None
+    assert loaded.fusion.to_dict() == bundle.fusion.to_dict()  # type: ignore[union-attr]
+    assert loaded.fusion.complexity_tail is not None
+    before, after = ImageDetector(bundle).score(images), ImageDetector(loaded).score(images)
+    for kind in ("neg_elbo", "neighbour", "fused"):
+        assert np.array_equal(before.select(kind), after.select(kind))
     check_replacement(bundle, make_image_bundle(epochs=2, seed=1))
     with pytest.raises(ModelLoadError, match="image shape changed"):
         check_replacement(bundle, make_image_bundle(size=24, epochs=2))

@@ -170,6 +170,7 @@ def test_fused_scores_do_not_depend_on_chunking(fused_bundle):
         ("wrong_width", "must be float32"),
         ("missing_rows", "cannot read neighbours.npy"),
         ("no_fusion", "needs the model's neighbour index"),
+        ("complexity_tail", "a complexity tail is for images"),
     ],
 )
 def test_a_broken_neighbour_index_is_refused(tmp_path, fused_bundle, breakage, message):
@@ -180,7 +181,10 @@ def test_a_broken_neighbour_index_is_refused(tmp_path, fused_bundle, breakage, m
         (path / "neighbours.npy").unlink()
     else:
         config = json.loads((path / "config.json").read_text())
-        del config["fusion"]
+        if breakage == "no_fusion":
+            del config["fusion"]
+        else:
+            config["fusion"]["complexity_tail"] = config["fusion"]["elbo_tail"]
         (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match=message):
         load_bundle(path)

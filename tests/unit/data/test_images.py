@@ -10,10 +10,12 @@ import pytest
 
 from streamvae.data.images import (
     ImageShape,
+    binary_labels,
     builtin_digits,
     decode_image_batch,
     encode_npy,
     load_images,
+    load_labelled_images,
     paste_anomalies,
     to_unit,
 )
@@ -127,6 +129,54 @@ def test_training_images_load_from_npy_npz_and_png_folders(tmp_path):
         load_images(tmp_path / "missing.npy")
     with pytest.raises(DataError, match="in \\[0, 1\\]"):
         to_unit(np.full((1, 1, 8, 8), 2.0, np.float32))
+
+
+def test_labelled_images_load_from_an_npz_with_masks_and_an_mvtec_style_folder(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    images = (rng.random((6, 1, 8, 8)) * 255).astype(np.uint8)
+    masks = np.zeros((6, 8, 8), np.uint8)
+    masks[3:, 2:4, 2:4] = 255
+    np.savez(tmp_path / "test.npz", X=images, y=[0, 0, 0, 1, 1, 1], masks=masks)
+    loaded = load_labelled_images(tmp_path / "test.npz")
+    assert loaded.labels.tolist() == [False] * 3 + [True] * 3
+    assert loaded.masks is not None and np.array_equal(loaded.masks, masks != 0)
+    # the MVTec AD layout: good/ + a folder per defect, masks in ground_truth/<defect>/
+    for name, rows in (("good", range(3)), ("scratch", range(3, 6))):
+        (tmp_path / "folder" / name).mkdir(parents=True)
+        for i in rows:
+            Image.fromarray(images[i, 0]).save(tmp_path / "folder" / name / f"{i:03d}.png")
+    (tmp_path / "folder" / "ground_truth" / "scratch").mkdir(parents=True)
+    for i in range(3, 6):
+        Image.fromarray(masks[i]).save(
+            tmp_path / "folder" / "ground_truth" / "scratch" / f"{i:03d}_mask.png"
+        )
+    folder = load_labelled_images(tmp_path / "folder")
+    assert np.array_equal(folder.images, loaded.images)
+    assert folder.labels.tolist() == loaded.labels.tolist()
+    assert folder.masks is not None and np.array_equal(folder.masks, loaded.masks)
+
+
+def test_labelled_images_refuse_what_cannot_be_judged(tmp_path):
+    images = np.zeros((4, 8, 8), np.uint8)
+    np.savez(tmp_path / "digits.npz", X=images, y=[3, 3, 5, 7])
+    with pytest.raises(DataError, match="--normal-label"):
+        load_labelled_images(tmp_path / "digits.npz")
+    assert load_labelled_images(tmp_path / "digits.npz", normal_label=3).labels.tolist() == [
+        False, False, True, True,
+    ]  # fmt: skip
+    with pytest.raises(DataError, match="no image has the normal label 4"):
+        binary_labels([3, 5], normal_label=4)
+    np.savez(tmp_path / "unlabelled.npz", X=images)
+    with pytest.raises(DataError, match="has no labels"):
+        load_labelled_images(tmp_path / "unlabelled.npz")
+    np.savez(tmp_path / "masks.npz", X=images, y=[0, 1, 0, 1], masks=np.zeros((4, 7, 8)))
+    with pytest.raises(DataError, match="masks are \\(4, 7, 8\\)"):
+        load_labelled_images(tmp_path / "masks.npz")
+    (tmp_path / "defects" / "scratch").mkdir(parents=True)
+    with pytest.raises(DataError, match="no normal folder"):
+        load_labelled_images(tmp_path / "defects")
 
 
 def test_builtin_digits_and_pasted_anomalies():

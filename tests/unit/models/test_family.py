@@ -18,6 +18,7 @@ from streamvae.models import (
     ConditionalVAEConfig,
     SparseVAE,
     VAEConfig,
+    build_model,
     config_from_dict,
     importance_nll,
     latent_noise,
@@ -104,6 +105,39 @@ def test_image_models_refuse_per_feature_gamma():
             {"image_height": 8, "image_width": 8, "channels": (4,), "learn_variance": True,
              "per_feature_variance": True},
         )  # fmt: skip
+
+
+@pytest.mark.parametrize("model_key", ["conv2d_vae", "conv2d_vae_stem"])
+@pytest.mark.parametrize(("height", "width"), [(28, 28), (13, 30)])
+def test_image_models_take_any_size_and_only_score_its_own_pixels(model_key, height, width):
+    config = config_from_dict(
+        model_key,
+        {"image_height": height, "image_width": width, "latent_dim": 4, "learn_variance": True},
+    )
+    model = build_model(model_key, config).eval()
+    x = torch.rand(3, height * width, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(x)
+        terms = model.elbo_terms(x, out)
+    # the reconstruction and its likelihood cover the image's own pixels, no padding
+    assert out.recon.shape == (3, height * width)
+    assert terms.per_feature_nll.shape == (3, height * width)
+    torch.testing.assert_close(terms.per_feature_nll.sum(dim=1), terms.recon_nll)
+
+
+def test_padding_a_28x28_digit_is_the_same_network_as_a_32x32_one_padded_by_hand():
+    small = config_from_dict("conv2d_vae", {"image_height": 28, "image_width": 28})
+    large = config_from_dict("conv2d_vae", {"image_height": 32, "image_width": 32})
+    torch.manual_seed(0)
+    model28 = build_model("conv2d_vae", small).eval()
+    model32 = build_model("conv2d_vae", large).eval()
+    model32.load_state_dict(model28.state_dict())
+    x = torch.rand(2, 28, 28, generator=torch.Generator().manual_seed(1))
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2)).flatten(1)
+    with torch.no_grad():
+        recon28 = model28(x.flatten(1)).recon.view(2, 28, 28)
+        recon32 = model32(padded).recon.view(2, 32, 32)
+    torch.testing.assert_close(recon28, recon32[:, 2:30, 2:30])
 
 
 def test_learned_gamma_is_logged_per_epoch_and_shrinks_as_the_fit_improves():

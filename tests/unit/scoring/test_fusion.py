@@ -123,3 +123,26 @@ def test_fusion_round_trips_and_adds_the_two_surprises():
         fusion.fuse(a, b), fusion.elbo_tail.surprise(a) + fusion.neighbour_tail.surprise(b)
     )
     assert again.index.k == 2
+
+
+def test_an_image_fusion_takes_the_larger_likelihood_surprise_and_round_trips_it():
+    rng = np.random.default_rng(4)
+    rows = rng.random((30, 16)).astype(np.float32)
+    fusion = ScoreFusion(
+        NeighbourIndex(rows, 1),
+        TailModel.fit(rng.normal(size=100)),
+        TailModel.fit(rng.gamma(2, size=100)),
+        TailModel.fit(rng.normal(loc=-50.0, size=100)),
+    )
+    again = ScoreFusion.from_parts(fusion.to_dict(), rows)
+    # row 0: the ELBO is unsurprising but the corrected likelihood is (a simple image);
+    # row 1: the other way round (a noisy one): either surprise counts, the larger one
+    a, b, c = np.array([0.0, 3.0]), np.array([1.0, 9.0]), np.array([-45.0, -50.0])
+    elbo = fusion.elbo_tail.surprise(a)
+    corrected = fusion.complexity_tail.surprise(c)  # type: ignore[union-attr]
+    assert corrected[0] > elbo[0] and elbo[1] > corrected[1]
+    expected = np.maximum(elbo, corrected) + fusion.neighbour_tail.surprise(b)
+    np.testing.assert_allclose(fusion.fuse(a, b, c), expected)
+    np.testing.assert_allclose(again.fuse(a, b, c), expected)
+    with pytest.raises(ValueError, match="complexity-corrected"):
+        fusion.fuse(a, b)
