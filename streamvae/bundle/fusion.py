@@ -17,7 +17,13 @@ from streamvae.bundle.detector import Detector
 from streamvae.bundle.image import ImageDetector, ImagePreprocess
 from streamvae.bundle.io import ModelBundle, TabularPreprocess
 from streamvae.scoring.complexity import code_length_bits, complexity_corrected
-from streamvae.scoring.fusion import NeighbourIndex, ScoreFusion, TailModel, sample_rows
+from streamvae.scoring.fusion import (
+    IMAGE_CHUNK,
+    NeighbourIndex,
+    ScoreFusion,
+    TailModel,
+    sample_rows,
+)
 from streamvae.types import ScoreKind
 
 F32 = npt.NDArray[np.float32]
@@ -142,7 +148,7 @@ def with_image_fusion(
         )
         raise ValueError(msg)
     rows = sample_rows(indexed, image_index_rows(preprocess.shape.pixels, max_images), seed)
-    index = NeighbourIndex(rows, k)
+    index = NeighbourIndex(rows, k, chunk_size=IMAGE_CHUNK)
     plain = replace(bundle, score_kind="neg_elbo", fusion=None)
     elbo = ImageDetector(plain).score(reference).neg_elbo
     corrected = complexity_corrected(elbo, code_length_bits(reference, preprocess.shape.as_tuple()))

@@ -22,7 +22,7 @@ from streamvae.bundle.window import WindowPreprocess
 from streamvae.data.schema import ContextSchema, FeatureSchema, StandardScaler
 from streamvae.errors import ModelLoadError, VersionMismatchError
 from streamvae.models import MODEL_REGISTRY, config_from_dict
-from streamvae.scoring.fusion import ScoreFusion
+from streamvae.scoring.fusion import IMAGE_CHUNK, ScoreFusion
 from streamvae.thresholds import ThresholdSet
 from streamvae.types import NEIGHBOUR_SCORE_KINDS, SCORE_KINDS, WINDOW_SCORE_KINDS, ScoreKind
 
@@ -390,4 +390,5 @@ def _read_fusion(
         want = f"float32 (m, {dim})"
         msg = f"{NEIGHBOURS} must be {want}, got {rows.dtype} {rows.shape}"
         raise ValueError(msg)
-    return ScoreFusion.from_parts(config["fusion"], rows)
+    chunk = IMAGE_CHUNK if isinstance(preprocess, ImagePreprocess) else 128
+    return ScoreFusion.from_parts(config["fusion"], rows, chunk_size=chunk)

@@ -10,8 +10,9 @@ simplicity alone no longer hides it.
 
 ``L`` here is what PNG does, without its container: the 8-bit image (pixels rounded from
 [0, 1]), each row replaced by its differences to the left neighbour (PNG's ``sub`` filter,
-modulo 256), then DEFLATE at level 9 (``zlib``). It costs tens of microseconds for a
-28x28 image, several times less than encoding a PNG with Pillow, and ranks images alike.
+modulo 256), then DEFLATE at level 6 (``zlib``'s and PNG's default). It costs about 30
+microseconds for a 28x28 image, five times less than encoding a PNG with Pillow; level 9
+would cost 50 and rank MNIST's images the same (Spearman 0.9995).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import numpy.typing as npt
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
+LEVEL = 6
+"""DEFLATE level of the code length."""
 
 
 def code_length_bits(images: F32, shape: tuple[int, int, int]) -> F64:
@@ -39,7 +42,7 @@ def code_length_bits(images: F32, shape: tuple[int, int, int]) -> F64:
     filtered = pixels.copy()
     filtered[..., 1:] = np.diff(pixels, axis=-1)  # uint8 arithmetic wraps: modulo 256
     return np.array(
-        [8.0 * len(zlib.compress(image.tobytes(), 9)) for image in filtered], dtype=np.float64
+        [8.0 * len(zlib.compress(image.tobytes(), LEVEL)) for image in filtered], dtype=np.float64
     )
 
 

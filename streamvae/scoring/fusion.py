@@ -42,6 +42,9 @@ TAIL_LEVEL = 0.9
 """Reference quantile where the exponential tail takes over from the empirical survival."""
 GRID = 201
 """Quantiles kept of a component's reference scores (its empirical survival up to ``t``)."""
+IMAGE_CHUNK = 16
+"""Queries per distance product for images: thousands of pixels a row make the product of a
+query chunk padded to 128 rows cost more than the VAE itself on small batches."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,11 +234,11 @@ class ScoreFusion:
         return values
 
     @classmethod
-    def from_parts(cls, values: dict[str, Any], rows: F32) -> ScoreFusion:
-        """Inverse of :meth:`to_dict` plus the indexed rows."""
+    def from_parts(cls, values: dict[str, Any], rows: F32, *, chunk_size: int = 128) -> ScoreFusion:
+        """Inverse of :meth:`to_dict` plus the indexed rows (queried ``chunk_size`` at a time)."""
         complexity = values.get("complexity_tail")
         return cls(
-            NeighbourIndex(rows, int(values["k"])),
+            NeighbourIndex(rows, int(values["k"]), chunk_size=chunk_size),
             TailModel.from_dict(values["elbo_tail"]),
             TailModel.from_dict(values["neighbour_tail"]),
             None if complexity is None else TailModel.from_dict(complexity),

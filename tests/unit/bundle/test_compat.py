@@ -86,6 +86,9 @@ def test_image_bundles_round_trip_and_refuse_another_shape(tmp_path):
     before, after = ImageDetector(bundle).score(images), ImageDetector(loaded).score(images)
     for kind in ("neg_elbo", "neighbour", "fused"):
         assert np.array_equal(before.select(kind), after.select(kind))
+    # the neighbour distance is the same bits whatever batch an image arrives in
+    threes = [ImageDetector(loaded).score(images[i : i + 3]).neighbour for i in range(0, 10, 3)]
+    assert np.array_equal(after.neighbour, np.concatenate(threes))
     check_replacement(bundle, make_image_bundle(epochs=2, seed=1))
     with pytest.raises(ModelLoadError, match="image shape changed"):
         check_replacement(bundle, make_image_bundle(size=24, epochs=2))
