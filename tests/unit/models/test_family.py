@@ -269,3 +269,14 @@ def test_dcvae_learns_a_prior_that_depends_on_the_condition():
     assert out.prior_mu is not None and out.prior_logvar is not None
     by_class = [out.prior_mu[cond[:, 1] == c].mean(0) for c in range(3)]
     assert not torch.allclose(by_class[0], by_class[1], atol=1e-3)
+
+
+def test_a_fused_image_model_refuses_too_few_images_before_training():
+    from streamvae.errors import DataError
+    from streamvae.workflows.images import ImageSettings, train_images
+
+    images = np.random.default_rng(0).random((40, 1, 8, 8), dtype=np.float32)
+    settings = ImageSettings(channels=(4,), latent_dim=2, epochs=1, device="cpu")
+    # 40 images: 32 to learn from, of which 6 stop early: too few to fit the fused tails
+    with pytest.raises(DataError, match="at least 10 early-stopping images; 40 images leave 6"):
+        train_images(images, settings)

@@ -139,3 +139,25 @@ def test_image_ids_of_any_length_are_bounded(bundle, held_out):
     scores = decoded(out, "scores")
     assert len(scores[0]["id"]) == 256 and scores[1]["id"] == "7"
     assert all(len(m.key or b"") <= 1_024 for m in out.outbound)
+
+
+def test_a_28x28_model_serves_28x28_batches_with_28x28_maps(tmp_path):
+    from streamvae.data.images import builtin_digits
+    from streamvae.workflows.images import ImageSettings, train_images
+
+    small, _ = builtin_digits(24)
+    images = np.pad(small, ((0, 0), (0, 0), (2, 2), (2, 2)))  # 28x28, as MNIST
+    settings = ImageSettings(latent_dim=8, channels=(8, 16), epochs=3, device="cpu")
+    bundle = train_images(images[:600], settings)
+    assert bundle.preprocess.shape.as_tuple() == (1, 28, 28)
+    pasted, _, _ = paste_anomalies(images[600:608], seed=1, kinds=("noise",), size=0.5)
+    batch = np.round(np.concatenate([images[610:618], pasted]) * 255).astype(np.uint8)[:, 0]
+    out = pipeline(bundle, map_dir=str(tmp_path)).handle([message(batch)], 0)
+    assert out.records_consumed == out.records_scored == 16
+    assert len(decoded(out, "scores")) == 16 and not decoded(out, "dlq")
+    alerts = decoded(out, "alerts")
+    assert alerts, "half-image noise squares alert"
+    for alert in alerts:
+        peak = alert["explanation"]["peak"]
+        assert 0 <= peak["y"] < 28 and 0 <= peak["x"] < 28
+        assert np.load(alert["explanation"]["map_path"], allow_pickle=False).shape == (28, 28)
