@@ -134,9 +134,7 @@ class Detector:
         if precision is not None:
             scores = replace(scores, per_feature=scores.per_feature * precision)
         if fusion is not None:
-            neighbour = np.concatenate(distances)
-            fused = fusion.fuse(scores.neg_elbo, neighbour)
-            scores = replace(scores, neighbour=neighbour, fused=fused)
+            scores = fusion.complete(scores, np.concatenate(distances))
         return Scored(scores, expected)
 
     def _feature_precision(self) -> npt.NDArray[np.float64] | None:

@@ -10,7 +10,7 @@ reports the peak, the bounding box of those pixels and the share of the image th
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from streamvae.errors import ModelLoadError, SchemaMismatchError
 from streamvae.models import BaseVAE, importance_nll, latent_noise
 from streamvae.scoring import ScoreSet, concat_score_sets, score_set
 from streamvae.scoring.complexity import code_length_bits, complexity_corrected
+from streamvae.scoring.fusion import ScoreFusion
 from streamvae.scoring.maps import MAP_KINDS, MapKind, pixel_maps
 from streamvae.thresholds import ThresholdSet
 from streamvae.types import SAMPLED_SCORE_KINDS
@@ -143,7 +144,7 @@ class ImageDetector:
             sampled = self.bundle.score_kind in SAMPLED_SCORE_KINDS
         parts: list[ScoreSet] = []
         distances: list[npt.NDArray[np.float64]] = []
-        fusion = self.bundle.fusion
+        fusion: ScoreFusion | None = self.bundle.fusion
         with torch.inference_mode():
             for start in range(0, max(len(images), 1), self.chunk_size):
                 x = torch.as_tensor(images[start : start + self.chunk_size], device=self.device)
@@ -155,13 +156,11 @@ class ImageDetector:
         scores = concat_score_sets(parts)
         if fusion is None:
             return scores
-        neighbour = np.concatenate(distances)
         corrected = None
         if fusion.complexity_tail is not None:
             bits = code_length_bits(images, self.preprocess.shape.as_tuple())
             corrected = complexity_corrected(scores.neg_elbo, bits)
-        fused = fusion.fuse(scores.neg_elbo, neighbour, corrected)
-        return replace(scores, neighbour=neighbour, fused=fused)
+        return fusion.complete(scores, np.concatenate(distances), corrected)
 
     def select(self, scores: ScoreSet) -> npt.NDArray[np.float64]:
         """The scores the threshold applies to (the bundle's score kind)."""

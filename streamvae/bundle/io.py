@@ -22,7 +22,7 @@ from streamvae.bundle.window import WindowPreprocess
 from streamvae.data.schema import ContextSchema, FeatureSchema, StandardScaler
 from streamvae.errors import ModelLoadError, VersionMismatchError
 from streamvae.models import MODEL_REGISTRY, config_from_dict
-from streamvae.scoring.fusion import IMAGE_CHUNK, ScoreFusion
+from streamvae.scoring.fusion import IMAGE_CHUNK, ROW_CHUNK, ScoreFusion
 from streamvae.thresholds import ThresholdSet
 from streamvae.types import NEIGHBOUR_SCORE_KINDS, SCORE_KINDS, WINDOW_SCORE_KINDS, ScoreKind
 
@@ -372,12 +372,12 @@ def _read_fusion(
     if "fusion" not in config:
         return None
     if isinstance(preprocess, TabularPreprocess):
-        dim = preprocess.schema.dim
+        dim, chunk = preprocess.schema.dim, ROW_CHUNK
         if "complexity_tail" in config["fusion"]:
             msg = "a complexity tail is for images; this is a tabular model"
             raise ValueError(msg)
     elif isinstance(preprocess, ImagePreprocess):
-        dim = preprocess.shape.pixels
+        dim, chunk = preprocess.shape.pixels, IMAGE_CHUNK
     else:
         msg = "only tabular and image models carry a neighbour index"
         raise ValueError(msg)  # noqa: TRY004 - a bad bundle, reported as ModelLoadError
@@ -390,5 +390,4 @@ def _read_fusion(
         want = f"float32 (m, {dim})"
         msg = f"{NEIGHBOURS} must be {want}, got {rows.dtype} {rows.shape}"
         raise ValueError(msg)
-    chunk = IMAGE_CHUNK if isinstance(preprocess, ImagePreprocess) else 128
     return ScoreFusion.from_parts(config["fusion"], rows, chunk_size=chunk)

@@ -28,12 +28,14 @@ there are more), so memory is ``max_rows * d * 4`` bytes and a query costs one
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
+
+from streamvae.scoring.scores import ScoreSet
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -42,6 +44,8 @@ TAIL_LEVEL = 0.9
 """Reference quantile where the exponential tail takes over from the empirical survival."""
 GRID = 201
 """Quantiles kept of a component's reference scores (its empirical survival up to ``t``)."""
+ROW_CHUNK = 128
+"""Queries per distance product for feature rows (a short last chunk is zero-padded)."""
 IMAGE_CHUNK = 16
 """Queries per distance product for images: thousands of pixels a row make the product of a
 query chunk padded to 128 rows cost more than the VAE itself on small batches."""
@@ -129,7 +133,7 @@ class NeighbourIndex:
     bits whatever batch it arrives in.
     """
 
-    def __init__(self, rows: F32, k: int, *, chunk_size: int = 128) -> None:
+    def __init__(self, rows: F32, k: int, *, chunk_size: int = ROW_CHUNK) -> None:
         if rows.ndim != 2 or rows.shape[0] < 1:
             msg = f"the neighbour index needs a non-empty (m, d) matrix, got {rows.shape}"
             raise ValueError(msg)
@@ -222,6 +226,13 @@ class ScoreFusion:
             likelihood = np.maximum(likelihood, self.complexity_tail.surprise(corrected))
         return likelihood + self.neighbour_tail.surprise(neighbour_distance)
 
+    def complete(
+        self, scores: ScoreSet, neighbour_distance: F64, corrected: F64 | None = None
+    ) -> ScoreSet:
+        """``scores`` with the ``neighbour`` distance and the ``fused`` score filled in."""
+        fused = self.fuse(scores.neg_elbo, neighbour_distance, corrected)
+        return replace(scores, neighbour=neighbour_distance, fused=fused)
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON part (the indexed rows are saved as an array beside it)."""
         values = {
@@ -234,7 +245,9 @@ class ScoreFusion:
         return values
 
     @classmethod
-    def from_parts(cls, values: dict[str, Any], rows: F32, *, chunk_size: int = 128) -> ScoreFusion:
+    def from_parts(
+        cls, values: dict[str, Any], rows: F32, *, chunk_size: int = ROW_CHUNK
+    ) -> ScoreFusion:
         """Inverse of :meth:`to_dict` plus the indexed rows (queried ``chunk_size`` at a time)."""
         complexity = values.get("complexity_tail")
         return cls(
