@@ -28,9 +28,16 @@ RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 
 class ServiceMetrics:
     """The service's metrics; construct once per registry (tests pass a fresh one)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, topic: str = "") -> None:
+        """Args:
+        registry: where the metrics live (default: a fresh one).
+        topic: the input topic, a label of ``model_info`` so that dashboards and alert
+            rules can tell services apart by what they consume (one series a process:
+            no per-record label, so no extra cardinality).
+        """
         registry = CollectorRegistry() if registry is None else registry
         self.registry = registry
+        self.topic = topic
         ns = "streamvae"
         self.messages_consumed = Counter(
             "messages_consumed", "Kafka messages consumed.", namespace=ns, registry=registry
@@ -101,8 +108,8 @@ class ServiceMetrics:
         )
         self.model_info = Gauge(
             "model_info",
-            "The model being served (value 1).",
-            ["name", "version", "alias", "score_kind"],
+            "The model being served and the topic it scores (value 1).",
+            ["name", "version", "alias", "score_kind", "topic"],
             namespace=ns,
             registry=registry,
         )
@@ -121,7 +128,7 @@ class ServiceMetrics:
         self.shadow_model_info = Gauge(
             "shadow_model_info",
             "The shadow (challenger) model scored alongside, alerts not emitted (value 1).",
-            ["name", "version", "alias", "score_kind"],
+            ["name", "version", "alias", "score_kind", "topic"],
             namespace=ns,
             registry=registry,
         )
@@ -220,8 +227,9 @@ class ServiceMetrics:
         """Publish the model and threshold now in force."""
         self.model_info.clear()
         self.model_info.labels(
-            name=model.name, version=model.version, alias=model.alias or "", score_kind=score_kind
-        ).set(1)
+            name=model.name, version=model.version, alias=model.alias or "",
+            score_kind=score_kind, topic=self.topic,
+        ).set(1)  # fmt: skip
         self.threshold.set(threshold)
         self.expected_alert_ratio.set(expected_rate)
         self.model_loads.inc()
@@ -238,7 +246,7 @@ class ServiceMetrics:
         if model is not None:
             self.shadow_model_info.labels(
                 name=model.name, version=model.version, alias=model.alias or "",
-                score_kind=score_kind,
+                score_kind=score_kind, topic=self.topic,
             ).set(1)  # fmt: skip
 
     def set_drift(self, snapshot: DriftSnapshot) -> None:

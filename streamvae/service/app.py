@@ -50,7 +50,7 @@ class ScoringService:
 
     def __init__(self, settings: ServeSettings, *, registry: Registry | None = None) -> None:
         self.settings = settings
-        self.metrics = ServiceMetrics(registry)
+        self.metrics = ServiceMetrics(registry, topic=settings.kafka.input_topic)
         self.model: ModelRef | None = None
         self.runner: ServiceRunner | None = None
         self.metrics_server: MetricsServer | None = None

@@ -97,7 +97,7 @@ def test_the_alias_moves_and_the_service_follows_without_losing_a_record(
         time.sleep(0.5)
         shadow_scored = metric(url, "streamvae_shadow_records_scored_total")
         info = metric(url, 'streamvae_model_info{alias="champion",name="fraud",'
-                           'score_kind="neg_elbo",version="2"}')  # fmt: skip
+                           f'score_kind="neg_elbo",topic="{topics.input}",version="2"}}')  # fmt: skip
         assert metric(url, reloads % "refused") == 1, "a refused version is not retried"
 
     version_of = {s["id"]: s["model"]["version"] for s in scores}

@@ -13,7 +13,7 @@ from streamvae.types import ModelRef
 
 @pytest.fixture
 def server():
-    metrics = ServiceMetrics(CollectorRegistry())
+    metrics = ServiceMetrics(CollectorRegistry(), topic="payments")
     metrics.set_model(ModelRef("fraud", "3", "champion"), "neg_elbo", 12.5, 0.01)
     state = {"ok": True}
     srv = MetricsServer(
@@ -36,7 +36,8 @@ def test_metrics_endpoint_exports_model_and_threshold(server):
     status, body = _get(srv.url + "/metrics")
     assert status == 200
     assert (
-        'streamvae_model_info{alias="champion",name="fraud",score_kind="neg_elbo",version="3"} 1.0'
+        'streamvae_model_info{alias="champion",name="fraud",score_kind="neg_elbo",'
+        'topic="payments",version="3"} 1.0'
         in body
     )
     assert "streamvae_threshold 12.5" in body
@@ -87,7 +88,7 @@ def test_idle_connections_are_closed_and_bounded(monkeypatch):
     from streamvae.metrics import http
 
     monkeypatch.setattr(http, "SOCKET_TIMEOUT_S", 0.5)
-    metrics = ServiceMetrics(CollectorRegistry())
+    metrics = ServiceMetrics(CollectorRegistry(), topic="payments")
     srv = MetricsServer(metrics.registry, lambda: (True, {}), "127.0.0.1", 0).start()
     host, port = srv._server.server_address[:2]
     before = threading.active_count()
