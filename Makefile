@@ -22,8 +22,8 @@ demo: install
 	$(BIN)/streamvae demo
 
 lint: install
-	$(BIN)/ruff check streamvae tests
-	$(BIN)/ruff format --check streamvae tests
+	$(BIN)/ruff check streamvae tests deploy
+	$(BIN)/ruff format --check streamvae tests deploy
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 

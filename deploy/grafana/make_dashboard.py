@@ -40,10 +40,12 @@ def rate(metric: str, extra: str = "") -> str:
 
 
 def quantile(q: float, histogram: str, by: str = "job") -> str:
+    """The ``q`` quantile of a histogram of the selected processes, per ``by``."""
     return f"histogram_quantile({q}, sum by ({by}, le) {rate(histogram + '_bucket')})"
 
 
 def target(legend: str, expr: str, *, instant: bool = False, table: bool = False) -> dict[str, Any]:
+    """One query of a panel (an instant query, in table format, for tables)."""
     out: dict[str, Any] = {"datasource": DATASOURCE, "expr": expr, "legendFormat": legend}
     if instant:
         out["instant"] = True
@@ -76,7 +78,12 @@ STATS: list[tuple[str, str, list[dict[str, Any]], str]] = [
     (
         "Alert ratio / calibrated",
         "none",
-        [target("{{job}}", f"(sum by (job) {rate('streamvae_alerts_total')} / sum by (job) {rate('streamvae_records_scored_total')}) / max by (job) {sel('streamvae_expected_alert_ratio')}")],
+        [
+            target(
+                "{{job}}",
+                f"(sum by (job) {rate('streamvae_alerts_total')} / sum by (job) {rate('streamvae_records_scored_total')}) / max by (job) {sel('streamvae_expected_alert_ratio')}",
+            )
+        ],
         "Alerts per scored record divided by the rate calibration expects: 1 is as calibrated; 10 pages (StreamvaeAlertStorm).",
     ),
     (
@@ -88,7 +95,12 @@ STATS: list[tuple[str, str, list[dict[str, Any]], str]] = [
     (
         "Dead-letter ratio",
         "percentunit",
-        [target("{{job}}", f"sum by (job) {rate('streamvae_records_dead_lettered_total')} / sum by (job) {rate('streamvae_records_consumed_total')}")],
+        [
+            target(
+                "{{job}}",
+                f"sum by (job) {rate('streamvae_records_dead_lettered_total')} / sum by (job) {rate('streamvae_records_consumed_total')}",
+            )
+        ],
         "Share of consumed records sent to the dead-letter topic.",
     ),
 ]
@@ -199,7 +211,10 @@ def _targets(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"refId": chr(ord("A") + i), **t} for i, t in enumerate(targets)]
 
 
-def stat_panel(pid: int, title: str, unit: str, targets: list[dict[str, Any]], description: str, x: int, y: int) -> dict[str, Any]:
+def stat_panel(
+    pid: int, title: str, unit: str, targets: list[dict[str, Any]], description: str, x: int, y: int
+) -> dict[str, Any]:
+    """A stat of the top row (a value per service where the query keeps ``job``)."""
     return {
         "id": pid,
         "type": "stat",
@@ -218,7 +233,10 @@ def stat_panel(pid: int, title: str, unit: str, targets: list[dict[str, Any]], d
     }
 
 
-def series_panel(pid: int, title: str, unit: str, targets: list[tuple[str, str]], width: int, x: int, y: int) -> dict[str, Any]:
+def series_panel(
+    pid: int, title: str, unit: str, targets: list[tuple[str, str]], width: int, x: int, y: int
+) -> dict[str, Any]:
+    """A time-series panel with a query per (legend, expr)."""
     return {
         "id": pid,
         "type": "timeseries",
@@ -226,12 +244,19 @@ def series_panel(pid: int, title: str, unit: str, targets: list[tuple[str, str]]
         "datasource": DATASOURCE,
         "gridPos": {"h": 8, "w": width, "x": x, "y": y},
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-        "options": {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "max"]}},
+        "options": {
+            "legend": {
+                "displayMode": "table",
+                "placement": "bottom",
+                "calcs": ["lastNotNull", "max"],
+            }
+        },
         "targets": _targets([target(legend, expr) for legend, expr in targets]),
     }
 
 
 def table_panel(pid: int, y: int) -> dict[str, Any]:
+    """The running replicas: model information, threshold and uptime merged by replica."""
     return {
         "id": pid,
         "type": "table",
@@ -246,29 +271,54 @@ def table_panel(pid: int, y: int) -> dict[str, Any]:
                 "options": {
                     "excludeByName": {"Time": True},
                     "renameByName": {
-                        "job": "service", "instance": "replica", "name": "model",
-                        "score_kind": "score", "Value #A": "", "Value #B": "threshold",
+                        "job": "service",
+                        "instance": "replica",
+                        "name": "model",
+                        "score_kind": "score",
+                        "Value #A": "",
+                        "Value #B": "threshold",
                         "Value #C": "uptime",
                     },
                     "indexByName": {
-                        "job": 0, "instance": 1, "name": 2, "version": 3, "alias": 4,
-                        "topic": 5, "score_kind": 6, "Value #B": 7, "Value #C": 8,
+                        "job": 0,
+                        "instance": 1,
+                        "name": 2,
+                        "version": 3,
+                        "alias": 4,
+                        "topic": 5,
+                        "score_kind": 6,
+                        "Value #B": 7,
+                        "Value #C": 8,
                     },
                 },
-            },  # fmt: skip
+            },
         ],
         "fieldConfig": {
             "defaults": {},
             "overrides": [
-                {"matcher": {"id": "byName", "options": "uptime"}, "properties": [{"id": "unit", "value": "s"}]},
-                {"matcher": {"id": "byName", "options": "Value #A"}, "properties": [{"id": "custom.hidden", "value": True}]},
+                {
+                    "matcher": {"id": "byName", "options": "uptime"},
+                    "properties": [{"id": "unit", "value": "s"}],
+                },
+                {
+                    "matcher": {"id": "byName", "options": "Value #A"},
+                    "properties": [{"id": "custom.hidden", "value": True}],
+                },
             ],
-        },  # fmt: skip
+        },
     }
 
 
 def row_panel(pid: int, title: str, y: int) -> dict[str, Any]:
-    return {"id": pid, "type": "row", "title": title, "collapsed": False, "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []}
+    """A row header."""
+    return {
+        "id": pid,
+        "type": "row",
+        "title": title,
+        "collapsed": False,
+        "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+        "panels": [],
+    }
 
 
 def panels() -> list[dict[str, Any]]:

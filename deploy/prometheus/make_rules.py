@@ -56,12 +56,14 @@ def with_model(expr: str) -> str:
 
 
 def runbook(alert: str) -> str:
+    """The alert's ``runbook_url``: its section of the operations guide."""
     return f"{RUNBOOK_BASE}#{alert.lower()}"
 
 
 def alert(
     name: str, expr: str, for_: str, severity: str, summary: str, *, join: bool = True
 ) -> dict[str, Any]:
+    """One alerting rule; ``join``: labelled with its service's model and topic."""
     return {
         "alert": name,
         "expr": with_model(expr) if join else expr,
@@ -78,11 +80,26 @@ def recording_rules() -> list[dict[str, str]]:
             "record": MODEL_INFO,
             "expr": 'max by (job, model, topic) (label_replace(topk by (job) (1, max by (job, name, topic) (streamvae_model_info)), "model", "$1", "name", "(.*)"))',
         },
-        {"record": "job:streamvae_records_consumed:rate5m", "expr": "sum by (job) (rate(streamvae_records_consumed_total[5m]))"},
-        {"record": "job:streamvae_records_scored:rate5m", "expr": "sum by (job) (rate(streamvae_records_scored_total[5m]))"},
-        {"record": "job:streamvae_alerts:rate5m", "expr": "sum by (job) (rate(streamvae_alerts_total[5m]))"},
-        {"record": "job:streamvae_alert_ratio:rate5m", "expr": "job:streamvae_alerts:rate5m / job:streamvae_records_scored:rate5m"},
-        {"record": "job:streamvae_consumer_lag_records:sum", "expr": "sum by (job) (streamvae_consumer_lag_records)"},
+        {
+            "record": "job:streamvae_records_consumed:rate5m",
+            "expr": "sum by (job) (rate(streamvae_records_consumed_total[5m]))",
+        },
+        {
+            "record": "job:streamvae_records_scored:rate5m",
+            "expr": "sum by (job) (rate(streamvae_records_scored_total[5m]))",
+        },
+        {
+            "record": "job:streamvae_alerts:rate5m",
+            "expr": "sum by (job) (rate(streamvae_alerts_total[5m]))",
+        },
+        {
+            "record": "job:streamvae_alert_ratio:rate5m",
+            "expr": "job:streamvae_alerts:rate5m / job:streamvae_records_scored:rate5m",
+        },
+        {
+            "record": "job:streamvae_consumer_lag_records:sum",
+            "expr": "sum by (job) (streamvae_consumer_lag_records)",
+        },
         {
             "record": "job:streamvae_end_to_end_latency_seconds:p99_5m",
             "expr": "histogram_quantile(0.99, sum by (job, le) (rate(streamvae_end_to_end_latency_seconds_bucket[5m])))",
@@ -127,6 +144,7 @@ def burn_rate_expr(ratio: str, objective: float, severity: str) -> str:
 
 
 def slo_alerts() -> list[dict[str, Any]]:
+    """A page and a warning burn-rate alert for each SLO."""
     late = f"{float(LATENCY_SLO_SECONDS):g} s"
     latency_budget = f"{1 - LATENCY_OBJECTIVE:.2%}"
     dead_budget = f"{1 - DEAD_LETTER_OBJECTIVE:.2%}"
@@ -153,53 +171,61 @@ def alerts() -> list[dict[str, Any]]:
         alert(
             "StreamvaeAlertStorm",
             "job:streamvae_alert_ratio:rate5m > 10 * max by (job) (streamvae_expected_alert_ratio) and job:streamvae_records_scored:rate5m > 1",
-            "10m", "page",
+            "10m",
+            "page",
             "{{ $labels.job }} ({{ $labels.model }}): alert rate {{ $value | humanizePercentage }} is over 10x the calibrated rate",
-        ),  # fmt: skip
+        ),
         alert(
             "StreamvaeDetectorSilent",
             "job:streamvae_records_consumed:rate5m > 0 and job:streamvae_records_scored:rate5m == 0",
-            "10m", "page",
+            "10m",
+            "page",
             "{{ $labels.job }} ({{ $labels.model }}) consumes {{ $value | humanize }} records/s but scores none",
-        ),  # fmt: skip
+        ),
         alert(
             "StreamvaeConsumerLagGrowing",
             "job:streamvae_consumer_lag_records:sum > 10000 and deriv(job:streamvae_consumer_lag_records:sum[10m]) > 0",
-            "15m", "warning",
+            "15m",
+            "warning",
             "{{ $labels.job }} ({{ $labels.model }}): consumer lag {{ $value | humanize }} records and growing",
-        ),  # fmt: skip
+        ),
         *slo_alerts(),
         alert(
             "StreamvaeScoringErrors",
             "sum by (job, kind) (increase(streamvae_errors_total[5m])) > 0",
-            "1m", "page",
+            "1m",
+            "page",
             "{{ $labels.job }} ({{ $labels.model }}): {{ $labels.kind }} errors in the last 5 minutes: {{ $value | humanize }}",
-        ),  # fmt: skip
+        ),
         alert(
             "StreamvaeNoModelLoaded",
             "min by (job, instance) (streamvae_up) == 0",
-            "5m", "page",
+            "5m",
+            "page",
             "{{ $labels.job }} replica {{ $labels.instance }} is not scoring: no model loaded or the loop stopped",
-        ),  # fmt: skip
+        ),
         alert(
             "StreamvaeAbsent",
             "absent(streamvae_model_info)",
-            "10m", "page",
+            "10m",
+            "page",
             "no streamvae service exports a model: every replica is down or unscraped",
             join=False,
-        ),  # fmt: skip
+        ),
         alert(
             "StreamvaeReplicaDown",
             "up == 0 and on (job, instance) max_over_time(streamvae_up[1d]) >= 0",
-            "5m", "page",
+            "5m",
+            "page",
             "{{ $labels.job }} replica {{ $labels.instance }} cannot be scraped",
-        ),  # fmt: skip
+        ),
         alert(
             "StreamvaeModelRefused",
             'sum by (job) (increase(streamvae_model_reloads_total{result="refused"}[15m])) > 0',
-            "1m", "warning",
+            "1m",
+            "warning",
             "{{ $labels.job }} ({{ $labels.model }}) refused a new model version; the previous one keeps serving",
-        ),  # fmt: skip
+        ),
     ]
 
 

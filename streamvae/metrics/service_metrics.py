@@ -29,11 +29,13 @@ class ServiceMetrics:
     """The service's metrics; construct once per registry (tests pass a fresh one)."""
 
     def __init__(self, registry: CollectorRegistry | None = None, *, topic: str = "") -> None:
-        """Args:
-        registry: where the metrics live (default: a fresh one).
-        topic: the input topic, a label of ``model_info`` so that dashboards and alert
-            rules can tell services apart by what they consume (one series a process:
-            no per-record label, so no extra cardinality).
+        """Create every metric on ``registry``.
+
+        Args:
+            registry: where the metrics live (default: a fresh one).
+            topic: the input topic, a label of ``model_info`` so that dashboards and alert
+                rules can tell services apart by what they consume (one series a process:
+                no per-record label, so no extra cardinality).
         """
         registry = CollectorRegistry() if registry is None else registry
         self.registry = registry

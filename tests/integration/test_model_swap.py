@@ -96,8 +96,11 @@ def test_the_alias_moves_and_the_service_follows_without_losing_a_record(
         alerts = read_json(broker, topics.alerts, expected=1, timeout_s=5)
         time.sleep(0.5)
         shadow_scored = metric(url, "streamvae_shadow_records_scored_total")
-        info = metric(url, 'streamvae_model_info{alias="champion",name="fraud",'
-                           f'score_kind="neg_elbo",topic="{topics.input}",version="2"}}')  # fmt: skip
+        info = metric(
+            url,
+            'streamvae_model_info{alias="champion",name="fraud",score_kind="neg_elbo",'
+            f'topic="{topics.input}",version="2"}}',
+        )
         assert metric(url, reloads % "refused") == 1, "a refused version is not retried"
 
     version_of = {s["id"]: s["model"]["version"] for s in scores}

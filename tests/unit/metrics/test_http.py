@@ -37,8 +37,7 @@ def test_metrics_endpoint_exports_model_and_threshold(server):
     assert status == 200
     assert (
         'streamvae_model_info{alias="champion",name="fraud",score_kind="neg_elbo",'
-        'topic="payments",version="3"} 1.0'
-        in body
+        'topic="payments",version="3"} 1.0' in body
     )
     assert "streamvae_threshold 12.5" in body
     assert 'streamvae_records_dead_lettered_total{reason="non_finite"} 0.0' in body
