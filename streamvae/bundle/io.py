@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-import streamvae
+from streamvae._version import __version__
 from streamvae.bundle.image import ImagePreprocess
 from streamvae.bundle.window import WindowPreprocess
 from streamvae.data.schema import ContextSchema, FeatureSchema, StandardScaler
@@ -167,7 +167,7 @@ class ModelBundle:
 def runtime_versions() -> dict[str, str]:
     """Versions recorded in ``meta.json`` and compared at load time."""
     return {
-        "streamvae_version": streamvae.__version__,
+        "streamvae_version": __version__,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
     }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streamvae.cli import calibration, commands  # noqa: F401 (registers the commands)
+from streamvae.cli import calibration, commands, scoring  # noqa: F401 (registers the commands)
 from streamvae.cli.common import app
 
 

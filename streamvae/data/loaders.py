@@ -95,6 +95,22 @@ def _frame_to_table(
     return Table(matrix, tuple(feature_columns), labels, context)
 
 
+def table_from_frame(
+    frame: pl.DataFrame,
+    source: str,
+    *,
+    label_column: str | None = "label",
+    feature_columns: tuple[str, ...] | None = None,
+    context_columns: tuple[str, ...] = (),
+) -> Table:
+    """A :class:`Table` from an in-memory frame, checked as :func:`load_table` checks files.
+
+    Raises:
+        DataError: missing or non-numeric feature columns, missing values, bad labels.
+    """
+    return _frame_to_table(frame, source, label_column, feature_columns, context_columns)
+
+
 def _load_npz(path: Path, feature_columns: tuple[str, ...] | None) -> Table:
     with np.load(path, allow_pickle=False) as npz:
         if "X" not in npz:

@@ -9,6 +9,7 @@ from streamvae.tracking.resolve import (
     record_for_version,
     record_thresholds,
     resolve,
+    thresholds_for_run,
 )
 from streamvae.tracking.store import (
     MlflowCallback,
@@ -35,5 +36,6 @@ __all__ = [
     "record_thresholds",
     "resolve",
     "set_alias",
+    "thresholds_for_run",
     "tracking_uri",
 ]

@@ -1,16 +1,40 @@
 """MLflow "models from code" entry point: a pyfunc that scores a DataFrame with a bundle.
 
 MLflow loads this file by path (no pickle is stored). ``predict`` takes a DataFrame with
-the model's feature columns and returns one row per input: every score, the threshold in
-force and ``is_anomaly`` (``score > threshold``).
+the model's feature columns and returns one row per input: the verdict columns of
+``streamvae score`` (score, threshold, p-value, severity, is_anomaly, top features) plus
+the component scores.
+
+Thresholds: MLflow hands the pyfunc only the model's files, not the URI it was loaded by,
+so ``load_context`` reads the model's run id from its ``MLmodel`` file and applies the
+calibration ``streamvae calibrate`` recorded for the registered version logged by that run
+(:func:`~streamvae.tracking.thresholds_for_run`), as the service, the CLI and
+``streamvae.load`` do. Only a model never calibrated after training keeps the threshold of
+its training run; when the registry cannot be reached the pyfunc says so in the log and
+``threshold_source`` is ``"training (registry unreachable)"``.
 """
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pandas as pd
+import yaml
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
+
+logger = logging.getLogger(__name__)
+
+
+def _run_id_of(bundle_dir: Path) -> str | None:
+    """The run that logged the model whose ``artifacts/bundle`` is ``bundle_dir``."""
+    mlmodel = bundle_dir.parent.parent / "MLmodel"
+    if not mlmodel.is_file():
+        return None
+    run_id = (yaml.safe_load(mlmodel.read_text()) or {}).get("run_id")
+    return str(run_id) if run_id else None
 
 
 class StreamVAEPyfunc(PythonModel):
@@ -20,8 +44,23 @@ class StreamVAEPyfunc(PythonModel):
         """Load the bundle directory logged as the ``bundle`` artifact."""
         from streamvae.bundle import Detector, load_bundle
         from streamvae.bundle.window import WindowDetector, WindowPreprocess
+        from streamvae.errors import ModelLoadError
+        from streamvae.tracking.resolve import thresholds_for_run
 
-        bundle = load_bundle(context.artifacts["bundle"])
+        bundle_dir = Path(context.artifacts["bundle"])
+        bundle = load_bundle(bundle_dir)
+        self.threshold_source = "training"
+        run_id = _run_id_of(bundle_dir)
+        if run_id is not None:
+            try:
+                recorded = thresholds_for_run(run_id)
+            except ModelLoadError as exc:
+                logger.warning("thresholds of the training run apply: %s", exc)
+                self.threshold_source = "training (registry unreachable)"
+            else:
+                if recorded is not None:
+                    bundle = bundle.with_threshold(recorded)
+                    self.threshold_source = "calibration"
         self.kpi = isinstance(bundle.preprocess, WindowPreprocess)
         if self.kpi:
             self.window_detector = WindowDetector(bundle)
@@ -38,16 +77,18 @@ class StreamVAEPyfunc(PythonModel):
         del context, params
         if self.kpi:
             return self._predict_points(model_input)  # type: ignore[no-untyped-call]
+        from streamvae.bundle.verdicts import decide_rows
+
         names = list(self.detector.preprocess.schema.names)
         if isinstance(model_input, pd.DataFrame):
             matrix = model_input[names].to_numpy(dtype=np.float32)
         else:
             matrix = np.asarray(model_input, dtype=np.float32)
+        thresholds = self.detector.bundle.threshold
         scored = self.detector.score(matrix)
-        score = self.detector.select(scored)
         out = pd.DataFrame(
             {
-                "score": score,
+                "score": self.detector.select(scored),
                 "neg_elbo": scored.scores.neg_elbo,
                 "recon_error": scored.scores.recon_error,
                 "kl": scored.scores.kl,
@@ -55,13 +96,14 @@ class StreamVAEPyfunc(PythonModel):
         )
         if scored.scores.neighbour is not None:
             out["neighbour"] = scored.scores.neighbour
-        thresholds = self.detector.bundle.threshold
         if thresholds is not None:
-            decided = thresholds.decide(score)
-            out["threshold"] = decided.thresholds
-            out["p_value"] = decided.p_values
-            out["is_anomaly"] = decided.severities != ""
-            out["severity"] = decided.severities
+            segments = None
+            field = thresholds.segment_field
+            if field is not None and isinstance(model_input, pd.DataFrame) and field in model_input:
+                segments = [None if v is None else str(v) for v in model_input[field].tolist()]
+            decided = decide_rows(self.detector, matrix, thresholds, segments=segments)
+            verdicts = decided.to_frame(names).drop("score").to_pandas()
+            out = pd.concat([out, verdicts], axis=1)
         return out
 
     def _predict_points(self, frame):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN202

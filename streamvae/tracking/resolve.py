@@ -128,21 +128,50 @@ def _calibration_path(client: MlflowClient, resolved: ResolvedModel) -> str | No
     return None
 
 
+def _download_thresholds(run_id: str, path: str, what: str) -> ThresholdSet:
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{path}", dst_path=tmp)
+        except MlflowException as exc:
+            msg = f"cannot download the calibration {path!r} of {what}: {exc.message}"
+            raise ModelLoadError(msg) from exc
+        return read_thresholds(Path(local))
+
+
+def thresholds_for_run(run_id: str) -> ThresholdSet | None:
+    """The thresholds ``calibrate`` recorded for the model logged by run ``run_id``.
+
+    For a model loaded without its registry URI (MLflow's pyfunc loader passes only the
+    model's files): the registered version(s) logged by that run are looked up, and the
+    calibration recorded on the newest calibrated one applies; failing that, one recorded
+    on the run itself. ``None`` when neither was ever calibrated after training.
+
+    Raises:
+        ModelLoadError: the registry is unreachable, or the calibration cannot be read.
+    """
+    client = MlflowClient()
+    try:
+        versions = client.search_model_versions(f"run_id = '{run_id}'")
+        tagged = [mv for mv in versions if CALIBRATION_TAG in (mv.tags or {})]
+        path: str | None
+        if tagged:
+            newest = max(tagged, key=lambda mv: int(mv.version))
+            path, what = newest.tags[CALIBRATION_TAG], f"{newest.name} v{newest.version}"
+        else:
+            path, what = client.get_run(run_id).data.tags.get(CALIBRATION_TAG), f"run {run_id}"
+    except MlflowException as exc:
+        msg = f"cannot look up the calibration of run {run_id!r}: {exc.message}"
+        raise ModelLoadError(msg) from exc
+    return None if path is None else _download_thresholds(run_id, path, what)
+
+
 def _stored_thresholds(resolved: ResolvedModel) -> ThresholdSet | None:
     if resolved.kind == "local":
         return None  # no registry involved: never open (or create) a tracking store
     path = _calibration_path(MlflowClient(), resolved)
     if path is None or resolved.run_id is None:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = mlflow.artifacts.download_artifacts(
-                f"runs:/{resolved.run_id}/{path}", dst_path=tmp
-            )
-        except MlflowException as exc:
-            msg = f"cannot download the calibration {path!r} of {resolved.uri!r}: {exc.message}"
-            raise ModelLoadError(msg) from exc
-        return read_thresholds(Path(local))
+    return _download_thresholds(resolved.run_id, path, repr(resolved.uri))
 
 
 def load_resolved(resolved: ResolvedModel, *, strict: bool = False) -> ModelBundle:

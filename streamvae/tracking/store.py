@@ -14,6 +14,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from streamvae._version import __version__
 from streamvae.config import TrackingSettings
 from streamvae.errors import ConfigError, ModelLoadError
 
@@ -98,8 +99,6 @@ def log_bundle(bundle_dir: Path, registered_model: str | None) -> tuple[str, str
     Returns:
         ``(model_uri, version)``; ``version`` is ``None`` when not registered.
     """
-    import streamvae
-
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(bundle_dir)
         if staged.name != BUNDLE_ARTIFACT:
@@ -108,7 +107,7 @@ def log_bundle(bundle_dir: Path, registered_model: str | None) -> tuple[str, str
             name="model",
             python_model=str(PYFUNC_FILE),
             artifacts={BUNDLE_ARTIFACT: str(staged)},
-            pip_requirements=[f"streamvae=={streamvae.__version__}"],
+            pip_requirements=[f"streamvae=={__version__}"],
             registered_model_name=registered_model,
         )
     version = None if info.registered_model_version is None else str(info.registered_model_version)
