@@ -34,7 +34,7 @@ print("fast mode" if FAST else "full run")"""
 
 TRADEOFF = [
     new_markdown_cell("""\
-# (a) The reconstruction–detection trade-off (research.md §2)
+# (a) The reconstruction–detection trade-off
 
 **Paper's claim.** With a Gaussian VAE, a stronger latent constraint (larger beta, smaller
 latent size d) gives better anomaly detection but worse reconstruction of normal data, so
@@ -128,7 +128,7 @@ see the discussion in `notebooks/README.md`."""),
 
 GAMMA = [
     new_markdown_cell("""\
-# (b) Fixed vs learnable decoder variance (research.md §4)
+# (b) Fixed vs learnable decoder variance
 
 **Paper's claim.** A decoder N(mu_x(z), gamma I) with a *trained* scalar gamma tightens the
 model around the data manifold, so out-of-distribution inputs get a high negative
@@ -200,7 +200,7 @@ note of the research-models issue and in `notebooks/README.md`."""),
 
 DCVAE = [
     new_markdown_cell("""\
-# (c) dCVAE vs VAE, CVAE and beta-VAE (research.md §5)
+# (c) dCVAE vs VAE, CVAE and beta-VAE
 
 **Paper's claim.** The disentangled conditional VAE (learned conditional prior r(z_i | c),
 beta on the KL to it) detects anomalies better than VAE, CVAE and beta-VAE with the
@@ -246,7 +246,7 @@ the research-models issue and in `notebooks/README.md`."""),
 
 LOCALISATION = [
     new_markdown_cell("""\
-# (d) Pixel-wise anomaly localisation with VAEs (research.md §3)
+# (d) Pixel-wise anomaly localisation with VAEs
 
 **Paper's claim.** Gradient-based pixel predictors (ELBO-grad, Rec-grad) localise anomalies
 better than the plain reconstruction error; beta = 10 was best for most predictors while

@@ -1,4 +1,4 @@
-"""Conditional VAEs: CVAE and the disentangled conditional VAE (dCVAE, research.md §5).
+"""Conditional VAEs: CVAE and the disentangled conditional VAE (dCVAE).
 
 The condition ``c`` is the record's context: numeric values (e.g. hour of day, scaled)
 and categorical codes (e.g. merchant type), embedded by a

@@ -1,4 +1,4 @@
-"""2-D convolutional VAEs for images (research.md §3 and §4).
+"""2-D convolutional VAEs for images (the pixel-localisation and learnable-variance studies).
 
 Inputs travel flat, ``(n, C*H*W)`` in ``[0, 1]`` (the image's pixels in C, H, W order), so
 every score, the learnable decoder variance, the importance-sampled NLL and bits per dimension

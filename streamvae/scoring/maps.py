@@ -1,4 +1,4 @@
-"""Pixel-wise anomaly maps of a VAE (research.md §3) and their evaluation.
+"""Pixel-wise anomaly maps of a VAE (pixel-wise localisation with VAEs) and their evaluation.
 
 For an image ``x`` (flat, ``(n, C*H*W)``, the model's input) with negative ELBO
 ``L = L_rec + L_KL``:

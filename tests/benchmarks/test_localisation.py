@@ -1,4 +1,4 @@
-"""Pixel localisation on real images (research.md §3): digits with pasted anomalies.
+"""Pixel localisation on real images (pixel-wise localisation with VAEs): digits with pasted anomalies.
 
 Prints the pixel AUROC of every predictor for beta in {0.1, 1, 10} and latent sizes 16 and
 64, next to the paper's reported ordering, and writes bench-results/localisation.json.

@@ -1,4 +1,4 @@
-"""The math behind the research model family (research.md §2, §4, §5)."""
+"""The math behind the research model family (trade-off, learnable variance, dCVAE)."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def _fit_gamma_only(model: VAE, x: torch.Tensor, *, steps: int) -> None:
 
 
 def test_learned_gamma_converges_to_the_mean_squared_error_per_dimension():
-    """research.md §4: for a fixed decoder the optimal gamma is the MSE per dimension."""
+    """Learnable variance: for a fixed decoder the optimal gamma is the MSE per dimension."""
     torch.manual_seed(0)
     model = VAE(VAEConfig(input_dim=6, latent_dim=2, learn_variance=True)).eval()
     x = torch.from_numpy(_scaled())
