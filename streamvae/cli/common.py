@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -53,7 +54,14 @@ NOISY_LOGGERS = ("kafka", "mlflow", "alembic", "urllib3", "git", "httpx")
 
 
 def setup_logging(level: str) -> None:
-    """Log to stderr at ``level``; third-party loggers stay at WARNING or above."""
+    """Log to stderr at ``level``; third-party loggers stay at WARNING or above.
+
+    MLflow sets its own logger to INFO when it is imported (later: commands import it
+    lazily), which ``MLFLOW_LOGGING_LEVEL`` overrides: its "Creating initial MLflow database
+    tables" lines show only at ``--log-level DEBUG``.
+    """
+    if level.upper() != "DEBUG":
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.basicConfig(
         level=level.upper(),
         stream=sys.stderr,

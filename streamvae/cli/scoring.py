@@ -67,6 +67,9 @@ def score(
     Example: streamvae score models:/streamvae-tabular@champion transactions.parquet verdicts.parquet
     Example: streamvae score models:/fraud/3 nightly.csv out.csv --id-column txn_id
     """
+    from streamvae.data.batches import check_paths
+
+    guard(lambda: check_paths(input_path, output))  # before torch and MLflow load (seconds)
     from streamvae.workflows.score import score_file
 
     progress = Progress(

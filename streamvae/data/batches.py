@@ -48,6 +48,28 @@ def _npz_chunks(path: Path, chunk_rows: int) -> Iterator[pl.DataFrame]:
         yield frame.with_columns(pl.int_range(start, start + block.shape[0]).alias("row"))
 
 
+def check_paths(source: str | Path, output: str | Path) -> None:
+    """Refuse a missing or unsupported input, or an unwritable output, before any work.
+
+    Raises:
+        DataError: naming the bad path.
+    """
+    path = Path(source)
+    if not path.is_file():
+        msg = f"input file {str(path)!r} does not exist"
+        raise DataError(msg)
+    if path.suffix.lower() not in INPUT_SUFFIXES:
+        msg = f"unsupported input {str(path)!r}: use one of {INPUT_SUFFIXES}"
+        raise DataError(msg)
+    out = Path(output)
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        msg = f"unsupported output {str(out)!r}: use one of {OUTPUT_SUFFIXES}"
+        raise DataError(msg)
+    if not out.parent.is_dir():
+        msg = f"output folder {str(out.parent)!r} does not exist"
+        raise DataError(msg)
+
+
 def read_chunks(path: str | Path, chunk_rows: int) -> Iterator[pl.DataFrame]:
     """The rows of ``path`` in chunks of at most ``chunk_rows``, in file order.
 

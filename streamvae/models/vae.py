@@ -40,7 +40,8 @@ class VAEConfig:
         input_dim: number of input features ``d``.
         latent_dim: size of the latent code ``k``.
         hidden_dims: encoder hidden widths before ``width`` scaling; the decoder mirrors them.
-        width: capacity multiplier applied to every hidden width (alpha of the learnable-variance study).
+        width: capacity multiplier applied to every hidden width (the learnable-variance
+            study's alpha).
         beta: weight of the KL term in the training loss (1 = VAE, 0 = autoencoder,
             > 1 = beta-VAE); a beta schedule scales it during training.
         activation: hidden-layer activation.

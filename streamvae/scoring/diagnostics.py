@@ -1,4 +1,4 @@
-"""Diagnostics of a trained VAE (the reconstruction-detection trade-off and learnable decoder variance).
+"""Diagnostics of a trained VAE (reconstruction-detection trade-off, learnable variance).
 
 * per-latent-dimension KL (a proxy for the information each dimension carries) and the
   number of active dimensions;

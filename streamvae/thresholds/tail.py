@@ -13,7 +13,6 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from streamvae.thresholds.calibrate import (
     F64,
@@ -31,6 +30,8 @@ def _fit(sorted_scores: F64, tail_fraction: float) -> tuple[float, float, float,
     n_tail = max(1, math.floor(n * tail_fraction))
     u = float(sorted_scores[n - n_tail - 1])
     excesses = sorted_scores[sorted_scores > u] - u
+    from scipy import stats  # 0.8 s to import: only when a tail is fitted
+
     xi, _, sigma = stats.genpareto.fit(excesses, floc=0.0)
     return u, float(xi), float(sigma), excesses
 
@@ -93,6 +94,8 @@ def calibrate_pot(
     n = arr.size
     share = excesses.size / n
     value = _tail_quantile(u, xi, sigma, share, alpha)
+    from scipy import stats
+
     ks = stats.kstest(excesses, "genpareto", args=(xi, 0.0, sigma))
 
     def pick(sample: F64) -> float:

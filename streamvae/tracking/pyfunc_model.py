@@ -17,6 +17,7 @@ its training run; when the registry cannot be reached the pyfunc says so in the 
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -26,6 +27,10 @@ import yaml
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
 
 logger = logging.getLogger(__name__)
+# MLflow asks for type hints on ``predict`` (with ANSI colour codes) whenever this file is
+# loaded; hints would make it infer a signature from them, which fails for DataFrames in,
+# DataFrames out of varying columns (see ``predict``)
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
 
 
 def _run_id_of(bundle_dir: Path) -> str | None:

@@ -1,4 +1,4 @@
-"""The research experiments the notebooks run (the reconstruction-detection trade-off, learnable decoder variance, dCVAE), as plain functions.
+"""The research experiments the notebooks run (trade-off, learnable variance, dCVAE).
 
 Notebooks only call these and display the results, so nothing lives only in a notebook.
 Data: the ADBench cardio set shipped in the package, and scikit-learn's handwritten

@@ -1,4 +1,4 @@
-"""The pixel-localisation benchmark (pixel-wise localisation with VAEs) on real images: digits with pasted anomalies.
+"""The pixel-localisation benchmark on real images: digits with pasted anomalies.
 
 Normal images: scikit-learn's digits upsampled to 32x32 (built in). A convolutional VAE
 learns them; held-out normal digits get one local anomaly each (a noise square, a bright
