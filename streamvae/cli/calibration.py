@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -12,10 +12,12 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from streamvae.cli.common import (
+    JsonOpt,
     TrackingOpt,
     WorkDirOpt,
     app,
     console,
+    emit,
     err_console,
     fail,
     fmt,
@@ -26,6 +28,9 @@ from streamvae.cli.common import (
 from streamvae.config import CalibrationSettings, first_error
 from streamvae.errors import ConfigError
 from streamvae.thresholds import PRCurve, Threshold, ThresholdSet
+
+if TYPE_CHECKING:
+    from streamvae.workflows.offline import CalibrationResult
 
 thresholds_app = typer.Typer(help="Inspect the thresholds in force.", no_args_is_help=True)
 app.add_typer(thresholds_app, name="thresholds")
@@ -189,16 +194,13 @@ def calibrate(
     ] = False,
     tracking_uri: TrackingOpt = None,
     work_dir: WorkDirOpt = Path(".streamvae"),
+    as_json: JsonOpt = False,
 ) -> None:
     """Calibrate thresholds on held-out normal data, show what they mean, then record them with that version.
 
     Example: streamvae calibrate models:/fraud@champion holdout.csv --alerts-per-day 20 --records-per-second 50 --segment merchant_category
     """
-    from streamvae.workflows.offline import (
-        CalibrationRequest,
-        commit_calibration,
-        prepare_calibration,
-    )
+    from streamvae.workflows.offline import CalibrationRequest, prepare_calibration
 
     values: dict[str, object] = {
         "percentile": percentile, "target_fpr": fpr, "alerts_per_day": alerts_per_day,
@@ -230,20 +232,37 @@ def calibrate(
     rows["normal records / anomalies in the data"] = f"{result.n_normal} / {result.n_anomalies}"
     if result.holdout_fpr is not None:
         rows[f"false-positive rate on {result.n_holdout} held-out normals"] = result.holdout_fpr
-    print_table(f"calibration of {result.model.name} v{result.model.version}", rows)
-    _print_segments(result.thresholds, result.skipped_segments)
-    if (labels or request.label_aware) and result.pr_curve is not None:
-        _print_pr_curve(result.pr_curve, result.thresholds.default.value)
+    if as_json:
+        rows["segments"] = {k: t.value for k, t in result.thresholds.segments.items()}
+        rows["skipped segments"] = dict(result.skipped_segments)
+    else:
+        print_table(f"calibration of {result.model.name} v{result.model.version}", rows)
+        _print_segments(result.thresholds, result.skipped_segments)
+        if (labels or request.label_aware) and result.pr_curve is not None:
+            _print_pr_curve(result.pr_curve, result.thresholds.default.value)
+    recorded = _record(result, model_uri, dry_run=dry_run, yes=yes)
+    if as_json:
+        emit("", rows | {"recorded": recorded}, as_json=True)
+    elif recorded:
+        console.print(f"recorded for {result.model.name} v{result.model.version}")
+    if not recorded and not dry_run:
+        raise typer.Exit(code=1)
+
+
+def _record(result: CalibrationResult, model_uri: str, *, dry_run: bool, yes: bool) -> bool:
+    """Record the calibration unless a dry run or the operator declines; whether it was."""
     if dry_run:
         err_console.print("dry run: nothing recorded")
-        return
+        return False
     if not yes and not typer.confirm(
-        f"Record these thresholds for {result.model.uri or model_uri}?", default=False
+        f"Record these thresholds for {result.model.uri or model_uri}?", default=False, err=True
     ):
         err_console.print("not recorded (use --yes to record without asking)")
-        raise typer.Exit(code=1)
+        return False
+    from streamvae.workflows.offline import commit_calibration
+
     guard(lambda: commit_calibration(result))
-    console.print(f"recorded for {result.model.name} v{result.model.version}")
+    return True
 
 
 @thresholds_app.command("show")
@@ -252,6 +271,7 @@ def show(
     records_per_second: RateOpt = None,
     tracking_uri: TrackingOpt = None,
     work_dir: WorkDirOpt = Path(".streamvae"),
+    as_json: JsonOpt = False,
 ) -> None:
     """Print the thresholds in force for a model (what `serve` would use).
 
@@ -270,5 +290,10 @@ def show(
     rows["calibration scores kept (p-values)"] = (
         int(thresholds.reference[""].size) if "" in thresholds.reference else "none"
     )
+    if as_json:
+        rows["model"] = f"{ref.name} v{ref.version}"
+        rows["segments"] = {k: t.value for k, t in thresholds.segments.items()}
+        emit("", rows, as_json=True)
+        return
     print_table(f"thresholds in force for {model_uri} ({ref.name} v{ref.version})", rows)
     _print_segments(thresholds, {})

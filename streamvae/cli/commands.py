@@ -12,6 +12,7 @@ import typer
 from streamvae.cli.common import (
     ConfigOpt,
     DeviceOpt,
+    JsonOpt,
     NewAliasOpt,
     ProgressBar,
     QuietOpt,
@@ -22,6 +23,7 @@ from streamvae.cli.common import (
     app,
     check_device,
     console,
+    emit,
     err_console,
     fail,
     guard,
@@ -42,6 +44,7 @@ def train(
     alias: NewAliasOpt = None,
     tracking_uri: TrackingOpt = None,
     quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Train a VAE on normal data, calibrate its threshold on held-out normals, register it.
 
@@ -60,9 +63,9 @@ def train(
     settings = guard(lambda: load_settings(TrainSettings, config, set_ or [], extra))
     from streamvae.workflows.train import train as run_train
 
-    outcome = guard(lambda: run_train(settings, [] if quiet else [ProgressBar()]))
+    outcome = guard(lambda: run_train(settings, [] if quiet or as_json else [ProgressBar()]))
     thr = outcome.threshold.default if outcome.threshold else None
-    print_table(
+    emit(
         "trained",
         {
             "run id": outcome.run_id,
@@ -79,6 +82,7 @@ def train(
             "tracking uri": outcome.tracking_uri,
             "seconds": round(outcome.seconds, 1),
         },
+        as_json=as_json,
     )
 
 
@@ -114,6 +118,7 @@ def train_kpi(
     tracking_uri: TrackingOpt = None,
     work_dir: WorkDirOpt = Path(".streamvae"),
     quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Train a KPI window model on many series, calibrate per-series thresholds, register it.
 
@@ -150,12 +155,12 @@ def train_kpi(
             history,
             settings,
             tracking,
-            [] if quiet else [ProgressBar()],
+            [] if quiet or as_json else [ProgressBar()],
             log=lambda line: err_console.print(f"- {line}"),
         )
     )
     thresholds = outcome.bundle.threshold
-    print_table(
+    emit(
         "trained (KPI)",
         {
             "run id": outcome.run_id,
@@ -173,6 +178,7 @@ def train_kpi(
             "tracking uri": outcome.tracking_uri,
             "seconds": round(outcome.seconds, 1),
         },
+        as_json=as_json,
     )
 
 
@@ -218,6 +224,7 @@ def train_images(
     tracking_uri: TrackingOpt = None,
     work_dir: WorkDirOpt = Path(".streamvae"),
     quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Train a convolutional VAE on normal images, calibrate image and pixel thresholds, register.
 
@@ -242,13 +249,13 @@ def train_images(
     )
     outcome = guard(
         lambda: train_and_register(
-            images, settings, tracking, [] if quiet else [ProgressBar()],
+            images, settings, tracking, [] if quiet or as_json else [ProgressBar()],
             log=lambda line: err_console.print(f"- {line}"),
         )
     )  # fmt: skip
     thresholds = outcome.bundle.threshold
     pixel = outcome.bundle.preprocess.pixel_thresholds  # type: ignore[union-attr]
-    print_table(
+    emit(
         "trained (images)",
         {
             "run id": outcome.run_id,
@@ -266,6 +273,7 @@ def train_images(
             "tracking uri": outcome.tracking_uri,
             "seconds": round(outcome.seconds, 1),
         },
+        as_json=as_json,
     )
 
 
@@ -464,6 +472,7 @@ def promote(
     alias: Annotated[str, typer.Option(help="Alias to point at it.")] = "champion",
     tracking_uri: TrackingOpt = None,
     work_dir: WorkDirOpt = Path(".streamvae"),
+    as_json: JsonOpt = False,
 ) -> None:
     """Point a registry alias (champion by default) at a calibrated model version.
 
@@ -474,7 +483,10 @@ def promote(
     ref = guard(
         lambda: run_promote(model_uri, alias, tracking=tracking_settings(tracking_uri, work_dir))
     )
-    console.print(f"{ref.uri} -> version {ref.version}")
+    if as_json:
+        emit("", {"model": ref.name, "alias": alias, "version": ref.version}, as_json=True)
+    else:
+        console.print(f"{ref.uri} -> version {ref.version}")
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -47,6 +48,7 @@ NewAliasOpt = Annotated[
     str | None, typer.Option(help="Set this registry alias (e.g. champion) on the new version.")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON, not a table.")]
 SeedOpt = Annotated[int, typer.Option(help="Training seed.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 DEVICES = ("auto", "cpu", "cuda")
@@ -115,6 +117,27 @@ def print_table(title: str, rows: Mapping[str, object]) -> None:
     for key, value in rows.items():
         table.add_row(key, fmt(value))
     console.print(table)
+
+
+def _plain(value: object) -> object:
+    """A JSON-ready value (NaN and infinities become null, tuples lists)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def emit(title: str, rows: Mapping[str, object], *, as_json: bool) -> None:
+    """Print a command's result: a two-column table, or (``--json``) one JSON object."""
+    if as_json:
+        console.print_json(json.dumps(_plain(dict(rows))))
+    else:
+        print_table(title, rows)
 
 
 class ProgressBar:

@@ -1,4 +1,4 @@
-"""``streamvae score``: verdicts for a file of feature rows, without Kafka."""
+"""``streamvae score`` (verdicts for a file of feature rows, without Kafka) and ``models``."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from streamvae.cli.common import (
+    JsonOpt,
     QuietOpt,
     TrackingOpt,
     WorkDirOpt,
     app,
     console,
     err_console,
+    fmt,
     guard,
     print_table,
     tracking_settings,
@@ -95,3 +97,39 @@ def score(
         console.print_json(json.dumps(values, default=str))
     else:
         print_table("score", values)
+
+
+@app.command()
+def models(
+    name: Annotated[
+        str | None, typer.Argument(help="One registered model (default: every model).")
+    ] = None,
+    as_json: JsonOpt = False,
+    tracking_uri: TrackingOpt = None,
+    work_dir: WorkDirOpt = Path(".streamvae"),
+) -> None:
+    """List registered models: versions, aliases, threshold, score kind and calibration time.
+
+    Example: streamvae models
+    Example: streamvae models fraud --json
+    """
+    from rich.table import Table
+
+    from streamvae.workflows.offline import list_models
+
+    listed = guard(lambda: list_models(name, tracking=tracking_settings(tracking_uri, work_dir)))
+    if as_json:
+        console.print_json(json.dumps([v.to_dict() for v in listed]))
+        return
+    table = Table(title="registered models", title_justify="left")
+    for column in ("model", "version", "aliases", "threshold", "score", "calibrated", "created"):
+        table.add_column(column)
+    for v in listed:
+        table.add_row(
+            v.name, v.version, ", ".join(v.aliases) or "-",
+            "-" if v.threshold is None else fmt(float(v.threshold)), v.score_kind or "-",
+            v.calibrated_at or "not calibrated", v.created_at,
+        )  # fmt: skip
+    console.print(table)
+    if not listed:
+        err_console.print("no registered models in this store")

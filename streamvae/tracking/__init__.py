@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from streamvae.tracking.resolve import (
     ResolvedModel,
+    VersionListing,
     alias_version,
+    list_versions,
     load_resolved,
     record_for_version,
     record_thresholds,
@@ -25,10 +27,12 @@ from streamvae.tracking.store import (
 __all__ = [
     "MlflowCallback",
     "ResolvedModel",
+    "VersionListing",
     "alias_version",
     "configure",
     "ensure_experiment",
     "flatten",
+    "list_versions",
     "load_resolved",
     "log_bundle",
     "log_run_metrics",

@@ -17,7 +17,6 @@ its training run; when the registry cannot be reached the pyfunc says so in the 
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 
 import mlflow
@@ -27,10 +26,6 @@ import yaml
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
 
 logger = logging.getLogger(__name__)
-# MLflow asks for type hints on ``predict`` (with ANSI colour codes) whenever this file is
-# loaded; hints would make it infer a signature from them, which fails for DataFrames in,
-# DataFrames out of varying columns (see ``predict``)
-warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
 
 
 def _run_id_of(bundle_dir: Path) -> str | None:
@@ -72,8 +67,10 @@ class StreamVAEPyfunc(PythonModel):
         else:
             self.detector = Detector(bundle)
 
-    # No type hints: MLflow would try (and fail) to infer a model signature from them.
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN201
+    # ``model_input: pd.DataFrame`` is the one hint MLflow neither warns about (it does without
+    # any) nor infers a schema from (it would, and fail, for other hints): the columns vary
+    # by model and input kind.
+    def predict(self, context, model_input: pd.DataFrame, params=None):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN201
         """Score ``model_input`` (DataFrame with the feature columns, or an (n, d) array).
 
         A KPI model takes a DataFrame of points ``series, ts (epoch ms), value`` in time order

@@ -25,7 +25,9 @@ from streamvae.thresholds import (
 )
 from streamvae.tracking import (
     ResolvedModel,
+    VersionListing,
     configure,
+    list_versions,
     load_resolved,
     log_run_metrics,
     record_thresholds,
@@ -197,6 +199,16 @@ def _label_aware(
 def commit_calibration(result: CalibrationResult) -> ThresholdSet:
     """Record the thresholds with the exact model version they were calibrated on."""
     return record_thresholds(result.resolved, result.thresholds)
+
+
+def list_models(name: str | None, *, tracking: TrackingSettings) -> list[VersionListing]:
+    """Registered versions with their aliases, threshold, score kind and calibration time.
+
+    Raises:
+        ModelLoadError: the registry is unreachable or ``name`` unknown.
+    """
+    configure(tracking)
+    return list_versions(name)
 
 
 def show_thresholds(uri: str, *, tracking: TrackingSettings) -> tuple[ModelRef, ThresholdSet]:

@@ -43,6 +43,12 @@ def invoke(*args, input=None):
     return result.exit_code, result.output
 
 
+def invoke_stdout(*args):
+    """Exit code and standard output alone (what a pipe into ``jq`` reads)."""
+    result = runner.invoke(app, [str(a) for a in args])
+    return result.exit_code, result.stdout
+
+
 def test_train_calibrate_evaluate_promote(workdir):
     config = workdir / "c.yaml"
     config.write_text(
@@ -78,6 +84,49 @@ def test_train_calibrate_evaluate_promote(workdir):
     assert "models:/streamvae-tabular@champion -> version 1" in out
     code, out = invoke("evaluate", "models:/streamvae-tabular@champion", labelled)
     assert code == 0 and "auroc" in out
+
+
+def test_every_result_prints_as_json_and_models_lists_the_registry(workdir):
+    config = workdir / "c.yaml"
+    config.write_text("model:\n  latent_dim: 2\n  hidden_dims: [16]\ntraining:\n  epochs: 5\n")
+    data = _csv(workdir / "train.csv", 600)
+    code, out = invoke_stdout("train", "-c", config, "--data", data, "--json")
+    assert code == 0, out
+    trained = json.loads(out)
+    assert trained["model"] == "streamvae-tabular v1" and trained["threshold"] > 0
+    code, out = invoke_stdout("train", "-c", config, "--data", data, "--json")
+    assert code == 0 and json.loads(out)["model"] == "streamvae-tabular v2"
+
+    holdout = _csv(workdir / "holdout.csv", 400, seed=3)
+    uri = "models:/streamvae-tabular/1"
+    code, out = invoke_stdout(
+        "calibrate", uri, holdout, "--percentile", "95", "--holdout", "0", "--yes", "--json"
+    )
+    assert code == 0, out
+    calibrated = json.loads(out)
+    assert calibrated["recorded"] is True and calibrated["segments"] == {}
+    code, out = invoke_stdout("thresholds", "show", "models:/streamvae-tabular/1", "--json")
+    assert code == 0, out
+    shown = json.loads(out)
+    assert (
+        shown["threshold"] == calibrated["threshold"] and shown["model"] == "streamvae-tabular v1"
+    )
+    code, out = invoke_stdout("promote", uri, "--alias", "champion", "--json")
+    assert code == 0 and json.loads(out) == {"model": "streamvae-tabular", "alias": "champion",
+                                             "version": "1"}  # fmt: skip
+
+    code, out = invoke_stdout("models", "--json")
+    assert code == 0, out
+    listed = {v["version"]: v for v in json.loads(out)}
+    assert set(listed) == {"1", "2"}
+    assert listed["1"]["aliases"] == ["champion"] and listed["2"]["aliases"] == []
+    assert listed["1"]["threshold"] == calibrated["threshold"]
+    assert listed["1"]["score_kind"] == "fused" and listed["1"]["calibrated_at"]
+    assert listed["2"]["threshold"] == json.loads(out)[0]["threshold"]  # newest first
+    code, out = invoke("models", "streamvae-tabular")
+    assert code == 0 and "champion" in out and "fused" in out
+    code, out = invoke("models", "nope")
+    assert code == 2 and "nope" in out
 
 
 @pytest.mark.parametrize(
