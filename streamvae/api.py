@@ -1,9 +1,11 @@
 """The Python API: load a model version and score, predict, explain; train like the CLI.
 
->>> import streamvae                                    # doctest: +SKIP
->>> model = streamvae.load("models:/fraud@champion")    # doctest: +SKIP
->>> model.predict(frame)                                # 0/1 per row, by the version's threshold
->>> model.decide(frame)                                 # score, threshold, p-value, severity...
+Example (see the README's "Python API" section for one that runs)::
+
+    import streamvae
+    model = streamvae.load("models:/fraud@champion")
+    model.predict(frame)   # 0/1 per row, by the version's threshold
+    model.decide(frame)    # score, threshold, p-value, severity...
 
 A loaded model applies the thresholds ``streamvae calibrate`` recorded for its version (the
 ones the service, ``streamvae score`` and the MLflow pyfunc apply), so every path gives the
