@@ -7,6 +7,7 @@ YAML file > built-in defaults. Settings are loaded once in the CLI and passed do
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -22,7 +23,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
-from streamvae.errors import ConfigError
+from streamvae.errors import ConfigError, did_you_mean
 from streamvae.thresholds import (
     DEFAULT_BANDS,
     Bootstrap,
@@ -30,7 +31,26 @@ from streamvae.thresholds import (
     check_bands,
     fpr_for_alert_budget,
 )
-from streamvae.types import ScoreKind
+from streamvae.types import IMAGE_MODELS, KPI_MODELS, TABULAR_MODELS, ScoreKind
+
+
+def unknown_model_message(name: str, kind: str, allowed: tuple[str, ...]) -> str:
+    """Why ``name`` is refused for ``kind`` data: a suggestion and the families that fit.
+
+    >>> unknown_model_message("vea", "tabular", TABULAR_MODELS)
+    "unknown model 'vea' (did you mean 'vae'?); tabular models: vae, sparse_vae, cvae, dcvae"
+    >>> unknown_model_message("conv2d_vae", "tabular", TABULAR_MODELS).split(";")[0]
+    "model 'conv2d_vae' is not for tabular data (train it with train-images)"
+    """
+    commands = {"train": TABULAR_MODELS, "train-kpi": KPI_MODELS, "train-images": IMAGE_MODELS}
+    fits = [command for command, names in commands.items() if name in names]
+    listing = f"{kind} models: {', '.join(allowed)}"
+    if fits:
+        return (
+            f"model {name!r} is not for {kind} data (train it with {' or '.join(fits)}); " + listing
+        )
+    return f"unknown model {name!r}{did_you_mean(name, allowed)}; {listing}"
+
 
 _SECTION = ConfigDict(frozen=True, extra="forbid")
 ENV_PREFIX = "STREAMVAE_"
@@ -79,6 +99,13 @@ class ModelSettings(BaseModel):
     neighbour_rows: int = Field(
         2048, ge=10, le=1_000_000, description="the most training rows the index keeps"
     )
+
+    @field_validator("name")
+    @classmethod
+    def _tabular_family(cls, value: str) -> str:
+        if value not in TABULAR_MODELS:
+            raise ValueError(unknown_model_message(value, "tabular", TABULAR_MODELS))
+        return value
 
 
 class BetaScheduleSettings(BaseModel):
@@ -492,28 +519,68 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         msg = f"config file {str(file)!r} does not exist"
         raise ConfigError(msg) from None
     except yaml.YAMLError as exc:
-        msg = f"config file {str(file)!r} is not valid YAML: {exc}".splitlines()[0]
-        raise ConfigError(msg) from exc
+        raise ConfigError(yaml_error_message(file, exc)) from exc
     if not isinstance(values, dict):
         msg = f"config file {str(file)!r} must hold a mapping at the top level"
         raise ConfigError(msg)
     return values
 
 
+def yaml_error_message(file: Path, exc: yaml.YAMLError) -> str:
+    """One line: the file, the 1-based line and column of the problem, and what it is."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"config file {str(file)!r} is not valid YAML{where}: {problem}"
+
+
 SECRET_WORDS = ("password", "secret", "token", "credential")
 
 
-def first_error(exc: ValidationError) -> str:
-    """One line naming the first invalid setting and its value (never a secret's value)."""
+def _section_fields(model: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
+    """The setting names of the section of ``model`` at ``loc`` (empty when not a section)."""
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def first_error(
+    exc: ValidationError,
+    model: type[BaseModel] | None = None,
+    options: Mapping[str, str] | None = None,
+) -> str:
+    """One line naming the first invalid setting and its value (never a secret's value).
+
+    Args:
+        exc: the validation error.
+        model: the settings class validated; unknown keys then get a "did you mean".
+        options: setting path -> the CLI option that set it (``{"target_fpr": "--fpr"}``),
+            so the message names what the user typed.
+    """
     err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "(root)"
+    loc = tuple(str(p) for p in err["loc"])
+    where = ".".join(loc) or "(root)"
+    if err["type"] == "extra_forbidden":
+        known = _section_fields(model, loc[:-1]) if model is not None else []
+        hint = did_you_mean(loc[-1], known) if loc else ""
+        listing = f"; known: {', '.join(known)}" if known and not hint else ""
+        return f"unknown setting {where}{hint}{listing}"
     value = err.get("input")
     secret = any(word in where.lower() for word in SECRET_WORDS)
+    message = str(err["msg"]).removeprefix("Value error, ")
     if secret or isinstance(value, SecretStr):
         shown = " (value hidden)"
+    elif isinstance(value, dict) or repr(value) in message:
+        shown = ""
     else:
-        shown = "" if isinstance(value, dict) else f" (got {value!r:.60})"
-    return f"invalid setting {where}: {err['msg']}{shown}"
+        shown = f" (got {value!r:.60})"
+    option = (options or {}).get(where)
+    label = option if option else f"setting {where}"
+    return f"invalid {label}: {message}{shown}"
 
 
 def load_settings(
@@ -521,6 +588,7 @@ def load_settings(
     config_file: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     extra: dict[str, Any] | None = None,
+    options: Mapping[str, str] | None = None,
 ) -> SettingsT:
     """Load settings of type ``cls`` from defaults, YAML, environment and overrides.
 
@@ -529,6 +597,8 @@ def load_settings(
         config_file: optional YAML file.
         overrides: ``key.path=value`` pairs (``--set``).
         extra: values set by dedicated CLI options (same precedence as ``--set``).
+        options: setting path -> the option that sets it; an error names the option when
+            ``extra`` holds that path (the user typed it), the setting otherwise.
 
     Raises:
         ConfigError: one line naming the first bad value.
@@ -540,4 +610,15 @@ def load_settings(
     try:
         return cls(**merged)
     except ValidationError as exc:
-        raise ConfigError(first_error(exc)) from exc
+        given = {path: flag for path, flag in (options or {}).items() if _has_path(extra, path)}
+        raise ConfigError(first_error(exc, cls, given)) from exc
+
+
+def _has_path(values: Mapping[str, Any] | None, path: str) -> bool:
+    """Whether the nested mapping ``values`` holds the dotted ``path``."""
+    node: Any = values or {}
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class StreamVAEError(Exception):
     """Root of every error streamvae raises on purpose (bad input, config, data)."""
@@ -62,3 +65,13 @@ class PayloadDecodeError(StreamVAEError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the choice closest to ``word``, or an empty string.
+
+    >>> did_you_mean("betta", ["beta", "latent_dim"]), did_you_mean("zzz", ["beta"])
+    (" (did you mean 'beta'?)", '')
+    """
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

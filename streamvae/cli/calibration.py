@@ -123,6 +123,16 @@ def _print_pr_curve(curve: PRCurve, chosen: float) -> None:
     console.print(table)
 
 
+CALIBRATE_OPTIONS = {
+    "percentile": "--percentile", "target_fpr": "--fpr", "alerts_per_day": "--alerts-per-day",
+    "records_per_second": "--records-per-second", "tail": "--tail",
+    "tail_fraction": "--tail-fraction", "bootstrap": "--bootstrap", "interval_level": "--level",
+    "segment_field": "--segment", "min_segment_size": "--min-segment-size",
+    "severity_bands": "--severity-bands",
+}  # fmt: skip
+"""Calibration setting -> the ``calibrate`` option that sets it, for error messages."""
+
+
 @app.command()
 def calibrate(
     model_uri: UriArg,
@@ -216,7 +226,7 @@ def calibrate(
         try:
             return CalibrationSettings.model_validate(values)
         except ValidationError as exc:
-            raise ConfigError(first_error(exc)) from exc
+            raise ConfigError(first_error(exc, CalibrationSettings, CALIBRATE_OPTIONS)) from exc
 
     spec = guard(lambda: settings().spec())
     request = CalibrationRequest(

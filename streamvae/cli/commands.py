@@ -60,7 +60,9 @@ def train(
         tracking["tracking_uri"] = tracking_uri
     if tracking:
         extra["tracking"] = tracking
-    settings = guard(lambda: load_settings(TrainSettings, config, set_ or [], extra))
+    options = {"data.path": "--data", "tracking.alias": "--alias"}
+    options["tracking.tracking_uri"] = "--tracking-uri"
+    settings = guard(lambda: load_settings(TrainSettings, config, set_ or [], extra, options))
     from streamvae.workflows.train import train as run_train
 
     outcome = guard(lambda: run_train(settings, [] if quiet or as_json else [ProgressBar()]))
@@ -524,7 +526,9 @@ def serve(
         extra["metrics_port"] = metrics_port
     if tracking_uri is not None:
         extra["tracking"] = {"tracking_uri": tracking_uri}
-    settings = guard(lambda: load_settings(ServeSettings, config, set_ or [], extra))
+    options = {"model_uri": "--model-uri", "kafka.bootstrap_servers": "--bootstrap-servers"}
+    options |= {"metrics_port": "--metrics-port", "tracking.tracking_uri": "--tracking-uri"}
+    settings = guard(lambda: load_settings(ServeSettings, config, set_ or [], extra, options))
     if logging.getLogger().level > logging.INFO:
         setup_logging("INFO")
         logging.getLogger().setLevel(logging.INFO)

@@ -93,8 +93,15 @@ def guard(action: Callable[[], T]) -> T:
     try:
         return action()
     except StreamVAEError as exc:
-        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        fail(one_line(exc))
         raise  # unreachable: _fail exits
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an error, then its notes (e.g. which MLflow run it marked FAILED)."""
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    notes = getattr(exc, "__notes__", None) or []
+    return message + "".join(f" ({note})" for note in notes)
 
 
 def tracking_settings(uri: str | None, work_dir: Path) -> TrackingSettings:

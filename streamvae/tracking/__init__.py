@@ -14,6 +14,7 @@ from streamvae.tracking.resolve import (
     thresholds_for_run,
 )
 from streamvae.tracking.store import (
+    FAILURE_TAG,
     MlflowCallback,
     configure,
     ensure_experiment,
@@ -21,10 +22,12 @@ from streamvae.tracking.store import (
     log_bundle,
     log_run_metrics,
     set_alias,
+    tracked_run,
     tracking_uri,
 )
 
 __all__ = [
+    "FAILURE_TAG",
     "MlflowCallback",
     "ResolvedModel",
     "VersionListing",
@@ -41,5 +44,6 @@ __all__ = [
     "resolve",
     "set_alias",
     "thresholds_for_run",
+    "tracked_run",
     "tracking_uri",
 ]

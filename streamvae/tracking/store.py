@@ -6,7 +6,8 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 THRESHOLD_TAG = "streamvae.threshold"  # a human-readable summary of the calibration
 CALIBRATION_TAG = "streamvae.calibration"  # run artifact path of the calibration in force
 BUNDLE_ARTIFACT = "bundle"
+FAILURE_TAG = "streamvae.failure"  # why a run ended FAILED
 
 
 def tracking_uri(settings: TrackingSettings) -> str:
@@ -60,6 +62,27 @@ def ensure_experiment(settings: TrackingSettings) -> str:
     if tracking_uri(settings).startswith("sqlite:"):
         location = (Path(settings.work_dir).resolve() / "artifacts").as_uri()
     return str(client.create_experiment(settings.experiment, artifact_location=location))
+
+
+@contextmanager
+def tracked_run(experiment_id: str) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run whose failure is recorded on the run and said in the error.
+
+    When the body raises, the run ends ``FAILED`` (MLflow's own handling) with the reason in
+    the ``streamvae.failure`` tag, and the exception gains the note "MLflow run ID marked
+    FAILED", which the CLI prints after the error, so no failed run is left unexplained.
+    """
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        try:
+            yield run
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            try:
+                mlflow.set_tag(FAILURE_TAG, reason[:5000])
+            except MlflowException:  # pragma: no cover - the store itself failed
+                logger.warning("could not tag run %s with its failure", run.info.run_id)
+            exc.add_note(f"MLflow run {run.info.run_id} marked FAILED")
+            raise
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -14,18 +14,17 @@ import numpy.typing as npt
 from streamvae.bundle import ModelBundle
 from streamvae.bundle.fusion import MIN_REFERENCE_ROWS, with_image_fusion
 from streamvae.bundle.image import ImageDetector, ImagePreprocess
-from streamvae.config import TrackingSettings
+from streamvae.config import TrackingSettings, unknown_model_message
 from streamvae.data.images import F32, ImageShape, LabelledImages
 from streamvae.errors import DataError
-from streamvae.models import build_model, config_from_dict, model_spec
+from streamvae.models import build_model, config_from_dict
 from streamvae.scoring import DetectionReport, detection_report
 from streamvae.scoring.maps import MAP_KINDS, MapKind, pixel_auroc
 from streamvae.thresholds import CalibrationSpec, ThresholdSet, calibrate_set
 from streamvae.training import TrainConfig, TrainingCallback, fit
-from streamvae.types import NEIGHBOUR_SCORE_KINDS, SCORE_KINDS, ScoreKind
+from streamvae.types import IMAGE_MODELS, NEIGHBOUR_SCORE_KINDS, SCORE_KINDS, ScoreKind
 from streamvae.workflows.publish import TrainOutcome, train_logged
 
-IMAGE_MODELS = ("conv2d_vae", "conv2d_vae_stem")
 AUTO_EPOCHS = 50
 """The epoch limit of the automatic budget on a large set of images."""
 MIN_STEPS = 1500
@@ -89,9 +88,7 @@ class ImageSettings:
 
     def __post_init__(self) -> None:
         if self.model not in IMAGE_MODELS:
-            msg = f"image model must be one of {IMAGE_MODELS}, got {self.model!r}"
-            raise ValueError(msg)
-        model_spec(self.model)
+            raise ValueError(unknown_model_message(self.model, "image", IMAGE_MODELS))
         if not 0.0 < self.calibration_fraction < 1.0:
             msg = f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}"
             raise ValueError(msg)

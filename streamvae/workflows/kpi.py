@@ -22,14 +22,14 @@ import polars as pl
 
 from streamvae.bundle import ModelBundle
 from streamvae.bundle.window import WindowDetector, WindowPreprocess
-from streamvae.config import TrackingSettings
+from streamvae.config import TrackingSettings, unknown_model_message
 from streamvae.data.series_state import WindowSpec, replay
 from streamvae.data.windows import SeriesScaler, calendar_features, infer_interval_ms
 from streamvae.errors import DataError
 from streamvae.models import build_model, config_from_dict, model_spec
 from streamvae.thresholds import CalibrationSpec, calibrate_set
 from streamvae.training import TrainConfig, TrainingCallback, fit
-from streamvae.types import ScoreKind
+from streamvae.types import KPI_MODELS, ScoreKind
 from streamvae.workflows.publish import TrainOutcome, train_logged
 
 F64 = npt.NDArray[np.float64]
@@ -84,7 +84,8 @@ class KpiSettings:
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def __post_init__(self) -> None:
-        model_spec(self.model)
+        if self.model not in KPI_MODELS:
+            raise ValueError(unknown_model_message(self.model, "KPI", KPI_MODELS))
         if not 0.0 < self.calibration_fraction < 1.0:
             msg = f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}"
             raise ValueError(msg)

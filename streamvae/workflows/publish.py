@@ -13,7 +13,14 @@ import mlflow
 
 from streamvae.bundle import ModelBundle, save_bundle
 from streamvae.config import TrackingSettings
-from streamvae.tracking import MlflowCallback, configure, ensure_experiment, log_bundle, set_alias
+from streamvae.tracking import (
+    MlflowCallback,
+    configure,
+    ensure_experiment,
+    log_bundle,
+    set_alias,
+    tracked_run,
+)
 from streamvae.training import TrainingCallback
 
 
@@ -44,7 +51,7 @@ def train_logged(
     started = time.monotonic()
     uri = configure(tracking)
     experiment_id = ensure_experiment(tracking)
-    with mlflow.start_run(experiment_id=experiment_id) as run:
+    with tracked_run(experiment_id) as run:
         mlflow.log_params(dict(params))
         bundle = train([MlflowCallback(), *(callbacks or [])])
         thresholds = bundle.threshold

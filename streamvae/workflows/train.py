@@ -45,6 +45,7 @@ from streamvae.tracking import (
     log_bundle,
     record_for_version,
     set_alias,
+    tracked_run,
 )
 from streamvae.training import BetaSchedule, FitResult, TrainConfig, TrainingCallback, fit
 from streamvae.types import NEIGHBOUR_SCORE_KINDS, ScoreKind
@@ -312,7 +313,7 @@ def train(
     table = load_training_table(settings) if table is None else table
     uri = configure(settings.tracking)
     experiment_id = ensure_experiment(settings.tracking)
-    with mlflow.start_run(experiment_id=experiment_id) as run:
+    with tracked_run(experiment_id) as run:
         mlflow.log_params(flatten(settings.model_dump(mode="json", exclude={"tracking"})))
         all_callbacks = [MlflowCallback(), *(callbacks or [])]
         bundle, result, calibration = build_bundle(settings, table, all_callbacks)

@@ -142,7 +142,10 @@ def test_every_result_prints_as_json_and_models_lists_the_registry(workdir):
             ["calibrate", "m", "x.csv", "--alerts-per-day", "3"],
             "alerts_per_day needs records_per_second",
         ),
-        (["calibrate", "m", "x.csv", "--fpr", "2"], "target_fpr"),
+        (["calibrate", "m", "x.csv", "--fpr", "2"], "invalid --fpr: Input should be less than 1"),
+        (["train", "--set", "model.betta=2"], "unknown setting model.betta (did you mean 'beta'?)"),
+        (["train", "--set", "model.name=vea"], "unknown model 'vea' (did you mean 'vae'?)"),
+        (["serve", "--metrics-port", "-5"], "invalid --metrics-port"),
         (["calibrate", "m", "x.csv", "--severity-bands", "loud"], "bad --severity-bands 'loud'"),
         (["calibrate", "m", "x.csv", "--severity-bands", "loud=1"], "severity_bands.0.0"),
         (["calibrate", "m", "x.csv", "--severity-bands", "critical=0.5,warning=0.1"], "ascending"),
@@ -160,7 +163,8 @@ def test_every_result_prints_as_json_and_models_lists_the_registry(workdir):
         (["train-kpi", "x.csv", "--model", "ghost"], "unknown model 'ghost'"),
         (["--log-level", "LOUD", "demo"], "bad --log-level 'LOUD'"),
         (["train-images", "missing.npz"], "image data 'missing.npz' does not exist"),
-        (["train-images", "x.npz", "--model", "vae"], "image model must be one of"),
+        (["train-images", "x.npz", "--model", "vae"], "model 'vae' is not for image data"),
+        (["train-kpi", "x.csv", "--model", "conv2d_vae"], "(train it with train-images)"),
         (["train-images", "x.npz", "--score-kind", "last_point"], "not 'last_point'"),
         (["demo", "--kind", "video"], "bad --kind 'video'"),
     ],
@@ -301,6 +305,14 @@ def test_train_refuses_a_percentile_the_calibration_split_cannot_support(workdir
     code, out = invoke("train", "--data", data, "--set", "training.epochs=1", "--quiet")
     assert code == 2
     assert "needs at least 100 held-out normal rows" in out
+    # the run it had started is marked FAILED, with the reason, and the error says which
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / '.streamvae' / 'mlflow.db'}")
+    (run,) = client.search_runs(client.get_experiment_by_name("streamvae").experiment_id)
+    assert run.info.status == "FAILED"
+    assert "needs at least 100 held-out normal rows" in run.data.tags["streamvae.failure"]
+    assert f"(MLflow run {run.info.run_id} marked FAILED)" in out
 
 
 @pytest.mark.parametrize(

@@ -57,6 +57,65 @@ def test_yaml_errors(tmp_path):
         load_settings(TrainSettings, bad)
 
 
+def test_yaml_syntax_errors_name_line_and_column(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  beta: 2\n   latent_dim: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(TrainSettings, bad)
+    assert "at line 3, column 14: mapping values are not allowed here" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.betta=2", "unknown setting model.betta (did you mean 'beta'?)"),
+        ("trainig.epochs=3", "unknown setting trainig (did you mean 'training'?)"),
+        ("calibration.percentil=99", "(did you mean 'percentile'?)"),
+    ],
+)
+def test_unknown_keys_suggest_the_closest_setting(override, expected):
+    with pytest.raises(ConfigError) as info:
+        load_settings(TrainSettings, None, [override])
+    assert expected in str(info.value)
+
+
+def test_an_unknown_key_with_no_close_match_lists_the_section():
+    with pytest.raises(ConfigError, match=r"unknown setting model\.zzzzz; known: name, latent_dim"):
+        load_settings(TrainSettings, None, ["model.zzzzz=1"])
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("vea", "unknown model 'vea' (did you mean 'vae'?); tabular models: vae, sparse_vae"),
+        ("conv2d_vae", "model 'conv2d_vae' is not for tabular data (train it with train-images)"),
+        ("conv1d_vae", "(train it with train-kpi)"),
+    ],
+)
+def test_tabular_model_names_are_checked_when_settings_load(name, expected):
+    with pytest.raises(ConfigError) as info:
+        load_settings(TrainSettings, None, [f"model.name={name}"])
+    assert expected in str(info.value)
+
+
+def test_model_lists_cover_the_registry():
+    from streamvae.models import MODEL_REGISTRY
+    from streamvae.types import IMAGE_MODELS, KPI_MODELS, TABULAR_MODELS
+
+    assert set(TABULAR_MODELS) | set(KPI_MODELS) | set(IMAGE_MODELS) == set(MODEL_REGISTRY)
+
+
+def test_errors_name_the_option_the_user_typed_not_the_field():
+    extra = {"kafka": {"bootstrap_servers": ""}, "metrics_port": -5}
+    options = {"metrics_port": "--metrics-port", "model_uri": "--model-uri"}
+    with pytest.raises(ConfigError, match=r"^invalid --metrics-port: .*\(got -5\)"):
+        load_settings(ServeSettings, None, [], extra, options)
+    # the same bad value from --set (not from the option) names the setting
+    with pytest.raises(ConfigError, match=r"^invalid setting metrics_port"):
+        load_settings(ServeSettings, None, ["metrics_port=-5"], None, options)
+
+
 def test_shipped_configs_load():
     from pathlib import Path
 
