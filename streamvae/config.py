@@ -234,6 +234,9 @@ class KafkaSettings(BaseModel):
     group_id: str = "streamvae"
     client_id: str = "streamvae"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    connect_timeout_ms: int = Field(
+        5_000, ge=100, le=600_000, description="how long to try a broker that does not answer"
+    )
     session_timeout_ms: int = Field(10_000, ge=1000)
     heartbeat_interval_ms: int = Field(3_000, ge=100)
     max_poll_records: int = Field(2_000, ge=1)

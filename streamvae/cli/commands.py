@@ -532,6 +532,9 @@ def serve(
     if logging.getLogger().level > logging.INFO:
         setup_logging("INFO")
         logging.getLogger().setLevel(logging.INFO)
+    from streamvae.stream.admin import check_reachable
+
+    guard(lambda: check_reachable(settings.kafka))  # before torch and MLflow load: seconds
     from streamvae.service import ScoringService
 
     def run() -> None:

@@ -25,7 +25,7 @@ from streamvae.service.kpi_pipeline import KpiPipeline, KpiPipelineConfig
 from streamvae.service.model_watch import Candidate, ModelWatcher, Role
 from streamvae.service.pipeline import FeaturePipeline, PipelineConfig
 from streamvae.service.runner import BatchHandler, RunnerConfig, ServiceRunner, liveness
-from streamvae.stream.admin import ensure_state_topic, missing_topics
+from streamvae.stream.admin import check_reachable, ensure_state_topic, missing_topics
 from streamvae.stream.avro import LocalSchemas, RegistryClient, SchemaSource
 from streamvae.stream.confluent import ConfluentMessageSink, ConfluentMessageSource
 from streamvae.stream.consumer import KafkaMessageSource, missing_codecs
@@ -79,6 +79,7 @@ class ScoringService:
 
     def _open(self) -> None:
         s = self.settings
+        self._check_broker()  # seconds, not the minute loading a model can take
         configure(s.tracking)
         workdir = Path(
             self._stack.enter_context(tempfile.TemporaryDirectory(prefix="streamvae-model-"))
@@ -99,14 +100,6 @@ class ScoringService:
         )  # fmt: skip
         self._watch(pipeline, bundle, resolved.ref, workdir, device)
         handler = self._input_for(pipeline)
-        if s.kafka.client == "kafka-python" and (missing := missing_codecs()):
-            msg = (
-                f"kafka-python cannot decompress {', '.join(missing)} here: install "
-                "python-snappy, lz4 and zstandard (dependencies of streamvae)"
-            )
-            raise BrokerError(msg)
-        if s.kafka.check_topics:
-            self._check_output_topics()
         source: KafkaMessageSource | ConfluentMessageSource
         sink: KafkaMessageSink | ConfluentMessageSink | TransactionalKafkaSink
         if s.kafka.client == "confluent":
@@ -184,6 +177,24 @@ class ScoringService:
             max_bytes=s.max_message_bytes,
         )  # fmt: skip
         return adapter if adapter.active else pipeline
+
+    def _check_broker(self) -> None:
+        """Before the model loads: codecs, the broker's address and the output topics.
+
+        Raises:
+            BrokerError: a codec is missing, no broker answers, or an output topic is absent.
+        """
+        k = self.settings.kafka
+        if k.client == "kafka-python" and (missing := missing_codecs()):
+            msg = (
+                f"kafka-python cannot decompress {', '.join(missing)} here: install "
+                "python-snappy, lz4 and zstandard (dependencies of streamvae)"
+            )
+            raise BrokerError(msg)
+        if k.check_topics:
+            self._check_output_topics()
+        else:
+            check_reachable(k)
 
     def _check_output_topics(self) -> None:
         """Refuse to start when an output topic is missing (sends would block, then fail).

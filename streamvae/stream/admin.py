@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -18,18 +20,46 @@ logger = logging.getLogger(__name__)
 def admin_client(settings: KafkaSettings) -> KafkaAdminClient:
     """An admin client for ``settings``' cluster.
 
+    The client's own start-up complaints ("Bootstrap ... not ready", "Bootstrap failed") stay
+    off the log below DEBUG: an unreachable cluster is reported once, by the ``BrokerError``.
+
     Raises:
         BrokerError: the broker cannot be reached.
     """
     try:
-        return KafkaAdminClient(
-            bootstrap_servers=settings.bootstrap_servers.split(","),
-            client_id=f"{settings.client_id}-admin",
-            **security_options(settings),
-        )
+        with _quiet_client_logs():
+            return KafkaAdminClient(
+                bootstrap_servers=settings.bootstrap_servers.split(","),
+                client_id=f"{settings.client_id}-admin",
+                **security_options(settings),
+            )
     except KafkaError as exc:
         msg = f"cannot connect to Kafka at {settings.bootstrap_servers!r}: {exc}"
         raise BrokerError(msg) from exc
+
+
+@contextmanager
+def _quiet_client_logs() -> Iterator[None]:
+    """Raise kafka-python's loggers to CRITICAL for the block (unless DEBUG is on)."""
+    client_logger = logging.getLogger("kafka")
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield
+        return
+    level = client_logger.level
+    client_logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        client_logger.setLevel(level)
+
+
+def check_reachable(settings: KafkaSettings) -> None:
+    """Fail fast, with one line, when no bootstrap server answers within the connect timeout.
+
+    Raises:
+        BrokerError: no broker reachable (after at most ``kafka.connect_timeout_ms``).
+    """
+    admin_client(settings).close()
 
 
 def ensure_topics(

@@ -22,8 +22,15 @@ Committer = Callable[[Mapping[TopicPartition, OffsetAndMetadata], Any], None]
 
 
 def security_options(settings: KafkaSettings) -> dict[str, object]:
-    """Client options shared by consumer, producer and admin (TLS / SASL)."""
-    options: dict[str, object] = {"security_protocol": settings.security_protocol}
+    """Client options shared by consumer, producer and admin (TLS / SASL, bootstrap timeout).
+
+    ``bootstrap_timeout_ms`` bounds how long a client tries to reach the cluster at start-up,
+    so a wrong address or a dead broker is one error line within ``connect_timeout_ms``.
+    """
+    options: dict[str, object] = {
+        "security_protocol": settings.security_protocol,
+        "bootstrap_timeout_ms": settings.connect_timeout_ms,
+    }
     if settings.sasl_mechanism:
         options["sasl_mechanism"] = settings.sasl_mechanism
         options["sasl_plain_username"] = settings.sasl_username

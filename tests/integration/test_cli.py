@@ -152,7 +152,10 @@ def test_every_result_prints_as_json_and_models_lists_the_registry(workdir):
         (["evaluate", "not/a/path", "x.csv"], "'not/a/path'"),
         (["promote", "runs:/abc"], "registered model URI"),
         (["serve", "--set", "poll_timeout_ms=-1"], "poll_timeout_ms"),
-        (["serve", "--model-uri", "models:/ghost@champion"], "models:/ghost@champion"),
+        (
+            ["serve", "--bootstrap-servers", "127.0.0.1:1", "--set", "kafka.connect_timeout_ms=300"],
+            "cannot connect to Kafka at '127.0.0.1:1'",
+        ),
         (["demo", "--percentile", "100"], "bad --percentile 100"),
         (["evaluate"], "needs MODEL_URI and DATA (or --nab DIR)"),
         (["evaluate", "m", "--nab", "."], "give no MODEL_URI or DATA"),
@@ -175,6 +178,16 @@ def test_user_errors_are_one_line_with_exit_code_2(workdir, args, message):
     lines = [line for line in out.strip().splitlines() if line.strip()]
     assert len(lines) == 1, out
     assert message in lines[0]
+
+
+def test_serve_names_a_missing_model_once_the_broker_answers(workdir, broker):
+    code, out = invoke(
+        "serve", "--bootstrap-servers", broker, "--model-uri", "models:/ghost@champion",
+        "--set", "kafka.check_topics=false",
+    )  # fmt: skip
+    assert code == 2, out
+    lines = [line for line in out.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "models:/ghost@champion" in lines[0], out
 
 
 @pytest.fixture
