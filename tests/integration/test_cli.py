@@ -153,7 +153,7 @@ def test_every_result_prints_as_json_and_models_lists_the_registry(workdir):
         (["promote", "runs:/abc"], "registered model URI"),
         (["serve", "--set", "poll_timeout_ms=-1"], "poll_timeout_ms"),
         (
-            ["serve", "--bootstrap-servers", "127.0.0.1:1", "--set", "kafka.connect_timeout_ms=300"],
+            ["serve", "--bootstrap-servers", "127.0.0.1:1", "-s", "kafka.connect_timeout_ms=300"],
             "cannot connect to Kafka at '127.0.0.1:1'",
         ),
         (["demo", "--percentile", "100"], "bad --percentile 100"),
