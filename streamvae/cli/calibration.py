@@ -30,6 +30,7 @@ from streamvae.errors import ConfigError
 from streamvae.thresholds import PRCurve, Threshold, ThresholdSet
 
 if TYPE_CHECKING:
+    from streamvae.reports import ReportFiles
     from streamvae.workflows.offline import CalibrationResult
 
 thresholds_app = typer.Typer(help="Inspect the thresholds in force.", no_args_is_help=True)
@@ -202,6 +203,16 @@ def calibrate(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the thresholds without recording them.")
     ] = False,
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report/--no-report",
+            help="Write the calibration report (PNG and HTML); logged with the version.",
+        ),
+    ] = True,
+    report_dir: Annotated[
+        Path | None, typer.Option(help="Where the report goes (default: WORK_DIR/reports).")
+    ] = None,
     tracking_uri: TrackingOpt = None,
     work_dir: WorkDirOpt = Path(".streamvae"),
     as_json: JsonOpt = False,
@@ -238,6 +249,31 @@ def calibrate(
             model_uri, data, request, tracking=tracking_settings(tracking_uri, work_dir)
         )
     )
+    rows = _calibration_rows(result, records_per_second, as_json=as_json)
+    if not as_json:
+        print_table(f"calibration of {result.model.name} v{result.model.version}", rows)
+        _print_segments(result.thresholds, result.skipped_segments)
+        if (labels or request.label_aware) and result.pr_curve is not None:
+            _print_pr_curve(result.pr_curve, result.thresholds.default.value)
+    recorded = _record(result, model_uri, dry_run=dry_run, yes=yes)
+    directory = report_dir if report_dir is not None else work_dir / "reports"
+    files = _report(result, rows, directory, recorded=recorded) if report else None
+    if as_json:
+        paths = {"report png": str(files.png), "report html": str(files.html)} if files else {}
+        emit("", rows | {"recorded": recorded} | paths, as_json=True)
+    else:
+        if recorded:
+            console.print(f"recorded for {result.model.name} v{result.model.version}")
+        if files is not None:
+            logged = " (logged to the version's MLflow run)" if recorded else ""
+            console.print(f"calibration report: {files.png} and {files.html}{logged}")
+    if not recorded and not dry_run:
+        raise typer.Exit(code=1)
+
+
+def _calibration_rows(
+    result: CalibrationResult, records_per_second: float | None, *, as_json: bool
+) -> dict[str, object]:
     rows = _threshold_rows(result.thresholds.default, records_per_second)
     rows["normal records / anomalies in the data"] = f"{result.n_normal} / {result.n_anomalies}"
     if result.holdout_fpr is not None:
@@ -245,18 +281,18 @@ def calibrate(
     if as_json:
         rows["segments"] = {k: t.value for k, t in result.thresholds.segments.items()}
         rows["skipped segments"] = dict(result.skipped_segments)
-    else:
-        print_table(f"calibration of {result.model.name} v{result.model.version}", rows)
-        _print_segments(result.thresholds, result.skipped_segments)
-        if (labels or request.label_aware) and result.pr_curve is not None:
-            _print_pr_curve(result.pr_curve, result.thresholds.default.value)
-    recorded = _record(result, model_uri, dry_run=dry_run, yes=yes)
-    if as_json:
-        emit("", rows | {"recorded": recorded}, as_json=True)
-    elif recorded:
-        console.print(f"recorded for {result.model.name} v{result.model.version}")
-    if not recorded and not dry_run:
-        raise typer.Exit(code=1)
+    return rows
+
+
+def _report(
+    result: CalibrationResult, rows: dict[str, object], directory: Path, *, recorded: bool
+) -> ReportFiles:
+    """Write the report with the figures just printed; log it when the calibration was recorded."""
+    from streamvae.workflows.offline import write_calibration_report
+
+    facts = {k: fmt(v) for k, v in rows.items() if not isinstance(v, dict)}
+    facts["recorded"] = "yes" if recorded else "no (dry run or declined)"
+    return guard(lambda: write_calibration_report(result, directory, facts, log=recorded))
 
 
 def _record(result: CalibrationResult, model_uri: str, *, dry_run: bool, yes: bool) -> bool:

@@ -6,7 +6,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -142,6 +142,18 @@ def log_run_metrics(run_id: str, metrics: Mapping[str, float]) -> None:
     client = MlflowClient()
     for key, value in metrics.items():
         client.log_metric(run_id, key, float(value))
+
+
+REPORT_ARTIFACT = "calibration_report"
+
+
+def log_report(files: Sequence[Path], run_id: str | None = None) -> None:
+    """Log report files under ``calibration_report/`` of ``run_id`` (else the active run)."""
+    for path in files:
+        if run_id is None:
+            mlflow.log_artifact(str(path), artifact_path=REPORT_ARTIFACT)
+        else:
+            MlflowClient().log_artifact(run_id, str(path), artifact_path=REPORT_ARTIFACT)
 
 
 def set_alias(name: str, alias: str, version: str) -> None:

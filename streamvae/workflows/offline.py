@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from streamvae.bundle import Detector, ModelBundle, TabularPreprocess
 from streamvae.bundle.image import ImagePreprocess
@@ -15,6 +17,13 @@ from streamvae.data import Table, load_column, load_table
 from streamvae.data.images import load_labelled_images
 from streamvae.data.splits import shuffled, split_fraction
 from streamvae.errors import ConfigError, DataError, ModelLoadError
+from streamvae.reports import (
+    CalibrationReport,
+    ReportFiles,
+    report_stem,
+    threshold_facts,
+    write_report,
+)
 from streamvae.scoring import DetectionReport, Diagnostics, detection_report, roc_auc
 from streamvae.thresholds import (
     CalibrationSpec,
@@ -29,6 +38,7 @@ from streamvae.tracking import (
     configure,
     list_versions,
     load_resolved,
+    log_report,
     log_run_metrics,
     record_thresholds,
     resolve,
@@ -123,6 +133,8 @@ class CalibrationResult:
     skipped_segments: dict[str, str] = field(default_factory=dict)
     pr_curve: PRCurve | None = None
     labelled_report: DetectionReport | None = None
+    normal_scores: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    anomaly_scores: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
 
     def alerts_per_day(self, records_per_second: float) -> float:
         """Expected alerts a day on normal traffic at ``records_per_second``."""
@@ -165,7 +177,7 @@ def prepare_calibration(
         n_normal=int(normal.size), n_anomalies=int(labels.sum()), n_holdout=int(hold.size),
         holdout_fpr=holdout_fpr, skipped_segments=skipped,
         pr_curve=precision_recall_curve(labels, scores) if labels.any() else None,
-        labelled_report=report,
+        labelled_report=report, normal_scores=scores[cal], anomaly_scores=scores[labels == 1],
     )  # fmt: skip
 
 
@@ -193,12 +205,40 @@ def _label_aware(
         n_anomalies=int(labels.sum()), n_holdout=0, holdout_fpr=None,
         pr_curve=precision_recall_curve(labels, scores),
         labelled_report=detection_report(labels, scores, threshold.value),
+        normal_scores=scores[labels == 0], anomaly_scores=scores[labels == 1],
     )  # fmt: skip
 
 
 def commit_calibration(result: CalibrationResult) -> ThresholdSet:
     """Record the thresholds with the exact model version they were calibrated on."""
     return record_thresholds(result.resolved, result.thresholds)
+
+
+def write_calibration_report(
+    result: CalibrationResult, directory: Path, facts: Mapping[str, str], *, log: bool
+) -> ReportFiles:
+    """Draw the calibration report (PNG + HTML) into ``directory``; log it to the version's run.
+
+    Args:
+        result: the calibration.
+        directory: where the files go (``<name>-v<version>-calibration.png/.html``).
+        facts: the labelled figures of the HTML table (the CLI passes what it printed);
+            empty: the threshold's own figures.
+        log: also log the files to the model's MLflow run (``calibration_report/``).
+    """
+    ref, default = result.model, result.thresholds.default
+    report = CalibrationReport(
+        title=f"Calibration of {ref.name or 'model'} v{ref.version} ({default.score_kind})",
+        threshold=default,
+        normal_scores=result.normal_scores,
+        anomaly_scores=result.anomaly_scores if result.anomaly_scores.size else None,
+        pr_curve=result.pr_curve,
+        facts=dict(facts) or threshold_facts(default),
+    )
+    files = write_report(report, directory, report_stem(ref.name, ref.version))
+    if log and result.resolved.run_id is not None:
+        log_report((files.png, files.html), result.resolved.run_id)
+    return files
 
 
 def list_models(name: str | None, *, tracking: TrackingSettings) -> list[VersionListing]:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import mlflow
 import numpy as np
+import numpy.typing as npt
 
 from streamvae.bundle import Detector, ModelBundle, TabularPreprocess, save_bundle
 from streamvae.bundle.fusion import MIN_REFERENCE_ROWS, reference_rows_message, with_fusion
@@ -30,8 +31,16 @@ from streamvae.data import (
 from streamvae.data.splits import shuffled, split_fraction
 from streamvae.errors import ConfigError, DataError
 from streamvae.models import build_model, config_from_dict, model_spec
+from streamvae.reports import (
+    CalibrationReport,
+    ReportFiles,
+    report_stem,
+    threshold_facts,
+    write_report,
+)
 from streamvae.thresholds import (
     CalibrationSpec,
+    Threshold,
     ThresholdSet,
     calibrate_set,
     min_calibration_size,
@@ -43,6 +52,7 @@ from streamvae.tracking import (
     ensure_experiment,
     flatten,
     log_bundle,
+    log_report,
     record_for_version,
     set_alias,
     tracked_run,
@@ -77,6 +87,7 @@ class TrainOutcome:
     n_calibration: int
     seconds: float
     tracking_uri: str
+    report: ReportFiles | None = None
 
 
 def load_training_table(settings: TrainSettings) -> Table:
@@ -317,7 +328,7 @@ def train(
         mlflow.log_params(flatten(settings.model_dump(mode="json", exclude={"tracking"})))
         all_callbacks = [MlflowCallback(), *(callbacks or [])]
         bundle, result, calibration = build_bundle(settings, table, all_callbacks)
-        threshold = None
+        threshold, cal_scores = None, np.zeros(0)
         if len(calibration):
             detector = Detector(bundle)
             cal_scores = detector.select(detector.score_table(calibration))
@@ -338,6 +349,9 @@ def train(
         with tempfile.TemporaryDirectory() as tmp:
             bundle_dir = save_bundle(bundle, Path(tmp) / "bundle")
             model_uri, version = log_bundle(bundle_dir, settings.tracking.registered_model)
+        report = None
+        if threshold is not None:
+            report = _report(settings, bundle, table, threshold.default, cal_scores, version)
     name, alias = settings.tracking.registered_model, settings.tracking.alias
     if version is not None and name is not None:
         if threshold is not None:
@@ -348,5 +362,30 @@ def train(
         run_id=run.info.run_id, model_uri=model_uri, registered_model=name, version=version,
         alias=alias if version else None, threshold=threshold, fit=result,
         n_train=int(bundle.meta["n_train"]), n_calibration=len(calibration),
-        seconds=time.monotonic() - started, tracking_uri=uri,
+        seconds=time.monotonic() - started, tracking_uri=uri, report=report,
     )  # fmt: skip
+
+
+def _report(
+    settings: TrainSettings, bundle: ModelBundle, table: Table, threshold: Threshold,
+    cal_scores: npt.NDArray[np.float64], version: str | None,
+) -> ReportFiles:  # fmt: skip
+    """The calibration report of a training run, written locally and logged to the run.
+
+    Labelled anomalies in the training data (never trained on) are scored and drawn too.
+    """
+    anomalies = None
+    if table.labels is not None and settings.data.normal_only and table.labels.any():
+        detector = Detector(bundle)
+        odd = table.subset(np.flatnonzero(table.labels == 1))
+        anomalies = detector.select(detector.score_table(odd))
+    name = settings.tracking.registered_model or ""
+    report = CalibrationReport(
+        title=f"Calibration of {name or 'model'} v{version or '?'} ({threshold.score_kind})",
+        threshold=threshold, normal_scores=cal_scores, anomaly_scores=anomalies,
+        facts=threshold_facts(threshold),
+    )  # fmt: skip
+    directory = Path(settings.tracking.work_dir) / "reports"
+    files = write_report(report, directory, report_stem(name, version or ""))
+    log_report((files.png, files.html))
+    return files

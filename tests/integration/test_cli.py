@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -235,6 +236,38 @@ def test_calibrate_shows_the_operators_view_before_recording(trained):
     assert "conformal" in out and "target rate 0.001157" in out
     assert "calibration scores kept (p-values)" in out and "1600" in out
     assert "50" in out
+
+
+def test_train_and_calibrate_write_a_report_logged_with_the_version(trained):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{trained / '.streamvae' / 'mlflow.db'}")
+    run_id = client.get_model_version("streamvae-tabular", "1").run_id
+
+    def logged():
+        return sorted(a.path for a in client.list_artifacts(run_id, "calibration_report"))
+
+    stem = "calibration_report/streamvae-tabular-v1-calibration"
+    assert logged() == [f"{stem}.html", f"{stem}.png"]  # train wrote one at training time
+    png = trained / ".streamvae" / "reports" / "streamvae-tabular-v1-calibration.png"
+    before = png.stat().st_mtime_ns
+    holdout = _csv(trained / "holdout.csv", 1500, 60, seed=6)
+    code, out = invoke_stdout(
+        "calibrate", "models:/streamvae-tabular/1", holdout, "--labels", "--tail",
+        "--fpr", "0.001", "--yes", "--json", "--report-dir", trained / "rep",
+    )  # fmt: skip
+    assert code == 0, out
+    result = json.loads(out)
+    page = trained / "rep" / "streamvae-tabular-v1-calibration.html"
+    assert result["report html"] == str(page) and result["recorded"] is True
+    html = page.read_text(encoding="utf-8")
+    assert "<svg" in html and "pot (target rate 0.001)" in html and "Pareto tail fit" in html
+    assert png.stat().st_mtime_ns == before  # --report-dir: the default place is untouched
+    downloaded = client.download_artifacts(run_id, f"{stem}.html", str(trained / "dl"))
+    assert "Pareto tail fit" in Path(downloaded).read_text(encoding="utf-8")  # the new one
+    code, out = invoke("calibrate", "models:/streamvae-tabular/1", holdout, "--dry-run",
+                       "--no-report")  # fmt: skip
+    assert code == 0 and "calibration report" not in out, out
 
 
 def test_calibrate_tail_segments_and_labels(trained):
