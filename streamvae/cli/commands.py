@@ -82,7 +82,7 @@ def train(
             "threshold": thr.value if thr else "not calibrated (no held-out rows)",
             "expected alerts per 1,000 normal": 1000 * thr.expected_alert_rate if thr else "-",
             "tracking uri": outcome.tracking_uri,
-            "calibration report": str(outcome.report.png) if outcome.report else "-",
+            "calibration report": outcome.report or "-",
             "seconds": round(outcome.seconds, 1),
         },
         as_json=as_json,

@@ -23,7 +23,13 @@ from mlflow.exceptions import MlflowException
 from streamvae.bundle import ModelBundle, load_bundle, read_thresholds, write_thresholds
 from streamvae.errors import ModelLoadError
 from streamvae.thresholds import ThresholdSet
-from streamvae.tracking.store import BUNDLE_ARTIFACT, CALIBRATION_TAG, THRESHOLD_TAG, check_uri
+from streamvae.tracking.store import (
+    BUNDLE_ARTIFACT,
+    CALIBRATION_TAG,
+    THRESHOLD_TAG,
+    check_uri,
+    set_model_signature,
+)
 from streamvae.types import ModelRef
 
 logger = logging.getLogger(__name__)
@@ -244,6 +250,8 @@ def record_thresholds(resolved: ResolvedModel, thresholds: ThresholdSet) -> Thre
         bound = record_for_version(
             resolved.ref.name, resolved.ref.version, resolved.run_id, thresholds
         )
+        if bound.segment_field is not None:
+            _admit_segment_field(resolved.ref.name, resolved.ref.version, bound.segment_field)
     elif resolved.kind == "run" and resolved.run_id is not None:
         bound = thresholds.for_model(resolved.ref.name, resolved.ref.version)
         client = MlflowClient()
@@ -255,6 +263,29 @@ def record_thresholds(resolved: ResolvedModel, thresholds: ThresholdSet) -> Thre
         write_thresholds(resolved.bundle_dir, bound)
     logger.info("thresholds recorded model=%s value=%s", resolved.uri, bound.default.value)
     return bound
+
+
+def _admit_segment_field(name: str, version: str, segment_field: str) -> None:
+    """Add the segment field to the version's input signature (MLflow drops unnamed columns).
+
+    Without it the pyfunc would never see the field and apply the default threshold to
+    every row, unlike the service and ``streamvae score``.
+    """
+    from mlflow.models import get_model_info
+    from mlflow.types import ColSpec, Schema
+
+    source = MlflowClient().get_model_version(name, version).source
+    if not source:
+        return
+    signature = get_model_info(source).signature
+    if signature is None or signature.inputs is None:
+        return  # no signature: nothing is enforced, nothing dropped
+    columns = signature.inputs.inputs
+    if any(getattr(col, "name", None) == segment_field for col in columns):
+        return
+    extra = ColSpec("string", segment_field, required=False)
+    signature.inputs = Schema([*columns, extra])
+    set_model_signature(source, signature)
 
 
 @dataclass(frozen=True, slots=True)

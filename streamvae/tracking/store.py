@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow import MlflowClient
@@ -18,6 +18,9 @@ from mlflow.exceptions import MlflowException
 from streamvae._version import __version__
 from streamvae.config import TrackingSettings
 from streamvae.errors import ConfigError, ModelLoadError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow.models import ModelSignature
 
 logger = logging.getLogger(__name__)
 
@@ -113,11 +116,67 @@ class MlflowCallback:
         mlflow.log_metrics({"best_epoch": best_epoch, "stopped_early": float(stopped_early)})
 
 
-def log_bundle(bundle_dir: Path, registered_model: str | None) -> tuple[str, str | None]:
+def feature_signature(
+    features: Sequence[str], segment_field: str | None = None, *, explained: int = 0
+) -> ModelSignature:
+    """The pyfunc signature of a feature-vector model.
+
+    Inputs: every feature as a required double, and the segment field (when thresholds are
+    per segment) as an optional string: MLflow drops input columns a signature does not
+    name, so ``calibrate --segment`` re-sets the signature with its field.
+    Outputs: the scores and the verdict columns ``predict`` returns.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = [ColSpec("double", name) for name in features]
+    if segment_field is not None and segment_field not in features:
+        inputs.append(ColSpec("string", segment_field, required=False))
+    doubles = ("score", "neg_elbo", "recon_error", "kl")
+    outputs = [ColSpec("double", name) for name in doubles]
+    outputs.append(ColSpec("double", "neighbour", required=False))
+    verdicts = [("threshold", "double"), ("p_value", "double"), ("severity", "string")]
+    verdicts += [("is_anomaly", "boolean"), ("segment", "string")]
+    for k in range(1, explained + 1):
+        verdicts += [(f"top{k}_feature", "string"), (f"top{k}_value", "double")]
+        verdicts += [(f"top{k}_expected", "double"), (f"top{k}_share", "double")]
+    outputs += [ColSpec(kind, name, required=False) for name, kind in verdicts]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))  # type: ignore[arg-type]
+
+
+KPI_SIGNATURE_COLUMNS = (("series", "string"), ("ts", "long"), ("value", "double"))
+
+
+def point_signature() -> ModelSignature:
+    """The pyfunc signature of a KPI model: points ``series, ts (epoch ms), value`` in."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = [ColSpec(kind, name) for name, kind in KPI_SIGNATURE_COLUMNS]
+    return ModelSignature(inputs=Schema(inputs))  # type: ignore[arg-type]
+
+
+def set_model_signature(model_uri: str, signature: ModelSignature) -> None:
+    """Re-set the signature of a logged model (``models:/m-...`` or ``runs:/``)."""
+    try:
+        mlflow.models.set_signature(model_uri, signature)
+    except MlflowException as exc:  # e.g. a read-only artifact store: the old one stays
+        logger.warning("could not update the signature of %s: %s", model_uri, exc.message)
+
+
+def log_bundle(
+    bundle_dir: Path,
+    registered_model: str | None,
+    *,
+    signature: ModelSignature | None = None,
+    input_example: Any = None,
+) -> tuple[str, str | None]:
     """Log the bundle as a pyfunc model (models from code) and optionally register it.
 
     The bundle lands at ``artifacts/bundle`` in the model whatever its directory is called
-    (MLflow keeps the directory's own name; ``resolve`` looks for ``bundle``).
+    (MLflow keeps the directory's own name; ``resolve`` looks for ``bundle``). The
+    ``signature`` and ``input_example`` (a few training rows) show in the MLflow UI and let
+    ``mlflow models serve`` check requests.
 
     Returns:
         ``(model_uri, version)``; ``version`` is ``None`` when not registered.
@@ -132,6 +191,8 @@ def log_bundle(bundle_dir: Path, registered_model: str | None) -> tuple[str, str
             artifacts={BUNDLE_ARTIFACT: str(staged)},
             pip_requirements=[f"streamvae=={__version__}"],
             registered_model_name=registered_model,
+            signature=signature,
+            input_example=input_example,
         )
     version = None if info.registered_model_version is None else str(info.registered_model_version)
     return info.model_uri, version

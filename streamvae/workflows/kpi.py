@@ -28,6 +28,7 @@ from streamvae.data.windows import SeriesScaler, calendar_features, infer_interv
 from streamvae.errors import DataError
 from streamvae.models import build_model, config_from_dict, model_spec
 from streamvae.thresholds import CalibrationSpec, calibrate_set
+from streamvae.tracking import point_signature
 from streamvae.training import TrainConfig, TrainingCallback, fit
 from streamvae.types import KPI_MODELS, ScoreKind
 from streamvae.workflows.publish import TrainOutcome, train_logged
@@ -327,5 +328,6 @@ def train_and_register(
     """
     params = {f"kpi.{k}": v for k, v in asdict(settings).items()} | {"kpi.n_series": len(data)}
     return train_logged(
-        lambda cbs: train_kpi(data, settings, cbs, log=log), params, tracking, callbacks
-    )
+        lambda cbs: train_kpi(data, settings, cbs, log=log), params, tracking, callbacks,
+        signature=point_signature(),
+    )  # fmt: skip

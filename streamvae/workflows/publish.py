@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 
@@ -22,6 +22,9 @@ from streamvae.tracking import (
     tracked_run,
 )
 from streamvae.training import TrainingCallback
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow.models import ModelSignature
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +46,12 @@ def train_logged(
     params: Mapping[str, Any],
     tracking: TrackingSettings,
     callbacks: list[TrainingCallback] | None = None,
+    signature: ModelSignature | None = None,
 ) -> TrainOutcome:
     """Run ``train`` in an MLflow run (params, per-epoch metrics, threshold), register the bundle.
 
-    ``train`` receives the callbacks to pass to ``fit`` (MLflow logging first).
+    ``train`` receives the callbacks to pass to ``fit`` (MLflow logging first); ``signature``
+    is the pyfunc's input/output schema, when it has one.
     """
     started = time.monotonic()
     uri = configure(tracking)
@@ -65,7 +70,9 @@ def train_logged(
             )
         with tempfile.TemporaryDirectory() as tmp:
             bundle_dir = save_bundle(bundle, Path(tmp) / "bundle")
-            model_uri, version = log_bundle(bundle_dir, tracking.registered_model)
+            model_uri, version = log_bundle(
+                bundle_dir, tracking.registered_model, signature=signature
+            )
     name, alias = tracking.registered_model, tracking.alias
     if version is not None and name is not None and alias:
         set_alias(name, alias, version)

@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import mlflow
 import numpy as np
@@ -33,7 +33,6 @@ from streamvae.errors import ConfigError, DataError
 from streamvae.models import build_model, config_from_dict, model_spec
 from streamvae.reports import (
     CalibrationReport,
-    ReportFiles,
     report_stem,
     threshold_facts,
     write_report,
@@ -47,18 +46,24 @@ from streamvae.thresholds import (
     min_size_for_fpr,
 )
 from streamvae.tracking import (
+    REPORT_ARTIFACT,
     MlflowCallback,
     configure,
     ensure_experiment,
+    feature_signature,
     flatten,
     log_bundle,
     log_report,
     record_for_version,
     set_alias,
     tracked_run,
+    tracking_uri,
 )
 from streamvae.training import BetaSchedule, FitResult, TrainConfig, TrainingCallback, fit
 from streamvae.types import NEIGHBOUR_SCORE_KINDS, ScoreKind
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +92,7 @@ class TrainOutcome:
     n_calibration: int
     seconds: float
     tracking_uri: str
-    report: ReportFiles | None = None
+    report: str | None = None  # where the calibration report's PNG is (path or artifact URI)
 
 
 def load_training_table(settings: TrainSettings) -> Table:
@@ -348,7 +353,11 @@ def train(
         mlflow.log_metrics(diagnostics.metrics())
         with tempfile.TemporaryDirectory() as tmp:
             bundle_dir = save_bundle(bundle, Path(tmp) / "bundle")
-            model_uri, version = log_bundle(bundle_dir, settings.tracking.registered_model)
+            model_uri, version = log_bundle(
+                bundle_dir, settings.tracking.registered_model,
+                signature=feature_signature(table.names, explained=min(3, len(table.names))),
+                input_example=_input_example(table),
+            )  # fmt: skip
         report = None
         if threshold is not None:
             report = _report(settings, bundle, table, threshold.default, cal_scores, version)
@@ -366,12 +375,22 @@ def train(
     )  # fmt: skip
 
 
+def _input_example(table: Table, rows: int = 5) -> pd.DataFrame:
+    """The first few training rows, raw units, as the pyfunc takes them."""
+    import pandas as pd
+
+    head = table.features[:rows].astype(np.float64)
+    return pd.DataFrame({name: head[:, j] for j, name in enumerate(table.names)})
+
+
 def _report(
     settings: TrainSettings, bundle: ModelBundle, table: Table, threshold: Threshold,
     cal_scores: npt.NDArray[np.float64], version: str | None,
-) -> ReportFiles:  # fmt: skip
-    """The calibration report of a training run, written locally and logged to the run.
+) -> str:  # fmt: skip
+    """The calibration report of a training run, logged to the run; returns where the PNG is.
 
+    With a local store the files stay under ``WORK_DIR/reports`` too; with a tracking
+    server they live in the run only (nothing is written beside a remote store).
     Labelled anomalies in the training data (never trained on) are scored and drawn too.
     """
     anomalies = None
@@ -385,7 +404,12 @@ def _report(
         threshold=threshold, normal_scores=cal_scores, anomaly_scores=anomalies,
         facts=threshold_facts(threshold),
     )  # fmt: skip
-    directory = Path(settings.tracking.work_dir) / "reports"
-    files = write_report(report, directory, report_stem(name, version or ""))
-    log_report((files.png, files.html))
-    return files
+    stem = report_stem(name, version or "")
+    if tracking_uri(settings.tracking).startswith("sqlite:"):
+        files = write_report(report, Path(settings.tracking.work_dir) / "reports", stem)
+        log_report((files.png, files.html))
+        return str(files.png)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = write_report(report, Path(tmp), stem)
+        log_report((files.png, files.html))
+    return str(mlflow.get_artifact_uri(f"{REPORT_ARTIFACT}/{files.png.name}"))

@@ -86,6 +86,42 @@ def test_a_pyfunc_of_a_version_never_recalibrated_keeps_its_training_threshold(
     assert set(out["threshold"]) == {outcome.threshold.default.value}
 
 
+def test_the_version_logs_a_signature_and_input_example_that_admit_its_segment_field(
+    tracking, tmp_path, monkeypatch
+):
+    import mlflow
+    from mlflow.models import get_model_info
+
+    data = write_csv(tmp_path / "train.csv", normal=600)
+    outcome = train(settings_for(tracking, data))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", outcome.tracking_uri)
+    uri = "models:/fraud/1"
+    info = get_model_info(uri)
+    names = [c for c in pl.read_csv(data).columns if c != "label"]
+    assert info.signature.inputs.input_names() == names
+    assert {"score", "threshold", "p_value", "severity", "is_anomaly"} <= set(
+        info.signature.outputs.input_names()
+    )
+    assert info.saved_input_example_info["type"] == "dataframe"
+
+    # per-segment thresholds recorded later: the field joins the signature, so MLflow
+    # passes it to the pyfunc (it drops columns a signature does not name)
+    rows = _rows(300, 0, seed=8)
+    merchants = pl.Series("merchant", (["grocery", "travel"] * 200)[: rows.height])
+    rows = rows.with_columns(merchants)
+    holdout = tmp_path / "holdout.csv"
+    rows.write_csv(holdout)
+    spec = CalibrationSpec(percentile=95.0, segment_field="merchant", min_segment_size=50)
+    request = CalibrationRequest(spec=spec, holdout_fraction=0.0)
+    bound = commit_calibration(prepare_calibration(uri, holdout, request, tracking=tracking))
+    assert set(bound.segments) == {"grocery", "travel"}
+    assert "merchant" in get_model_info(uri).signature.inputs.input_names()
+    out = mlflow.pyfunc.load_model(uri).predict(rows.drop("id").to_pandas())
+    expected = [bound.segments[m].value for m in rows["merchant"].to_list()]
+    assert out["threshold"].tolist() == pytest.approx(expected)
+    assert set(out["segment"]) == {"grocery", "travel"}
+
+
 @pytest.mark.kafka
 def test_score_gives_each_record_the_services_verdict(broker, bundle_dir, tmp_path):
     topics = Topics.unique()
