@@ -35,7 +35,9 @@ def score(
         typer.Argument(
             metavar="INPUT",
             help="Feature rows: CSV or Parquet (columns named as the model's features; any "
-            "size: read in chunks), or NPZ (X, optional feature_names).",
+            "size: read in chunks), or NPZ (X, optional feature_names). A KPI model: CSV or "
+            "Parquet points (series, ts in epoch ms, value). An image model: .npy, .npz or "
+            "a folder of PNG/JPEG files.",
         ),
     ],
     output: Annotated[

@@ -17,7 +17,7 @@ import polars as pl
 
 from streamvae.errors import DataError
 
-INPUT_SUFFIXES = (".csv", ".parquet", ".pq", ".npz")
+INPUT_SUFFIXES = (".csv", ".parquet", ".pq", ".npz", ".npy")  # a folder: image files
 OUTPUT_SUFFIXES = (".csv", ".parquet", ".pq")
 
 
@@ -55,10 +55,10 @@ def check_paths(source: str | Path, output: str | Path) -> None:
         DataError: naming the bad path.
     """
     path = Path(source)
-    if not path.is_file():
+    if not path.exists():
         msg = f"input file {str(path)!r} does not exist"
         raise DataError(msg)
-    if path.suffix.lower() not in INPUT_SUFFIXES:
+    if path.is_file() and path.suffix.lower() not in INPUT_SUFFIXES:
         msg = f"unsupported input {str(path)!r}: use one of {INPUT_SUFFIXES}"
         raise DataError(msg)
     out = Path(output)

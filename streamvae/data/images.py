@@ -100,6 +100,17 @@ def load_images(path: str | Path) -> tuple[F32, npt.NDArray[np.int64] | None]:
     raise DataError(msg)
 
 
+def image_names(path: str | Path, count: int) -> list[str]:
+    """What identifies each of the ``count`` images of ``path``.
+
+    File names for a folder (in the order :func:`load_images` reads them), else the index.
+    """
+    source = Path(path)
+    if source.is_dir():
+        return [file.name for file in _image_files(source)]
+    return [str(i) for i in range(count)]
+
+
 def _load_folder(folder: Path) -> F32:
     files = _image_files(folder)
     if not files:

@@ -177,7 +177,10 @@ def score_file(
 
     Args:
         uri: the model (thresholds recorded for its version by ``calibrate`` apply).
-        source: CSV, Parquet or NPZ feature rows (columns named as the model's features).
+        source: CSV, Parquet or NPZ feature rows (columns named as the model's features);
+            for a KPI model CSV/Parquet points (``series, ts, value``), for an image model
+            ``.npy``/``.npz`` images or a folder of image files
+            (see :mod:`streamvae.workflows.score_kinds`).
         output: ``.parquet`` or ``.csv``.
         tracking: the MLflow store.
         id_columns: input columns copied to the output (default: every non-feature column).
@@ -193,9 +196,13 @@ def score_file(
         configure(tracking)
         resolved = resolve(uri, Path(tmp))
         bundle = load_resolved(resolved)
+    if not isinstance(bundle.preprocess, TabularPreprocess):
+        from streamvae.workflows.score_kinds import score_other_kind
+
+        return score_other_kind(bundle, resolved.ref, source, output, on_chunk=on_chunk)
     detector = Detector(bundle)
     thresholds = detector.threshold
-    names = tabular_bundle(bundle).schema.names
+    names = bundle.preprocess.schema.names
     anomalies = invalid = 0
     carry: list[str] | None = None
     with ChunkWriter(output) as writer:

@@ -405,6 +405,14 @@ def test_train_kpi_registers_a_window_model_with_per_series_thresholds(workdir):
     assert bundle.threshold is not None and set(bundle.threshold.segments) == set(
         make_kpi_history()
     )
+    points = pl.concat(frames).rename({"host": "series", "time": "ts", "cpu": "value"})
+    points.tail(300).write_csv(workdir / "recent.csv")
+    code, out = invoke_stdout("score", "models:/streamvae-kpi@champion", "recent.csv",
+                              "verdicts.csv", "--json")  # fmt: skip
+    assert code == 0, out
+    assert json.loads(out)["rows"] == 300
+    verdicts = pl.read_csv(workdir / "verdicts.csv")
+    assert {"status", "score", "expected", "threshold", "is_anomaly"} <= set(verdicts.columns)
 
 
 def test_train_images_registers_an_image_model_from_a_png_folder(workdir):
@@ -434,6 +442,11 @@ def test_train_images_registers_an_image_model_from_a_png_folder(workdir):
     assert bundle.threshold is not None and bundle.threshold.default.percentile == 95.0
     assert set(bundle.preprocess.pixel_thresholds) == {"rec_error", "elbo_grad"}
     assert bundle.threshold is not None
+    code, out = invoke_stdout("score", "models:/streamvae-images@champion", "digits",
+                              "verdicts.parquet", "--json")  # fmt: skip
+    assert code == 0, out
+    assert json.loads(out)["rows"] == 400
+    assert pl.read_parquet(workdir / "verdicts.parquet")["image"][0] == "0000.png"
 
 
 def test_a_28x28_image_model_trains_unpadded_and_evaluates_with_pixel_auroc(workdir):
