@@ -470,6 +470,26 @@ class ServeSettings(BaseSettings):
         return value
 
 
+def check_model_uri(uri: str) -> None:
+    """Reject obviously malformed model URIs early, with the bad value (no MLflow needed).
+
+    Raises:
+        ConfigError: empty or malformed URI, or a bundle directory that does not exist.
+    """
+    if uri.startswith("models:/"):
+        rest = uri.removeprefix("models:/")
+        if not rest or ("@" not in rest and "/" not in rest):
+            msg = f"bad model URI {uri!r}: use models:/NAME@ALIAS or models:/NAME/VERSION"
+            raise ConfigError(msg)
+    elif uri.startswith("runs:/"):
+        if not uri.removeprefix("runs:/").strip("/"):
+            msg = f"bad model URI {uri!r}: use runs:/RUN_ID"
+            raise ConfigError(msg)
+    elif not Path(uri).exists():
+        msg = f"model {uri!r} is neither models:/..., runs:/... nor an existing bundle directory"
+        raise ConfigError(msg)
+
+
 def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Turn ``["training.epochs=50", "model.hidden_dims=[32,16]"]`` into a nested dict.
 

@@ -22,6 +22,8 @@ from streamvae.cli.common import (
     fail,
     fmt,
     guard,
+    need_path,
+    need_uri,
     print_table,
     tracking_settings,
 )
@@ -221,8 +223,6 @@ def calibrate(
 
     Example: streamvae calibrate models:/fraud@champion holdout.csv --alerts-per-day 20 --records-per-second 50 --segment merchant_category
     """
-    from streamvae.workflows.offline import CalibrationRequest, prepare_calibration
-
     values: dict[str, object] = {
         "percentile": percentile, "target_fpr": fpr, "alerts_per_day": alerts_per_day,
         "records_per_second": records_per_second, "tail": tail, "tail_fraction": tail_fraction,
@@ -239,7 +239,11 @@ def calibrate(
         except ValidationError as exc:
             raise ConfigError(first_error(exc, CalibrationSettings, CALIBRATE_OPTIONS)) from exc
 
-    spec = guard(lambda: settings().spec())
+    spec = guard(lambda: settings().spec())  # before torch and MLflow load: under a second
+    need_uri(model_uri)
+    need_path(data, "data")
+    from streamvae.workflows.offline import CalibrationRequest, prepare_calibration
+
     request = CalibrationRequest(
         spec=spec, label_column=label_column, holdout_fraction=holdout,
         target_precision=target_precision, target_recall=target_recall,
@@ -323,6 +327,7 @@ def show(
 
     Example: streamvae thresholds show models:/fraud@champion --records-per-second 50
     """
+    need_uri(model_uri)
     from streamvae.workflows.offline import show_thresholds
 
     ref, thresholds = guard(

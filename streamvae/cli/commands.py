@@ -27,11 +27,14 @@ from streamvae.cli.common import (
     err_console,
     fail,
     guard,
+    need_path,
+    need_uri,
     print_table,
     setup_logging,
     tracking_settings,
 )
-from streamvae.config import ServeSettings, TrainSettings, load_settings
+from streamvae.config import ServeSettings, TrainSettings, load_settings, unknown_model_message
+from streamvae.types import IMAGE_MODELS, KPI_MODELS
 
 
 @app.command()
@@ -63,6 +66,8 @@ def train(
     options = {"data.path": "--data", "tracking.alias": "--alias"}
     options["tracking.tracking_uri"] = "--tracking-uri"
     settings = guard(lambda: load_settings(TrainSettings, config, set_ or [], extra, options))
+    if settings.data.path is not None:
+        need_path(settings.data.path, "data file")
     from streamvae.workflows.train import train as run_train
 
     outcome = guard(lambda: run_train(settings, [] if quiet or as_json else [ProgressBar()]))
@@ -127,6 +132,9 @@ def train_kpi(
 
     Example: streamvae train-kpi kpi_history.parquet --model dcvae --window-len 32 --alias champion
     """
+    need_path(data, "KPI history")
+    if model not in KPI_MODELS:
+        fail(unknown_model_message(model, "KPI", KPI_MODELS))
     from streamvae.workflows.kpi import KpiSettings, read_series, train_and_register
 
     try:
@@ -233,10 +241,13 @@ def train_images(
 
     Example: streamvae train-images normal.npz --model conv2d_vae --latent-dim 64 --alias champion
     """
+    need_path(data, "image data")
+    if model not in IMAGE_MODELS:
+        fail(unknown_model_message(model, "image", IMAGE_MODELS))
+    check_device(device)
     from streamvae.data.images import load_images
     from streamvae.workflows.images import ImageSettings, train_and_register
 
-    check_device(device)
     try:
         settings = ImageSettings(
             model=model, latent_dim=latent_dim, beta=beta, width=width,
@@ -349,6 +360,8 @@ def evaluate(
     if model_uri is None or data is None:
         fail("evaluate needs MODEL_URI and DATA (or --nab DIR)")
         return
+    need_uri(model_uri)
+    need_path(data, "data")
     from streamvae.workflows.offline import evaluate as run_evaluate
 
     uri, path = model_uri, data
@@ -434,6 +447,8 @@ def diagnose(
 
     Example: streamvae diagnose models:/streamvae-tabular@champion labelled.parquet --log
     """
+    need_uri(model_uri)
+    need_path(data, "data")
     from streamvae.workflows.offline import diagnose as run_diagnose
 
     result = guard(
@@ -481,6 +496,9 @@ def promote(
 
     Example: streamvae promote models:/streamvae-tabular/3 --alias champion
     """
+    need_uri(model_uri)
+    if not model_uri.startswith("models:/"):
+        fail(f"promote needs a registered model URI (models:/NAME/VERSION), got {model_uri!r}")
     from streamvae.workflows.offline import promote as run_promote
 
     ref = guard(
@@ -572,6 +590,7 @@ def demo(
     linger: Annotated[
         float, typer.Option(min=0.0, help="Keep /metrics up this many seconds at the end.")
     ] = 0.0,
+    as_json: JsonOpt = False,
 ) -> None:
     """Run everything on embedded parts: broker, MLflow store, training, calibration, serving, replay.
 
@@ -583,10 +602,10 @@ def demo(
     if nab is not None and kind != "kpi":
         fail("--nab goes with --kind kpi")
     if kind == "kpi":
-        _demo_kpi(nab, work_dir, seed, 99.5 if percentile == 99.0 else percentile, linger)
+        _demo_kpi(nab, work_dir, seed, 99.5 if percentile == 99.0 else percentile, linger, as_json)
         return
     if kind == "images":
-        _demo_images(work_dir, seed, percentile, linger)
+        _demo_images(work_dir, seed, percentile, linger, as_json)
         return
     if not 0.0 < percentile < 100.0:
         fail(f"bad --percentile {percentile}: must be strictly between 0 and 100")
@@ -598,7 +617,7 @@ def demo(
     report = guard(
         lambda: run_demo(cfg, [ProgressBar()], lambda line: err_console.print(f"- {line}"))
     )
-    print_table(
+    emit(
         "streamvae demo: cardio (ADBench), held-out normals + anomalies streamed through Kafka",
         {
             "model": f"{report.model_uri} (v{report.version})",
@@ -617,10 +636,13 @@ def demo(
             "training time (s)": round(report.train_s, 1),
             "metrics URL (live while the demo runs)": report.metrics_url,
         },
+        as_json=as_json,
     )
 
 
-def _demo_images(work_dir: Path | None, seed: int, percentile: float, linger: float) -> None:
+def _demo_images(
+    work_dir: Path | None, seed: int, percentile: float, linger: float, as_json: bool
+) -> None:
     if not 0.0 < percentile < 100.0:
         fail(f"bad --percentile {percentile}: must be strictly between 0 and 100")
     from streamvae.workflows.demo_images import ImageDemoSettings, run_image_demo
@@ -629,7 +651,7 @@ def _demo_images(work_dir: Path | None, seed: int, percentile: float, linger: fl
     report = guard(
         lambda: run_image_demo(cfg, [ProgressBar()], lambda line: err_console.print(f"- {line}"))
     )
-    print_table(
+    emit(
         "streamvae demo: digit images with pasted anomalies, .npy batches through Kafka",
         {
             "model": report.model_uri,
@@ -643,12 +665,14 @@ def _demo_images(work_dir: Path | None, seed: int, percentile: float, linger: fl
             "training time (s)": round(report.train_s, 1),
             "metrics URL (live while the demo runs)": report.metrics_url,
         },
+        as_json=as_json,
     )
 
 
 def _demo_kpi(
-    nab: Path | None, work_dir: Path | None, seed: int, percentile: float, linger: float
-) -> None:
+    nab: Path | None, work_dir: Path | None, seed: int, percentile: float, linger: float,
+    as_json: bool,
+) -> None:  # fmt: skip
     if not 0.0 < percentile < 100.0:
         fail(f"bad --percentile {percentile}: must be strictly between 0 and 100")
     from streamvae.workflows.demo_kpi import KpiDemoSettings, run_kpi_demo
@@ -659,7 +683,7 @@ def _demo_kpi(
     report = guard(
         lambda: run_kpi_demo(cfg, [ProgressBar()], lambda line: err_console.print(f"- {line}"))
     )
-    print_table(
+    emit(
         f"streamvae demo --kind kpi: {report.source} streamed through Kafka",
         {
             "model": report.model_uri,
@@ -671,4 +695,5 @@ def _demo_kpi(
             "throughput (points/s)": round(report.throughput_pps, 1),
             "metrics URL (live while the demo runs)": report.metrics_url,
         },
+        as_json=as_json,
     )

@@ -104,6 +104,19 @@ def one_line(exc: BaseException) -> str:
     return message + "".join(f" ({note})" for note in notes)
 
 
+def need_uri(uri: str) -> None:
+    """Fail fast (before torch and MLflow load) on a malformed model URI."""
+    from streamvae.config import check_model_uri
+
+    guard(lambda: check_model_uri(uri))
+
+
+def need_path(path: Path | str, what: str) -> None:
+    """Fail fast, in one line, when an input file or folder does not exist."""
+    if not Path(path).exists():
+        fail(f"{what} {str(path)!r} does not exist")
+
+
 def tracking_settings(uri: str | None, work_dir: Path) -> TrackingSettings:
     """Tracking settings from the --tracking-uri and --work-dir options."""
     return TrackingSettings(tracking_uri=uri, work_dir=str(work_dir))

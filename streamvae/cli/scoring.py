@@ -19,6 +19,7 @@ from streamvae.cli.common import (
     err_console,
     fmt,
     guard,
+    need_uri,
     print_table,
     tracking_settings,
 )
@@ -73,6 +74,7 @@ def score(
     """
     from streamvae.data.batches import check_paths
 
+    need_uri(model_uri)
     guard(lambda: check_paths(input_path, output))  # before torch and MLflow load (seconds)
     from streamvae.workflows.score import score_file
 

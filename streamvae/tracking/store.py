@@ -16,8 +16,8 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from streamvae._version import __version__
-from streamvae.config import TrackingSettings
-from streamvae.errors import ConfigError, ModelLoadError
+from streamvae.config import TrackingSettings, check_model_uri
+from streamvae.errors import ModelLoadError
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow.models import ModelSignature
@@ -231,20 +231,9 @@ def set_alias(name: str, alias: str, version: str) -> None:
 
 
 def check_uri(uri: str) -> None:
-    """Reject obviously malformed model URIs early, with the bad value.
+    """Reject obviously malformed model URIs early (see :func:`streamvae.config.check_model_uri`).
 
     Raises:
         ConfigError: empty or malformed URI.
     """
-    if uri.startswith("models:/"):
-        rest = uri.removeprefix("models:/")
-        if not rest or ("@" not in rest and "/" not in rest):
-            msg = f"bad model URI {uri!r}: use models:/NAME@ALIAS or models:/NAME/VERSION"
-            raise ConfigError(msg)
-    elif uri.startswith("runs:/"):
-        if not uri.removeprefix("runs:/").strip("/"):
-            msg = f"bad model URI {uri!r}: use runs:/RUN_ID"
-            raise ConfigError(msg)
-    elif not Path(uri).exists():
-        msg = f"model {uri!r} is neither models:/..., runs:/... nor an existing bundle directory"
-        raise ConfigError(msg)
+    check_model_uri(uri)

@@ -33,7 +33,16 @@ def _cases(work: Path) -> dict[str, list[str]]:
     return {
         "--help": ["--help"],
         "train --help": ["train", "--help"],
-        "missing data file": ["score", model, str(work / "missing.csv"), str(work / "o.csv")],
+        "score: missing input file": [
+            "score",
+            model,
+            str(work / "missing.csv"),
+            str(work / "o.csv"),
+        ],
+        "calibrate: missing data file": ["calibrate", model, str(work / "missing.csv")],
+        "train-kpi: missing history": ["train-kpi", str(work / "missing.csv")],
+        "bad model URI (models:/)": ["thresholds", "show", "models:/"],
+        "unknown model name (vea)": ["train", "--data", str(data), "-s", "model.name=vea"],
         "unknown setting (model.betta)": ["train", "--data", str(data), "-s", "model.betta=2"],
         "bad option value (--fpr 2)": ["calibrate", model, str(data), "--fpr", "2"],
         "YAML syntax error": ["train", "--data", str(data), "-c", str(bad_yaml)],

@@ -162,7 +162,10 @@ def test_every_result_prints_as_json_and_models_lists_the_registry(workdir):
         (["evaluate", "m", "--nab", "."], "give no MODEL_URI or DATA"),
         (["evaluate", "--nab", "."], "is not a NAB directory"),
         (["evaluate", "--nab", ".", "--nab-model", "ghost"], "bad --nab-model 'ghost'"),
-        (["train-kpi", "missing.csv"], "cannot read KPI history 'missing.csv'"),
+        (["train-kpi", "missing.csv"], "KPI history 'missing.csv' does not exist"),
+        (["calibrate", "models:/m@a", "missing.csv"], "data 'missing.csv' does not exist"),
+        (["train", "--data", "missing.csv"], "data file 'missing.csv' does not exist"),
+        (["promote", "./"], "promote needs a registered model URI"),
         (["train-kpi", "x.csv", "--threshold-by", "host"], "got 'host'"),
         (["train-kpi", "x.csv", "--model", "ghost"], "unknown model 'ghost'"),
         (["--log-level", "LOUD", "demo"], "bad --log-level 'LOUD'"),
@@ -174,6 +177,8 @@ def test_every_result_prints_as_json_and_models_lists_the_registry(workdir):
     ],
 )
 def test_user_errors_are_one_line_with_exit_code_2(workdir, args, message):
+    for name in ("x.csv", "x.npz"):  # inputs that exist: the option is what is wrong
+        (workdir / name).write_bytes(b"")
     code, out = invoke(*args)
     assert code == 2, out
     lines = [line for line in out.strip().splitlines() if line.strip()]
