@@ -119,9 +119,15 @@ def models(
     """
     from rich.table import Table
 
-    from streamvae.workflows.offline import list_models
+    from streamvae.tracking import VersionListing, configure, list_versions  # MLflow, no torch
 
-    listed = guard(lambda: list_models(name, tracking=tracking_settings(tracking_uri, work_dir)))
+    settings = tracking_settings(tracking_uri, work_dir)
+
+    def listing() -> list[VersionListing]:
+        configure(settings)
+        return list_versions(name)
+
+    listed = guard(listing)
     if as_json:
         console.print_json(json.dumps([v.to_dict() for v in listed]))
         return

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from streamvae.tracking.listing import VersionListing, list_versions
 from streamvae.tracking.resolve import (
     ResolvedModel,
-    VersionListing,
     alias_version,
-    list_versions,
     load_resolved,
     record_for_version,
     record_thresholds,

@@ -14,13 +14,12 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from streamvae.bundle import ModelBundle, load_bundle, read_thresholds, write_thresholds
 from streamvae.errors import ModelLoadError
 from streamvae.thresholds import ThresholdSet
 from streamvae.tracking.store import (
@@ -31,6 +30,9 @@ from streamvae.tracking.store import (
     set_model_signature,
 )
 from streamvae.types import ModelRef
+
+if TYPE_CHECKING:  # pragma: no cover
+    from streamvae.bundle import ModelBundle
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +143,8 @@ def _download_thresholds(run_id: str, path: str, what: str) -> ThresholdSet:
         except MlflowException as exc:
             msg = f"cannot download the calibration {path!r} of {what}: {exc.message}"
             raise ModelLoadError(msg) from exc
+        from streamvae.bundle import read_thresholds  # torch loads with the bundle code
+
         return read_thresholds(Path(local))
 
 
@@ -189,6 +193,8 @@ def load_resolved(resolved: ResolvedModel, *, strict: bool = False) -> ModelBund
     Raises:
         ModelLoadError: unreadable bundle, or thresholds bound to another version.
     """
+    from streamvae.bundle import load_bundle
+
     bundle = load_bundle(resolved.bundle_dir, strict=strict)
     thresholds = _stored_thresholds(resolved)
     if thresholds is None:
@@ -235,6 +241,8 @@ def _log_calibration(
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = f"calibrations/{label}-{stamp}"
     with tempfile.TemporaryDirectory() as tmp:
+        from streamvae.bundle import write_thresholds
+
         write_thresholds(Path(tmp), thresholds)
         client.log_artifacts(run_id, tmp, artifact_path=path)
     return path
@@ -260,6 +268,8 @@ def record_thresholds(resolved: ResolvedModel, thresholds: ThresholdSet) -> Thre
         client.set_tag(resolved.run_id, THRESHOLD_TAG, _summary(bound))
     else:
         bound = thresholds.for_model(resolved.ref.name, resolved.ref.version)
+        from streamvae.bundle import write_thresholds
+
         write_thresholds(resolved.bundle_dir, bound)
     logger.info("thresholds recorded model=%s value=%s", resolved.uri, bound.default.value)
     return bound
@@ -286,58 +296,3 @@ def _admit_segment_field(name: str, version: str, segment_field: str) -> None:
     extra = ColSpec("string", segment_field, required=False)
     signature.inputs = Schema([*columns, extra])
     set_model_signature(source, signature)
-
-
-@dataclass(frozen=True, slots=True)
-class VersionListing:
-    """One registered model version as ``streamvae models`` lists it."""
-
-    name: str
-    version: str
-    aliases: tuple[str, ...]
-    created_at: str
-    run_id: str | None
-    threshold: float | None
-    score_kind: str | None
-    calibrated_at: str | None
-
-    def to_dict(self) -> dict[str, object]:
-        """Plain values (JSON-ready)."""
-        return {
-            "name": self.name, "version": self.version, "aliases": list(self.aliases),
-            "created_at": self.created_at, "run_id": self.run_id, "threshold": self.threshold,
-            "score_kind": self.score_kind, "calibrated_at": self.calibrated_at,
-        }  # fmt: skip
-
-
-def list_versions(name: str | None = None) -> list[VersionListing]:
-    """Every registered version (of ``name``, or of every model), newest first per model.
-
-    The threshold, score kind and calibration time come from the summary ``calibrate`` (or
-    training) tags each version with; a version never calibrated shows ``None``.
-
-    Raises:
-        ModelLoadError: the registry is unreachable, or ``name`` is not registered.
-    """
-    client = MlflowClient()
-    try:
-        names = [name] if name else sorted(m.name for m in client.search_registered_models())
-        out = []
-        for model in names:
-            aliases: dict[str, list[str]] = {}
-            for alias, version in client.get_registered_model(model).aliases.items():
-                aliases.setdefault(str(version), []).append(alias)
-            versions = client.search_model_versions(f"name = '{model}'")
-            for mv in sorted(versions, key=lambda v: -int(v.version)):
-                summary = json.loads((mv.tags or {}).get(THRESHOLD_TAG, "{}"))
-                created = datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC)
-                listing = VersionListing(
-                    mv.name, str(mv.version), tuple(sorted(aliases.get(str(mv.version), []))),
-                    created.isoformat(timespec="seconds"), mv.run_id, summary.get("value"),
-                    summary.get("score_kind"), summary.get("created_at"),
-                )  # fmt: skip
-                out.append(listing)
-    except MlflowException as exc:
-        msg = f"cannot list the registry: {exc.message}"
-        raise ModelLoadError(msg) from exc
-    return out

@@ -34,9 +34,7 @@ from streamvae.thresholds import (
 )
 from streamvae.tracking import (
     ResolvedModel,
-    VersionListing,
     configure,
-    list_versions,
     load_resolved,
     log_report,
     log_run_metrics,
@@ -239,16 +237,6 @@ def write_calibration_report(
     if log and result.resolved.run_id is not None:
         log_report((files.png, files.html), result.resolved.run_id)
     return files
-
-
-def list_models(name: str | None, *, tracking: TrackingSettings) -> list[VersionListing]:
-    """Registered versions with their aliases, threshold, score kind and calibration time.
-
-    Raises:
-        ModelLoadError: the registry is unreachable or ``name`` unknown.
-    """
-    configure(tracking)
-    return list_versions(name)
 
 
 def show_thresholds(uri: str, *, tracking: TrackingSettings) -> tuple[ModelRef, ThresholdSet]:
