@@ -187,6 +187,7 @@ def train_kpi(
             else f"{len(thresholds.segments)} per {thresholds.segment_field or 'all'} "
             f"+ default {thresholds.default.value:.4g}",
             "tracking uri": outcome.tracking_uri,
+            "calibration report": outcome.report or "-",
             "seconds": round(outcome.seconds, 1),
         },
         as_json=as_json,
@@ -285,6 +286,7 @@ def train_images(
             "threshold": "-" if thresholds is None else f"{thresholds.default.value:.4g}",
             "pixel thresholds": ", ".join(f"{k} {v:.3g}" for k, v in pixel.items()),
             "tracking uri": outcome.tracking_uri,
+            "calibration report": outcome.report or "-",
             "seconds": round(outcome.seconds, 1),
         },
         as_json=as_json,

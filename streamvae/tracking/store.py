@@ -18,6 +18,7 @@ from mlflow.exceptions import MlflowException
 from streamvae._version import __version__
 from streamvae.config import TrackingSettings, check_model_uri
 from streamvae.errors import ModelLoadError
+from streamvae.reports import CalibrationReport, write_report
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow.models import ModelSignature
@@ -215,6 +216,22 @@ def log_report(files: Sequence[Path], run_id: str | None = None) -> None:
             mlflow.log_artifact(str(path), artifact_path=REPORT_ARTIFACT)
         else:
             MlflowClient().log_artifact(run_id, str(path), artifact_path=REPORT_ARTIFACT)
+
+
+def publish_report(report: CalibrationReport, tracking: TrackingSettings, stem: str) -> str:
+    """Draw ``report`` and log it to the active run; returns where its PNG can be found.
+
+    With a local store the files also stay under ``WORK_DIR/reports``; with a tracking server
+    they live in the run only (nothing is written beside a remote store).
+    """
+    if tracking_uri(tracking).startswith("sqlite:"):
+        files = write_report(report, Path(tracking.work_dir) / "reports", stem)
+        log_report((files.png, files.html))
+        return str(files.png)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = write_report(report, Path(tmp), stem)
+        log_report((files.png, files.html))
+    return str(mlflow.get_artifact_uri(f"{REPORT_ARTIFACT}/{files.png.name}"))
 
 
 def set_alias(name: str, alias: str, version: str) -> None:

@@ -13,11 +13,14 @@ import mlflow
 
 from streamvae.bundle import ModelBundle, save_bundle
 from streamvae.config import TrackingSettings
+from streamvae.reports import CalibrationReport, report_stem, threshold_facts
+from streamvae.thresholds import ThresholdSet
 from streamvae.tracking import (
     MlflowCallback,
     configure,
     ensure_experiment,
     log_bundle,
+    publish_report,
     set_alias,
     tracked_run,
 )
@@ -39,6 +42,7 @@ class TrainOutcome:
     bundle: ModelBundle
     seconds: float
     tracking_uri: str
+    report: str | None = None  # where the calibration report's PNG is (path or artifact URI)
 
 
 def train_logged(
@@ -73,10 +77,32 @@ def train_logged(
             model_uri, version = log_bundle(
                 bundle_dir, tracking.registered_model, signature=signature
             )
+        report = None if thresholds is None else _report(thresholds, tracking, version)
     name, alias = tracking.registered_model, tracking.alias
     if version is not None and name is not None and alias:
         set_alias(name, alias, version)
     return TrainOutcome(
         run.info.run_id, model_uri, name, version, alias if version else None, bundle,
-        time.monotonic() - started, uri,
+        time.monotonic() - started, uri, report,
     )  # fmt: skip
+
+
+def _report(
+    thresholds: ThresholdSet, tracking: TrackingSettings, version: str | None
+) -> str | None:
+    """The calibration report of the default threshold (its kept calibration scores)."""
+    scores = thresholds.reference.get("")
+    if scores is None or scores.size == 0:
+        return None
+    default = thresholds.default
+    facts = threshold_facts(default)
+    if thresholds.segments:
+        facts["per-segment thresholds"] = (
+            f"{len(thresholds.segments)} by {thresholds.segment_field} (this report: the default)"
+        )
+    name = tracking.registered_model or ""
+    report = CalibrationReport(
+        title=f"Calibration of {name or 'model'} v{version or '?'} ({default.score_kind})",
+        threshold=default, normal_scores=scores, facts=facts,
+    )  # fmt: skip
+    return publish_report(report, tracking, report_stem(name, version or ""))

@@ -35,7 +35,6 @@ from streamvae.reports import (
     CalibrationReport,
     report_stem,
     threshold_facts,
-    write_report,
 )
 from streamvae.thresholds import (
     CalibrationSpec,
@@ -46,18 +45,16 @@ from streamvae.thresholds import (
     min_size_for_fpr,
 )
 from streamvae.tracking import (
-    REPORT_ARTIFACT,
     MlflowCallback,
     configure,
     ensure_experiment,
     feature_signature,
     flatten,
     log_bundle,
-    log_report,
+    publish_report,
     record_for_version,
     set_alias,
     tracked_run,
-    tracking_uri,
 )
 from streamvae.training import BetaSchedule, FitResult, TrainConfig, TrainingCallback, fit
 from streamvae.types import NEIGHBOUR_SCORE_KINDS, ScoreKind
@@ -389,8 +386,6 @@ def _report(
 ) -> str:  # fmt: skip
     """The calibration report of a training run, logged to the run; returns where the PNG is.
 
-    With a local store the files stay under ``WORK_DIR/reports`` too; with a tracking
-    server they live in the run only (nothing is written beside a remote store).
     Labelled anomalies in the training data (never trained on) are scored and drawn too.
     """
     anomalies = None
@@ -404,12 +399,4 @@ def _report(
         threshold=threshold, normal_scores=cal_scores, anomaly_scores=anomalies,
         facts=threshold_facts(threshold),
     )  # fmt: skip
-    stem = report_stem(name, version or "")
-    if tracking_uri(settings.tracking).startswith("sqlite:"):
-        files = write_report(report, Path(settings.tracking.work_dir) / "reports", stem)
-        log_report((files.png, files.html))
-        return str(files.png)
-    with tempfile.TemporaryDirectory() as tmp:
-        files = write_report(report, Path(tmp), stem)
-        log_report((files.png, files.html))
-    return str(mlflow.get_artifact_uri(f"{REPORT_ARTIFACT}/{files.png.name}"))
+    return publish_report(report, settings.tracking, report_stem(name, version or ""))

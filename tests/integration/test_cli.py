@@ -404,6 +404,7 @@ def test_train_kpi_registers_a_window_model_with_per_series_thresholds(workdir):
     )  # fmt: skip
     assert code == 0, out
     assert "streamvae-kpi v1" in out and "3 per series" in out
+    assert (workdir / ".streamvae" / "reports" / "streamvae-kpi-v1-calibration.png").is_file()
     configure(TrackingSettings())
     bundle = load_resolved(resolve("models:/streamvae-kpi@champion", workdir / "m"))
     assert isinstance(bundle.preprocess, WindowPreprocess)
@@ -441,6 +442,7 @@ def test_train_images_registers_an_image_model_from_a_png_folder(workdir):
     )  # fmt: skip
     assert code == 0, out
     assert "streamvae-images v1" in out and "400 x (1, 16, 16)" in out
+    assert (workdir / ".streamvae" / "reports" / "streamvae-images-v1-calibration.png").is_file()
     configure(TrackingSettings())
     bundle = load_resolved(resolve("models:/streamvae-images@champion", workdir / "m"))
     assert isinstance(bundle.preprocess, ImagePreprocess)
