@@ -37,7 +37,7 @@ def test_sasl_ssl_reaches_both_clients(pem):
         "sasl_plain_username": "svc", "sasl_plain_password": SECRET,
         "ssl_check_hostname": False, "ssl_cafile": str(pem["ca"]),
         "ssl_certfile": str(pem["cert"]), "ssl_keyfile": str(pem["key"]),
-        "ssl_password": "keypass",
+        "ssl_password": "keypass", "bootstrap_timeout_ms": 5000,
     }  # fmt: skip
     conf = _common(settings)
     assert conf["sasl.password"] == SECRET and conf["sasl.mechanism"] == "SCRAM-SHA-512"
@@ -47,7 +47,9 @@ def test_sasl_ssl_reaches_both_clients(pem):
 
 
 def test_plaintext_sends_no_tls_or_sasl_options():
-    assert security_options(KafkaSettings()) == {"security_protocol": "PLAINTEXT"}
+    assert security_options(KafkaSettings()) == {
+        "security_protocol": "PLAINTEXT", "bootstrap_timeout_ms": 5000,
+    }  # fmt: skip
     assert set(_common(KafkaSettings())) == {"bootstrap.servers", "security.protocol"}
 
 
