@@ -1,10 +1,14 @@
-"""Evaluate streamvae the NAB way: learn from each file's probationary part, score the rest.
+"""Evaluate streamvae the NAB way: stream each file in order, learning as it goes.
 
 For every file, in order: place the points on their sampling grid (gaps become masked
-slots), fit a robust scaler and a window VAE on the probationary windows only (masked ELBO,
-missing-point injection), score the newest point of every window (its decoder NLL), and map
-that score to an anomaly score in [0, 1] by how far it lies beyond the probationary scores.
-Nothing after the probationary period changes the model, the scaler or the calibration.
+slots), fit a robust scaler and a window VAE on the probationary windows (masked ELBO,
+missing-point injection), score the newest point of every window (its residual from the
+model's expectation), and turn it, point by point, into an anomaly score in [0, 1) with
+:class:`~streamvae.scoring.stream_scores.SeriesScorer`: the residual's tail surprise
+against the series' own recent residuals, fused with the novelty of the window against the
+series' recent history (which keeps learning after the probationary period), one score per
+incident. The scorer only ever looks back, so every point's score is what a live stream
+would have produced at that point; the probationary points feed it but score 0.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from streamvae.data.series_state import Push, WindowSpec, replay
 from streamvae.data.windows import SeriesScaler, calendar_features, infer_interval_ms
 from streamvae.models import build_model, config_from_dict, model_spec
 from streamvae.scoring.nab import NAB_PROFILES, CorpusScore, probationary_length, score_corpus
+from streamvae.scoring.stream_scores import SeriesScorer, StreamScoring
 from streamvae.scoring.windows import score_windows
 from streamvae.training import TrainConfig, fit
 
@@ -48,6 +53,7 @@ class NabSettings:
             averaged (steadier than one model on a few hundred windows).
         seed: training seed of the first model.
         device: ``auto``, ``cpu`` or ``cuda``.
+        stream: how raw scores become comparable anomaly scores as the stream goes.
     """
 
     model: str = "vae"
@@ -61,6 +67,7 @@ class NabSettings:
     ensemble: int = 1
     seed: int = 0
     device: str = "cpu"
+    stream: StreamScoring = field(default_factory=StreamScoring)
 
     def __post_init__(self) -> None:
         model_spec(self.model)  # raises KeyError for an unknown family
@@ -71,11 +78,21 @@ class NabSettings:
 
 @dataclass(frozen=True, slots=True)
 class FileResult:
-    """One file's per-point output."""
+    """One file's per-point output.
+
+    Attributes:
+        file: the series.
+        anomaly_score: ``(n,)`` the emitted score in [0, 1) (0 in the probationary period).
+        raw_score: ``(n,)`` the model's residual of each point (NaN where not scored).
+        fused: ``(n,)`` the fused surprise before one-score-per-incident suppression.
+        window_len: points per window.
+        epochs_run: training epochs, summed over the ensemble.
+    """
 
     file: NabFile
     anomaly_score: F64
     raw_score: F64
+    fused: F64
     window_len: int
     epochs_run: int
 
@@ -97,23 +114,6 @@ def _model_values(settings: NabSettings, window_len: int, conditional: bool) -> 
     if conditional:
         values["cond_numeric"] = 4
     return values
-
-
-def anomaly_scores(raw: F64, reference: F64, floor: float = 0.05) -> F64:
-    """Map raw point scores to [0, 1) by how far they exceed the reference scores.
-
-    ``z = (raw - median(ref)) / max(max(ref) - median(ref), floor)`` and the anomaly score
-    is ``z / (1 + z)`` for ``z > 0``, else 0: 0.5 means "as far out as the worst point of the
-    probationary period". Monotone in ``z``, so NAB's threshold sweep sees the z order,
-    comparable across files. NaN (a point that was not scored) maps to 0.
-    """
-    finite = reference[np.isfinite(reference)]
-    if finite.size == 0:
-        return np.zeros_like(raw)
-    center = float(np.median(finite))
-    spread = max(float(finite.max()) - center, floor)
-    z = np.maximum((np.where(np.isfinite(raw), raw, center) - center) / spread, 0.0)
-    return z / (1.0 + z)
 
 
 def stream_windows(file: NabFile, spec: WindowSpec) -> tuple[list[Push], npt.NDArray[np.intp]]:
@@ -172,9 +172,13 @@ def run_file(file: NabFile, settings: NabSettings) -> FileResult:
         epochs_run += result.epochs_run
     raw = np.full(len(file), np.nan)
     raw[ready] = point_scores
-    anomaly = anomaly_scores(raw, point_scores[learn])
+    anomaly, fused = np.zeros(len(file)), np.zeros(len(file))
+    scorer = SeriesScorer(settings.stream, window_len)
+    for row, residual, window in zip(ready, point_scores, values.astype(np.float64), strict=True):
+        step = scorer.step(float(residual), window)
+        anomaly[row], fused[row] = step.anomaly, step.fused
     anomaly[:probation] = 0.0  # the detector is only learning there
-    return FileResult(file, anomaly, raw, window_len, epochs_run)
+    return FileResult(file, anomaly, raw, fused, window_len, epochs_run)
 
 
 def evaluate_nab(
