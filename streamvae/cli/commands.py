@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 import json
 import logging
 from pathlib import Path
@@ -336,6 +337,14 @@ def evaluate(
     ensemble: Annotated[int, typer.Option(min=1, help="With --nab: models averaged per file.")] = 3,
     epochs: Annotated[int, typer.Option(min=1, help="With --nab: training epochs.")] = 100,
     seed: Annotated[int, typer.Option(help="With --nab: seed of the first model.")] = 0,
+    diagnose_nab: Annotated[
+        bool,
+        typer.Option(
+            "--diagnose",
+            help="With --nab: per file, the fused score inside vs outside the windows, where "
+            "in each window the first detection fell, and the false positives.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     tracking_uri: TrackingOpt = None,
     work_dir: WorkDirOpt = Path(".streamvae"),
@@ -347,8 +356,10 @@ def evaluate(
     calibrated pixel threshold.
 
     With --nab each file is streamed in order: a window model learns from the probationary
-    first 15 % only, then scores the rest online; the three NAB profile scores are printed
-    per file and overall (thresholds optimised over the corpus, as NAB does).
+    first 15 %, then every point is scored online against what its series has shown so far
+    (the model's residual and the window's novelty, as tail surprises); the three NAB
+    profile scores are printed per file and overall (thresholds optimised over the corpus,
+    as NAB does). --diagnose adds a per-file diagnosis.
 
     Example: streamvae evaluate models:/streamvae-tabular@champion labelled.parquet
     Example: streamvae evaluate models:/streamvae-images@champion digits.npz --normal-label 3
@@ -357,7 +368,10 @@ def evaluate(
     if nab is not None:
         if model_uri is not None or data is not None:
             fail("--nab trains one model per file: give no MODEL_URI or DATA with it")
-        _evaluate_nab(nab, write_results, nab_model, window_len, ensemble, epochs, seed, as_json)
+        _evaluate_nab(
+            nab, write_results, nab_model, window_len, ensemble, epochs, seed, diagnose_nab,
+            as_json,
+        )  # fmt: skip
         return
     if model_uri is None or data is None:
         fail("evaluate needs MODEL_URI and DATA (or --nab DIR)")
@@ -391,11 +405,19 @@ def _evaluate_nab(
     ensemble: int,
     epochs: int,
     seed: int,
+    diagnosis: bool,
     as_json: bool,
 ) -> None:
     from streamvae.data.nab import load_nab
     from streamvae.models import MODEL_REGISTRY
-    from streamvae.workflows.nab import NabSettings, evaluate_nab, format_report, report_dict
+    from streamvae.workflows.nab import (
+        NabSettings,
+        diagnose,
+        evaluate_nab,
+        format_diagnosis,
+        format_report,
+        report_dict,
+    )
     from streamvae.workflows.nab import write_results as write_nab_results
 
     if model not in MODEL_REGISTRY:
@@ -414,10 +436,18 @@ def _evaluate_nab(
     if write_results is not None:
         written = write_nab_results(report, write_results)
         err_console.print(f"- wrote {len(written)} result file(s) under {write_results}")
+    diagnoses = diagnose(report) if diagnosis else []
     if as_json:
-        console.print_json(json.dumps(report_dict(report)))
+        values = report_dict(report)
+        if diagnosis:
+            values["diagnosis"] = {d.name: asdict(d) for d in diagnoses}
+        console.print_json(json.dumps(values))
     else:
         console.print(format_report(report), highlight=False, soft_wrap=True)
+        if diagnosis:
+            threshold = report.profiles["standard"].threshold
+            text = format_diagnosis(diagnoses, threshold)
+            console.print(text, highlight=False, soft_wrap=True)
 
 
 @app.command()

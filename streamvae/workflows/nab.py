@@ -265,3 +265,70 @@ def format_report(report: NabReport) -> str:
     thresholds = "".join(f"{report.profiles[n].threshold:>20.4f}" for n in names)
     lines.append(f"{'threshold (optimised)':<52}" + thresholds)
     return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class FileDiagnosis:
+    """Why a file scores what it scores, at one profile's corpus threshold.
+
+    Attributes:
+        name: the file.
+        outside: ``(median, 99th percentile, max)`` of the fused score outside the windows,
+            after the probationary period.
+        inside: ``max`` of the fused score inside each window.
+        first_detection: per window, the position of its first detection as a share of the
+            window (0.0 its first point, 1.0 its last), ``None`` when it was missed.
+        false_positives: detections outside every window.
+    """
+
+    name: str
+    outside: tuple[float, float, float]
+    inside: tuple[float, ...]
+    first_detection: tuple[float | None, ...]
+    false_positives: int
+
+
+def diagnose(report: NabReport, profile: str = "standard") -> list[FileDiagnosis]:
+    """Per file: fused scores inside vs outside windows, first detections, false positives."""
+    threshold = report.profiles[profile].threshold
+    out: list[FileDiagnosis] = []
+    for result in report.results:
+        n = len(result.file)
+        scored = np.arange(n) >= probationary_length(n)
+        labels = result.file.labels().astype(bool)
+        fused = np.nan_to_num(result.fused)
+        outside = fused[scored & ~labels]
+        stats = (
+            (float(np.median(outside)), float(np.quantile(outside, 0.99)), float(outside.max()))
+            if outside.size
+            else (0.0, 0.0, 0.0)
+        )
+        detections = result.anomaly_score >= threshold
+        inside: list[float] = []
+        first: list[float | None] = []
+        for start, end in result.file.windows:
+            span = slice(max(start, 0), end + 1)
+            inside.append(float(fused[span].max()))
+            hits = np.flatnonzero(detections[span] & scored[span])
+            first.append(float(hits[0]) / max(end - start, 1) if hits.size else None)
+        fp = int((detections & scored & ~labels).sum())
+        out.append(FileDiagnosis(result.file.name, stats, tuple(inside), tuple(first), fp))
+    return out
+
+
+def format_diagnosis(diagnoses: list[FileDiagnosis], threshold: float) -> str:
+    """The per-file diagnosis as a text table."""
+    header = (
+        f"{'file':<56}{'outside median / p99 / max':>28}  {'window max -> first detection':<40}"
+        f"{'FP':>5}"
+    )
+    lines = [f"diagnosis at threshold {threshold:.4f} (fused score before suppression)", header]
+    lines.append("-" * len(header))
+    for d in diagnoses:
+        outside = " / ".join(f"{v:.3f}" for v in d.outside)
+        windows = ", ".join(
+            f"{peak:.2f}->" + ("missed" if pos is None else f"{pos:.0%}")
+            for peak, pos in zip(d.inside, d.first_detection, strict=True)
+        )
+        lines.append(f"{d.name:<56}{outside:>28}  {windows or '(no window)':<40}{d.false_positives:>5}")
+    return "\n".join(lines)
