@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 

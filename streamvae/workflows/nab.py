@@ -330,5 +330,6 @@ def format_diagnosis(diagnoses: list[FileDiagnosis], threshold: float) -> str:
             f"{peak:.2f}->" + ("missed" if pos is None else f"{pos:.0%}")
             for peak, pos in zip(d.inside, d.first_detection, strict=True)
         )
-        lines.append(f"{d.name:<56}{outside:>28}  {windows or '(no window)':<40}{d.false_positives:>5}")
+        cells = f"{outside:>28}  {windows or '(no window)':<40}{d.false_positives:>5}"
+        lines.append(f"{d.name:<56}{cells}")
     return "\n".join(lines)
