@@ -516,12 +516,17 @@ def test_evaluate_nab_prints_profiles_and_writes_nab_results(workdir):
     (workdir / "nab" / "windows.json").write_text(json.dumps(windows))
     code, out = invoke(
         "evaluate", "--nab", "nab", "--write-results", "results", "--nab-model", "vae",
-        "--epochs", "10", "--ensemble", "1", "--json",
+        "--epochs", "10", "--ensemble", "1", "--diagnose", "--json",
     )  # fmt: skip
     assert code == 0, out
     report = json.loads(out[out.index("{") :])
+    diagnosis = report.pop("diagnosis")["synthetic/spiky.csv"]
     assert set(report) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
     assert report["standard"]["files"]["synthetic/spiky.csv"]["tp"] == 1
+    # the spike at 1200 sits 10 points into the window [1190, 1230]: found a quarter in
+    assert diagnosis["first_detection"] == [pytest.approx(0.25, abs=0.1)]
+    assert diagnosis["inside"][0] > diagnosis["outside"][2]  # the window's peak beats outside
+    assert diagnosis["false_positives"] == report["standard"]["files"]["synthetic/spiky.csv"]["fp"]
     written = pl.read_csv(workdir / "results" / "streamvae" / "synthetic" / "streamvae_spiky.csv")
     assert written.columns == ["timestamp", "value", "anomaly_score", "label"]
     assert written.height == n and written["label"].sum() == 41
