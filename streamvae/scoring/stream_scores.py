@@ -25,14 +25,16 @@ bounded memory and time per point:
    only if it gets worse), not one per point. It depends on the past only and on no
    threshold, so any threshold an operator (or NAB's optimiser) picks sees the same rule.
 
-Memory per series: ``novelty_memory + window_len`` scaled points, two rings of
-``likelihood_window`` part values and a ring of ``suppress_points`` fused scores, all
-float64: with the defaults about 200 KiB. Time per point: one ``novelty_memory x
-window_len`` distance computation (about 0.1 ms) plus O(1) updates.
+Memory per series: ``novelty_memory + 2 window_len`` scaled points, block summaries of the
+two parts' recent values (:class:`RollingTail`) and a ring of ``suppress_points`` fused
+scores, all float64: with the defaults about 80 KiB (held twice as large to append cheaply)
+and a 60 KB snapshot. Time per point: one ``novelty_memory x window_len`` distance
+computation (about 0.1 ms) plus O(1) updates.
 """
 
 from __future__ import annotations
 
+import base64
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -98,14 +100,22 @@ def _log_upper_tail(z: float) -> float:
 
 
 class RollingTail:
-    """The last ``size`` values of one part, with running sums for their mean and spread."""
+    """Mean and spread of one part's recent values, in block summaries (bounded state).
 
-    __slots__ = ("count", "head", "size", "sq", "total", "values")
+    Values are summed in blocks of ``block``; the statistics cover the last
+    ``size // block - 1`` full blocks plus the block being filled, i.e. the latest ``count``
+    values with ``size - 2 block < count < size`` once the stream is that long. The state is
+    ``3 (size // block)`` numbers, whatever ``size`` is.
+    """
 
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.values = np.zeros(size, np.float64)
+    __slots__ = ("block", "blocks", "count", "current", "head", "sq", "total")
+
+    def __init__(self, size: int, block: int = 72) -> None:
+        self.block = max(1, min(block, size))
+        n_blocks = max(1, size // self.block - 1) if size > self.block else 1
+        self.blocks = np.zeros((n_blocks, 3), np.float64)  # sum, sum of squares, count
         self.head = 0
+        self.current = np.zeros(3, np.float64)
         self.count = 0
         self.total = 0.0
         self.sq = 0.0
@@ -117,35 +127,40 @@ class RollingTail:
         return (value - mean) / max(math.sqrt(var), _MIN_SD, 1e-6 * abs(mean))
 
     def add(self, value: float) -> None:
-        """Keep ``value`` (the oldest one leaves when full)."""
-        if self.count == self.size:
-            old = float(self.values[self.head])
-            self.total -= old
-            self.sq -= old * old
-        else:
-            self.count += 1
-        self.values[self.head] = value
-        self.total += value
-        self.sq += value * value
-        self.head = (self.head + 1) % self.size
-        if self.head == 0:  # once per lap: running sums recomputed, no drift
-            held = self.values[: self.count]
-            self.total, self.sq = float(held.sum()), float((held * held).sum())
+        """Keep ``value``; a full block replaces the oldest one."""
+        self.current += (value, value * value, 1.0)
+        if self.current[2] >= self.block:
+            self.blocks[self.head] = self.current
+            self.head = (self.head + 1) % self.blocks.shape[0]
+            self.current = np.zeros(3, np.float64)
+        self._totals()
 
-    def ordered(self) -> F64:
-        """The values held, oldest first."""
-        if self.count < self.size:
-            return self.values[: self.count].copy()
-        return np.roll(self.values, -self.head)
+    def _totals(self) -> None:
+        held = self.blocks.sum(axis=0) + self.current
+        self.total, self.sq, self.count = float(held[0]), float(held[1]), int(held[2])
 
-    def load(self, values: F64) -> None:
-        """Replace the values held by ``values`` (oldest first; the newest ``size`` kept)."""
-        kept = np.asarray(values, np.float64)[-self.size :]
-        self.values[:] = 0.0
-        self.values[: kept.size] = kept
-        self.count = int(kept.size)
-        self.head = self.count % self.size
-        self.total, self.sq = float(kept.sum()), float((kept * kept).sum())
+    def state(self) -> list[list[float]]:
+        """The block summaries, oldest first, then the block being filled."""
+        ordered = np.roll(self.blocks, -self.head, axis=0)
+        return [*ordered.tolist(), self.current.tolist()]
+
+    def load(self, state: list[list[float]]) -> None:
+        """Put back :meth:`state`.
+
+        Raises:
+            ValueError: another number of blocks, or non-finite / negative values.
+        """
+        values = np.asarray(state, np.float64)
+        if values.shape != (self.blocks.shape[0] + 1, 3) or not np.isfinite(values).all():
+            msg = "stream scoring snapshot holds non-finite or misshaped block summaries"
+            raise ValueError(msg)
+        if (values[:, 2] < 0).any() or values[-1, 2] >= self.block:
+            msg = "stream scoring snapshot holds impossible block counts"
+            raise ValueError(msg)
+        self.blocks[:] = values[:-1]
+        self.current = values[-1].copy()
+        self.head = 0
+        self._totals()
 
 
 class StepScore(NamedTuple):
@@ -178,7 +193,8 @@ class SeriesScorer:
         self._n_points = 0
         self._model = RollingTail(settings.likelihood_window)
         self._novelty = RollingTail(settings.likelihood_window)
-        self._recent = RollingTail(max(settings.suppress_points - 1, 1))
+        self._recent = np.zeros(max(settings.suppress_points - 1, 1), np.float64)
+        self._recent_head = 0
 
     def novelty(self, window: F64) -> float:
         """Distance of ``window`` to the nearest remembered window that does not overlap it."""
@@ -214,19 +230,24 @@ class SeriesScorer:
         model_part = self._part(self._model, residual)
         novelty_part = self._part(self._novelty, novelty)
         fused = 0.5 * (model_part + novelty_part)
-        recent = self._recent
-        peak = float(recent.values[: recent.count].max()) if recent.count else 0.0
+        peak = float(self._recent.max())  # fused scores are >= 0: zeros are "nothing yet"
         emitted = fused if self.settings.suppress_points == 1 or fused > peak else 0.0
-        recent.add(fused)
+        self._recent[self._recent_head] = fused
+        self._recent_head = (self._recent_head + 1) % self._recent.size
         return StepScore(emitted, fused, model_part, novelty_part, novelty)
 
     def snapshot(self) -> dict[str, Any]:
-        """The state as plain values (restored by :meth:`restore`)."""
+        """The state as plain JSON values (restored by :meth:`restore`).
+
+        With the defaults about 60 KB of JSON: the novelty memory (float64, base64) and the
+        suppression ring dominate; the tails are block summaries.
+        """
+        points = self._points[: self._n_points][-self._capacity :]
         return {
-            "points": self._points[: self._n_points][-self._capacity :].tolist(),
-            "model": self._model.ordered().tolist(),
-            "novelty": self._novelty.ordered().tolist(),
-            "recent": self._recent.ordered().tolist(),
+            "points": _encode(points),
+            "model": self._model.state(),
+            "novelty": self._novelty.state(),
+            "recent": _encode(np.roll(self._recent, -self._recent_head)),
         }
 
     @property
@@ -234,20 +255,53 @@ class SeriesScorer:
         return self.settings.novelty_memory + 2 * self.window_len
 
     def restore(self, snapshot: dict[str, Any]) -> None:
-        """Put back the state of :meth:`snapshot`.
+        """Put back the state of :meth:`snapshot` (same settings and window length).
 
         Raises:
-            ValueError: malformed values (non-finite, not numbers).
+            ValueError: malformed or made with other settings.
+            KeyError: a part is missing.
         """
-        parts = {k: np.asarray(snapshot[k], np.float64) for k in ("points", "model", "novelty")}
-        parts["recent"] = np.asarray(snapshot["recent"], np.float64)
-        if any(p.ndim != 1 or not np.isfinite(p).all() for p in parts.values()):
-            msg = "stream scoring snapshot holds non-finite or misshaped values"
+        points = _decode(snapshot["points"])
+        recent = _decode(snapshot["recent"])
+        if points.size > self._capacity or recent.size != self._recent.size:
+            msg = "stream scoring snapshot was made with other settings"
             raise ValueError(msg)
-        points = parts["points"][-self._capacity :]
+        if (recent < 0).any():
+            msg = "stream scoring snapshot holds negative scores"
+            raise ValueError(msg)
+        self._model.load(snapshot["model"])
+        self._novelty.load(snapshot["novelty"])
         self._points[:] = 0.0
         self._points[: points.size] = points
         self._n_points = int(points.size)
-        self._model.load(parts["model"])
-        self._novelty.load(parts["novelty"])
-        self._recent.load(parts["recent"])
+        self._recent[:] = recent
+        self._recent_head = 0
+
+
+def _encode(values: F64) -> str:
+    """float64 values as base64 text (exact, a third the size of JSON numbers)."""
+    return base64.b64encode(np.ascontiguousarray(values, "<f8").tobytes()).decode("ascii")
+
+
+def _decode(text: object) -> F64:
+    """Inverse of :func:`_encode`.
+
+    Raises:
+        ValueError: not base64 of finite float64 values.
+    """
+    if not isinstance(text, str):
+        msg = "stream scoring snapshot arrays must be base64 text"
+        raise ValueError(msg)
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError) as exc:
+        msg = f"stream scoring snapshot array is not base64: {exc}"
+        raise ValueError(msg) from exc
+    if len(raw) % 8:
+        msg = "stream scoring snapshot array is not float64"
+        raise ValueError(msg)
+    values = np.frombuffer(raw, "<f8").astype(np.float64)
+    if not np.isfinite(values).all():
+        msg = "stream scoring snapshot holds non-finite values"
+        raise ValueError(msg)
+    return values

@@ -3,6 +3,7 @@ meaning, calibration on normal noise, and state that survives a snapshot."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import math
@@ -45,17 +46,22 @@ def test_surprise_is_monotone_and_inside_zero_one():
     assert all(b >= a for a, b in itertools.pairwise(values))
 
 
-def test_the_rolling_tail_holds_the_mean_and_spread_of_its_last_values():
+def test_the_rolling_tail_holds_the_mean_and_spread_of_its_latest_values():
     rng = np.random.default_rng(1)
-    data = rng.gamma(2.0, 3.0, 2_500) + 1e4  # a large offset: the running sums must not drift
-    tail = RollingTail(300)
+    data = rng.gamma(2.0, 3.0, 2_500) + 1e4  # a large offset: the sums must not lose digits
+    tail = RollingTail(300, block=20)
     for i, value in enumerate(data):
         tail.add(float(value))
-        held = data[max(0, i - 299) : i + 1]
-        if i > 0 and (i % 97 == 0 or i == data.size - 1):
-            np.testing.assert_allclose(tail.ordered(), held)
+        assert tail.count == min(i + 1, 280 + (i + 1) % 20)  # 14 full blocks + the partial one
+        if i > 0 and (i % 37 == 0 or i == data.size - 1):
+            held = data[i + 1 - tail.count : i + 1]
             probe = 1e4 + 20.0
             assert tail.z(probe) == pytest.approx((probe - held.mean()) / held.std(), rel=1e-6)
+    restored = RollingTail(300, block=20)
+    restored.load(json.loads(json.dumps(tail.state())))
+    assert (restored.count, restored.z(1e4)) == (tail.count, tail.z(1e4))
+    with pytest.raises(ValueError, match="misshaped"):
+        restored.load(tail.state()[1:])
 
 
 def test_novelty_is_the_distance_to_the_nearest_earlier_window_that_does_not_overlap():
@@ -135,11 +141,15 @@ def test_a_restored_scorer_continues_exactly_where_the_snapshot_left_off():
 
 def test_a_malformed_snapshot_is_refused():
     scorer = SeriesScorer(StreamScoring(), W)
-    snapshot = scorer.snapshot() | {"model": [1.0, float("nan")]}
-    with pytest.raises(ValueError, match="non-finite"):
-        scorer.restore(snapshot)
+    for bad in (
+        {"model": [[1.0, float("nan"), 1.0]]},
+        {"points": "not base64!"},
+        {"recent": scorer.snapshot()["points"]},
+    ):
+        with pytest.raises(ValueError, match="stream scoring snapshot"):
+            scorer.restore(scorer.snapshot() | bad)
     with pytest.raises(KeyError):
-        scorer.restore({"points": []})
+        scorer.restore({})
 
 
 def test_memory_stays_bounded_on_a_long_stream():
@@ -148,9 +158,10 @@ def test_memory_stays_bounded_on_a_long_stream():
     values = _series(5_000, seed=9)
     _run(scorer, values, np.abs(values))
     snapshot = scorer.snapshot()
-    assert len(snapshot["points"]) == 100 + 2 * W
-    assert len(snapshot["model"]) == len(snapshot["novelty"]) == 200
-    assert len(snapshot["recent"]) == 49
+    assert len(base64.b64decode(snapshot["points"])) == 8 * (100 + 2 * W)
+    assert len(snapshot["model"]) == len(snapshot["novelty"]) == 2  # one full block + partial
+    assert len(base64.b64decode(snapshot["recent"])) == 8 * 49
+    assert len(json.dumps(SeriesScorer(StreamScoring(), 32).snapshot())) < 70_000
 
 
 @pytest.mark.parametrize(
