@@ -16,6 +16,7 @@ ScoreKind = Literal[
     "fused",
     "last_point",
     "window_neg_elbo",
+    "stream",
 ]
 """The per-sample scores a detector can threshold; higher is always more anomalous.
 
@@ -26,7 +27,9 @@ negative log-likelihood (K samples); ``bpd``: ``is_nll`` in bits per input dimen
 ``neg_elbo`` and ``neighbour`` fused by their calibrated tail probabilities (the tabular
 default, see :mod:`streamvae.scoring.fusion`).
 KPI windows: ``last_point``: how far the newest point lies from the model's expectation of
-it, in the series' robust units; ``window_neg_elbo``: the masked negative ELBO of the window.
+it, in the series' robust units; ``window_neg_elbo``: the masked negative ELBO of the window;
+``stream``: an anomaly score in [0, 1) with the same meaning on every series, from what the
+series has shown so far (the default, see :mod:`streamvae.scoring.stream_scores`).
 """
 
 TABULAR_MODELS: tuple[str, ...] = ("vae", "sparse_vae", "cvae", "dcvae")
@@ -47,7 +50,7 @@ SCORE_KINDS: tuple[ScoreKind, ...] = (
     "neighbour",
     "fused",
 )
-WINDOW_SCORE_KINDS: tuple[ScoreKind, ...] = ("last_point", "window_neg_elbo")
+WINDOW_SCORE_KINDS: tuple[ScoreKind, ...] = ("stream", "last_point", "window_neg_elbo")
 """Scores of KPI window models (the tabular kinds above are for feature vectors)."""
 ALL_SCORE_KINDS: tuple[ScoreKind, ...] = SCORE_KINDS + WINDOW_SCORE_KINDS
 SAMPLED_SCORE_KINDS: tuple[ScoreKind, ...] = ("is_nll", "bpd")

@@ -200,13 +200,19 @@ def make_kpi_history(n: int = 1200, seed: int = 0) -> dict[str, tuple[np.ndarray
     return {s: (ts, kpi_values(s, 0, n, seed)) for s in KPI_SERIES}
 
 
-def make_kpi_bundle(window_len: int = 16, epochs: int = 40, seed: int = 0) -> ModelBundle:
-    """A calibrated KPI window bundle trained on :func:`make_kpi_history` (a few seconds)."""
+def make_kpi_bundle(
+    window_len: int = 16, epochs: int = 40, seed: int = 0, score_kind: str = "last_point"
+) -> ModelBundle:
+    """A calibrated KPI window bundle trained on :func:`make_kpi_history` (a few seconds).
+
+    ``last_point`` by default: a point scores as soon as its window is full, which the
+    window-state tests rely on; the ``stream`` default of ``train-kpi`` has its own tests.
+    """
     from streamvae.workflows.kpi import KpiSettings, train_kpi
 
     settings = KpiSettings(
         model="vae", window_len=window_len, epochs=epochs, seed=seed, device="cpu",
-        percentile=99.0, threshold_by="series",
+        percentile=99.0, threshold_by="series", score_kind=score_kind,  # type: ignore[arg-type]
     )  # fmt: skip
     return train_kpi(make_kpi_history(seed=seed), settings)
 

@@ -89,7 +89,8 @@ def probe(bundle: ModelBundle, *, device: str = "cpu") -> Detector | WindowDetec
         scored = window_detector.score(
             ["probe"], np.full((1, n), center), np.ones((1, n)), np.zeros(1, np.int64)
         )
-        score = window_detector.select(scored)
+        decided = window_detector.decide_scores(scored, ["probe"], window_detector.new_scorers())
+        score = np.concatenate([decided.score, scored.last_point])
         detector = window_detector
     if not np.all(np.isfinite(score)):
         msg = f"the model's score of a typical input is not finite ({score.tolist()})"

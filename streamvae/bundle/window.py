@@ -14,6 +14,7 @@ from streamvae.bundle.model import load_model, thresholds_in_force
 from streamvae.data.series_state import WindowSpec, replay
 from streamvae.data.windows import CALENDAR_FEATURES, SeriesScaler, calendar_features
 from streamvae.errors import ModelLoadError
+from streamvae.scoring.stream_scores import StreamScorers, StreamScoring
 from streamvae.scoring.windows import score_windows
 from streamvae.thresholds import ThresholdSet
 
@@ -35,6 +36,8 @@ class WindowPreprocess:
         utc_offset_ms: local time offset of the calendar features.
         group_separator: a series' group (for per-group thresholds) is its id up to the
             first separator.
+        stream: how the ``stream`` score kind turns residuals into comparable anomaly scores
+            as each series goes (``None`` in bundles made before it existed).
     """
 
     spec: WindowSpec
@@ -43,6 +46,7 @@ class WindowPreprocess:
     calendar: bool = False
     utc_offset_ms: int = 0
     group_separator: str = "."
+    stream: StreamScoring | None = None
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -80,7 +84,8 @@ class WindowPreprocess:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values."""
-        return {
+        stream = {} if self.stream is None else {"stream": self.stream.to_dict()}
+        return stream | {
             "kind": "window",
             "group_separator": self.group_separator,
             "spec": self.spec.to_dict(),
@@ -103,6 +108,7 @@ class WindowPreprocess:
             bool(values.get("calendar", False)),
             int(values.get("utc_offset_ms", 0)),
             str(values.get("group_separator", ".")),
+            StreamScoring.from_dict(values["stream"]) if "stream" in values else None,
         )
 
 
@@ -115,6 +121,7 @@ class ScoredWindows(NamedTuple):
         expected: ``(n,)`` the model's expectation of the newest point, in series units.
         recon_nll: ``(n,)`` the reconstruction part of the ELBO.
         kl: ``(n,)`` the KL part.
+        windows: ``(n, W)`` the scaled windows (missing slots 0), for the ``stream`` score.
     """
 
     last_point: F64
@@ -122,6 +129,14 @@ class ScoredWindows(NamedTuple):
     expected: F64
     recon_nll: F64
     kl: F64
+    windows: F32
+
+    def take(self, rows: npt.NDArray[np.intp]) -> ScoredWindows:
+        """The scores of ``rows`` only."""
+        return ScoredWindows(
+            self.last_point[rows], self.window_neg_elbo[rows], self.expected[rows],
+            self.recon_nll[rows], self.kl[rows], self.windows[rows],
+        )  # fmt: skip
 
     def select(self, kind: str) -> F64:
         """The ``(n,)`` scores of ``kind`` (``last_point`` or ``window_neg_elbo``).
@@ -133,7 +148,10 @@ class ScoredWindows(NamedTuple):
             return self.last_point
         if kind == "window_neg_elbo":
             return self.window_neg_elbo
-        msg = f"a window model scores last_point or window_neg_elbo, not {kind!r}"
+        if kind == "stream":
+            msg = "the stream score needs each series' history: use WindowDetector.stream_scores"
+            raise ValueError(msg)
+        msg = f"a window model scores stream, last_point or window_neg_elbo, not {kind!r}"
         raise ValueError(msg)
 
 
@@ -153,6 +171,9 @@ class WindowDetector:
             raise ModelLoadError(msg)
         if model.conditional != preprocess.calendar:
             msg = f"model {bundle.model_key!r} and the bundle's calendar setting do not match"
+            raise ModelLoadError(msg)
+        if bundle.score_kind == "stream" and preprocess.stream is None:
+            msg = "score kind 'stream' but the bundle has no stream scoring settings"
             raise ModelLoadError(msg)
         self.model = model.to(torch.device(device)).eval()
 
@@ -188,11 +209,55 @@ class WindowDetector:
             expected=scores.expected * scales + centers,
             recon_nll=scores.neg_elbo - scores.kl,
             kl=scores.kl,
+            windows=x,
         )
 
+    @property
+    def streaming(self) -> bool:
+        """The bundle's score depends on each series' history (score kind ``stream``)."""
+        return bool(self.bundle.score_kind == "stream")
+
+    def new_scorers(self) -> StreamScorers | None:
+        """Fresh per-series stream state for the ``stream`` score (``None`` for others)."""
+        stream = self.preprocess.stream
+        if not self.streaming or stream is None:
+            return None
+        return StreamScorers(stream, self.preprocess.spec.window_len)
+
     def select(self, scored: ScoredWindows) -> F64:
-        """The scores the threshold applies to (the bundle's score kind)."""
+        """The scores the threshold applies to (the bundle's score kind, not ``stream``)."""
         return scored.select(self.bundle.score_kind)
+
+    def decide_scores(
+        self, scored: ScoredWindows, series: Sequence[str], scorers: StreamScorers | None
+    ) -> DecideScores:
+        """The scores the threshold applies to, which are ready, and the parts alerts report.
+
+        With the ``stream`` kind each point goes through its series' scorer (in the given
+        order, which must be each series' time order): the emitted anomaly score is
+        thresholded, its fused surprise and the two parts are reported; a point whose
+        series has not yet shown ``likelihood_min`` scores is not ready (warming up).
+        """
+        if scorers is None:
+            score = self.select(scored)
+            return DecideScores(score, np.ones(score.size, np.bool_), {})
+        batch = scorers.step(series, scored.last_point, scored.windows)
+        parts = {"fused": batch.fused, "model": batch.model_part, "novelty": batch.novelty_part}
+        return DecideScores(batch.anomaly, batch.ready, parts | {"residual": scored.last_point})
+
+
+class DecideScores(NamedTuple):
+    """What :meth:`WindowDetector.decide_scores` returns.
+
+    Attributes:
+        score: ``(n,)`` the scores the threshold applies to.
+        ready: ``(n,)`` the points that could be scored (the rest are warming up).
+        parts: named ``(n,)`` components for the alert record.
+    """
+
+    score: F64
+    ready: npt.NDArray[np.bool_]
+    parts: dict[str, F64]
 
 
 class PointScores(NamedTuple):
@@ -216,7 +281,8 @@ def score_points(
     """Score KPI points in the given order, as the streaming service would.
 
     Every point goes through a fresh :class:`~streamvae.data.series_state.WindowStore`;
-    ready windows are scored in one batch.
+    ready windows are scored in one batch, then (``stream`` kind) through fresh per-series
+    stream state in the given order, as the service does point by point.
     """
     pushes = replay(detector.preprocess.spec, series, ts_ms.tolist(), values.tolist())
     n = len(series)
@@ -235,9 +301,11 @@ def score_points(
     score = np.full(n, np.nan)
     expected = np.full(n, np.nan)
     if rows:
-        scored = detector.score(
-            [series[i] for i in rows], np.stack(windows), np.stack(masks), np.array(ends, np.int64)
-        )
-        score[rows] = detector.select(scored)
+        names = [series[i] for i in rows]
+        scored = detector.score(names, np.stack(windows), np.stack(masks), np.array(ends, np.int64))
+        decided = detector.decide_scores(scored, names, detector.new_scorers())
+        rows_ready = np.asarray(rows)[decided.ready]
+        score[rows_ready] = decided.score[decided.ready]
         expected[rows] = scored.expected
+        status[np.asarray(rows)[~decided.ready]] = "warming_up"
     return PointScores(status.astype(np.str_), score, expected)

@@ -334,7 +334,9 @@ def evaluate(
         str, typer.Option(help="With --nab: window model family (dcvae reads the calendar).")
     ] = "dcvae",
     window_len: Annotated[int, typer.Option(min=2, help="With --nab: points per window.")] = 32,
-    ensemble: Annotated[int, typer.Option(min=1, help="With --nab: models averaged per file.")] = 3,
+    ensemble: Annotated[
+        int, typer.Option(min=1, help="With --nab: models whose residuals are averaged per file.")
+    ] = 1,
     epochs: Annotated[int, typer.Option(min=1, help="With --nab: training epochs.")] = 100,
     seed: Annotated[int, typer.Option(help="With --nab: seed of the first model.")] = 0,
     diagnose_nab: Annotated[

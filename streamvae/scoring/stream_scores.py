@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import base64
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -65,6 +66,15 @@ class StreamScoring:
     likelihood_min: int = 100
     novelty_memory: int = 4000
     suppress_points: int = 1000
+
+    def to_dict(self) -> dict[str, int]:
+        """Plain JSON-ready values."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> StreamScoring:
+        """Inverse of :meth:`to_dict` (unknown keys are an error)."""
+        return cls(**{k: int(v) for k, v in values.items()})
 
     def __post_init__(self) -> None:
         if self.likelihood_min < 2 or self.likelihood_window < self.likelihood_min:
@@ -173,6 +183,8 @@ class StepScore(NamedTuple):
         novelty_part: surprise of the window's novelty.
         novelty: the raw novelty (distance to the nearest recent window; NaN while the
             memory holds no window that does not overlap the current one).
+        ready: both parts had ``likelihood_min`` earlier values to compare with (before
+            that the series is still warming up and the scores are 0).
     """
 
     anomaly: float
@@ -180,6 +192,7 @@ class StepScore(NamedTuple):
     model_part: float
     novelty_part: float
     novelty: float
+    ready: bool
 
 
 class SeriesScorer:
@@ -227,6 +240,8 @@ class SeriesScorer:
         """Score one ready point: its model residual and its scaled window (oldest first)."""
         novelty = self.novelty(window)
         self._remember(float(window[-1]))
+        minimum = self.settings.likelihood_min
+        ready = self._model.count >= minimum and self._novelty.count >= minimum
         model_part = self._part(self._model, residual)
         novelty_part = self._part(self._novelty, novelty)
         fused = 0.5 * (model_part + novelty_part)
@@ -234,7 +249,7 @@ class SeriesScorer:
         emitted = fused if self.settings.suppress_points == 1 or fused > peak else 0.0
         self._recent[self._recent_head] = fused
         self._recent_head = (self._recent_head + 1) % self._recent.size
-        return StepScore(emitted, fused, model_part, novelty_part, novelty)
+        return StepScore(emitted, fused, model_part, novelty_part, novelty, ready)
 
     def snapshot(self) -> dict[str, Any]:
         """The state as plain JSON values (restored by :meth:`restore`).
@@ -260,6 +275,7 @@ class SeriesScorer:
         Raises:
             ValueError: malformed or made with other settings.
             KeyError: a part is missing.
+            TypeError: a part of the wrong type.
         """
         points = _decode(snapshot["points"])
         recent = _decode(snapshot["recent"])
@@ -288,10 +304,11 @@ def _decode(text: object) -> F64:
 
     Raises:
         ValueError: not base64 of finite float64 values.
+        TypeError: not text.
     """
     if not isinstance(text, str):
         msg = "stream scoring snapshot arrays must be base64 text"
-        raise ValueError(msg)
+        raise TypeError(msg)
     try:
         raw = base64.b64decode(text.encode("ascii"), validate=True)
     except (ValueError, UnicodeEncodeError) as exc:
@@ -305,3 +322,75 @@ def _decode(text: object) -> F64:
         msg = "stream scoring snapshot holds non-finite values"
         raise ValueError(msg)
     return values
+
+
+class StreamBatch(NamedTuple):
+    """A batch of points' :class:`StepScore` fields as ``(n,)`` arrays."""
+
+    anomaly: F64
+    fused: F64
+    model_part: F64
+    novelty_part: F64
+    ready: npt.NDArray[np.bool_]
+
+
+class StreamScorers:
+    """The :class:`SeriesScorer` of every series, created on a series' first scored point.
+
+    The caller bounds the number of series (it drops the series its window store evicts).
+    """
+
+    def __init__(self, settings: StreamScoring, window_len: int) -> None:
+        self.settings = settings
+        self.window_len = window_len
+        self._scorers: dict[str, SeriesScorer] = {}
+
+    def __len__(self) -> int:
+        return len(self._scorers)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Approximate memory held by the series' stream state."""
+        settings, w = self.settings, self.window_len
+        blocks = 2 * 3 * (settings.likelihood_window // 72 + 1)
+        floats = 2 * (settings.novelty_memory + 2 * w) + settings.suppress_points + blocks
+        return len(self._scorers) * (8 * floats + 600)
+
+    def step(
+        self, series: Sequence[str], residuals: F64, windows: npt.NDArray[np.floating[Any]]
+    ) -> StreamBatch:
+        """Score points in the given order (a series' points must come oldest first).
+
+        Args:
+            series: each point's series id.
+            residuals: ``(n,)`` the model's residual of each point.
+            windows: ``(n, window_len)`` each point's scaled window, oldest first.
+        """
+        out = np.zeros((5, len(series)), np.float64)
+        for i, name in enumerate(series):
+            scorer = self._scorers.get(name)
+            if scorer is None:
+                scorer = self._scorers[name] = SeriesScorer(self.settings, self.window_len)
+            step = scorer.step(float(residuals[i]), np.asarray(windows[i], np.float64))
+            out[:, i] = step.anomaly, step.fused, step.model_part, step.novelty_part, step.ready
+        return StreamBatch(out[0], out[1], out[2], out[3], out[4] > 0)
+
+    def drop(self, series: str) -> None:
+        """Forget a series (evicted, or its partition moved away)."""
+        self._scorers.pop(series, None)
+
+    def snapshot(self, series: str) -> dict[str, Any] | None:
+        """A series' state (``None`` before its first scored point)."""
+        scorer = self._scorers.get(series)
+        return None if scorer is None else scorer.snapshot()
+
+    def restore(self, series: str, snapshot: dict[str, Any]) -> None:
+        """Put back a series' state.
+
+        Raises:
+            ValueError: malformed, or made with other settings.
+            KeyError: a part is missing.
+        """
+        scorer = SeriesScorer(self.settings, self.window_len)
+        scorer.restore(snapshot)
+        self._scorers[series] = scorer

@@ -127,6 +127,7 @@ class KpiPipeline:
         self.config = config
         self.threshold = detector.threshold  # raises NotCalibratedError without one
         self.store = WindowStore(detector.preprocess.spec, max_series=config.max_series)
+        self.scorers = detector.new_scorers()  # per-series state of the stream score
         self.gate = AlertGate(replace(config.hygiene, max_keys=config.max_series))
         self._applied: dict[str, tuple[str, int, int]] = {}  # series -> topic, partition, offset
         self._dirty: set[str] = set()
@@ -148,6 +149,10 @@ class KpiPipeline:
         if detector.preprocess.spec != self.store.spec:
             msg = f"window spec {detector.preprocess.spec} differs from {self.store.spec}"
             raise ValueError(msg)
+        old = self.detector.preprocess.stream if self.detector.streaming else None
+        new = detector.preprocess.stream if detector.streaming else None
+        if new != old:  # the stream state means something else now: it starts again
+            self.scorers = detector.new_scorers()
         self.detector, self.model, self.threshold = detector, model, detector.threshold
         self.drift = drift_monitor(
             self.threshold, self.config.drift_window, self.config.drift_min_count
@@ -178,6 +183,9 @@ class KpiPipeline:
             gate = self.gate.snapshot(series)
             if gate is not None:
                 value["gate"] = gate
+            scoring = None if self.scorers is None else self.scorers.snapshot(series)
+            if scoring is not None:
+                value["scoring"] = scoring
             target = self.state_partition(partition)
             out.append(OutboundMessage(topic, encode_json(value), series.encode(), (), target))
         self._dirty.clear()
@@ -205,8 +213,7 @@ class KpiPipeline:
         owned = set(partitions)
         for series, (topic, partition, _) in list(self._applied.items()):
             if (topic, partition) in owned:
-                self.store.drop(series)
-                self.gate.drop(series)
+                self._drop(series)
                 del self._applied[series]
         latest = self._latest_snapshots(records, owned)
         restored = 0
@@ -216,7 +223,10 @@ class KpiPipeline:
                 self.store.restore(series, record, seen_ms=now_ms)
                 if isinstance(record.get("gate"), dict):
                     self.gate.restore(series, record["gate"])
+                if self.scorers is not None and isinstance(record.get("scoring"), dict):
+                    self.scorers.restore(series, record["scoring"])
             except (KeyError, TypeError, ValueError):
+                self._drop(series)
                 continue  # malformed, or another window spec: the series warms up again
             self._applied[series] = source
             restored += 1
@@ -247,10 +257,16 @@ class KpiPipeline:
         gone = set(partitions)
         for series, (topic, partition, _) in list(self._applied.items()):
             if (topic, partition) in gone:
-                self.store.drop(series)
-                self.gate.drop(series)
+                self._drop(series)
                 del self._applied[series]
                 self._dirty.discard(series)
+
+    def _drop(self, series: str) -> None:
+        """Forget a series' window, alert gate and stream state."""
+        self.store.drop(series)
+        self.gate.drop(series)
+        if self.scorers is not None:
+            self.scorers.drop(series)
 
     # ------------------------------------------------------------------ batches
     def handle(self, messages: list[InboundMessage], now_ms: int) -> BatchOutcome:
@@ -267,7 +283,9 @@ class KpiPipeline:
             self.store.evict_idle(now_ms, int(self.config.series_ttl_s * 1000))
         self._forget_evicted()
         outcome.series_live = len(self.store)
-        outcome.state_bytes = self.store.memory_bytes
+        outcome.state_bytes = self.store.memory_bytes + (
+            0 if self.scorers is None else self.scorers.memory_bytes
+        )
         return outcome
 
     def _forget_evicted(self) -> None:
@@ -275,6 +293,8 @@ class KpiPipeline:
         for series in self.store.drain_evicted():
             source = self._applied.pop(series, None)
             self.gate.drop(series)
+            if self.scorers is not None:
+                self.scorers.drop(series)
             self._dirty.discard(series)
             if source is not None:
                 self._tombstones[series] = source[1]
@@ -337,7 +357,19 @@ class KpiPipeline:
         mask = np.stack([r.mask for r in ready])
         end_ts = np.array([r.end_ts for r in ready], np.int64)
         scored = self.detector.score(series, values, mask, end_ts)
-        score = self.detector.select(scored)
+        decided_scores = self.detector.decide_scores(scored, series, self.scorers)
+        if not decided_scores.ready.all():  # the stream score is still warming up
+            keep = self._hold_warming(ready, decided_scores.ready, outcome, now_ms)
+            if keep.size == 0:
+                return
+            ready = [ready[j] for j in keep.tolist()]
+            series = [series[j] for j in keep.tolist()]
+            scored = scored.take(keep)
+            decided_scores = decided_scores._replace(
+                score=decided_scores.score[keep],
+                parts={k: v[keep] for k, v in decided_scores.parts.items()},
+            )
+        score, parts = decided_scores.score, decided_scores.parts
         field = self.threshold.segment_field
         segments = None
         if field == "series":
@@ -380,7 +412,8 @@ class KpiPipeline:
                 "components": {
                     "recon": float(scored.recon_nll[i]),
                     "kl": float(scored.kl[i]),
-                },
+                }
+                | {name: float(part[i]) for name, part in parts.items()},
             }
             if segments is not None:
                 record["segment"] = segments[i]
@@ -391,6 +424,28 @@ class KpiPipeline:
                 record = record | {"explanation": self._explain(item, float(scored.expected[i]))}
                 outcome.alerts[record["severity"]] += 1
                 outcome.outbound.append(self._out(self.config.alert_topic, record, item.point))
+
+    def _hold_warming(
+        self,
+        ready: list[_Ready],
+        is_ready: npt.NDArray[np.bool_],
+        outcome: BatchOutcome,
+        now_ms: int,
+    ) -> npt.NDArray[np.intp]:
+        """Count (and publish the status of) points whose stream score is warming up.
+
+        Returns:
+            The indices of the points that were scored.
+        """
+        for j in np.flatnonzero(~is_ready).tolist():
+            item = ready[j]
+            outcome.unscored["warming_up"] += 1
+            if self.config.score_topic is not None:
+                status = self._status_record(
+                    item.point, item.message, item.index, "warming_up", now_ms
+                )
+                outcome.outbound.append(self._out(self.config.score_topic, status, item.point))
+        return np.flatnonzero(is_ready)
 
     def _explain(self, item: _Ready, expected: float) -> dict[str, Any]:
         observed = item.point.value

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -27,10 +27,11 @@ from streamvae.data.series_state import WindowSpec, replay
 from streamvae.data.windows import SeriesScaler, calendar_features, infer_interval_ms
 from streamvae.errors import DataError
 from streamvae.models import build_model, config_from_dict, model_spec
+from streamvae.scoring.stream_scores import StreamScoring
 from streamvae.thresholds import CalibrationSpec, calibrate_set
 from streamvae.tracking import point_signature
 from streamvae.training import TrainConfig, TrainingCallback, fit
-from streamvae.types import KPI_MODELS, ScoreKind
+from streamvae.types import KPI_MODELS, WINDOW_SCORE_KINDS, ScoreKind
 from streamvae.workflows.publish import TrainOutcome, train_logged
 
 F64 = npt.NDArray[np.float64]
@@ -60,8 +61,11 @@ class KpiSettings:
         threshold_by: one threshold per ``series``, per ``group`` (the series id up to
             ``group_separator``), or one for ``all``.
         group_separator: separates the group from the rest of a series id.
-        score_kind: ``last_point`` (the newest point vs its expectation) or
-            ``window_neg_elbo``.
+        score_kind: ``stream`` (the default: the newest point's residual and its window's
+            novelty as tail surprises against the series' own recent history, one score per
+            incident, the same meaning on every series), ``last_point`` (the newest point
+            vs its expectation) or ``window_neg_elbo``.
+        stream: the ``stream`` score's settings.
         seed: training seed.
         device: ``auto``, ``cpu`` or ``cuda``.
     """
@@ -80,7 +84,8 @@ class KpiSettings:
     percentile: float = 99.5
     threshold_by: ThresholdBy = "series"
     group_separator: str = "."
-    score_kind: ScoreKind = "last_point"
+    score_kind: ScoreKind = "stream"
+    stream: StreamScoring = field(default_factory=StreamScoring)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -96,8 +101,10 @@ class KpiSettings:
         if self.threshold_by not in ("series", "group", "all"):
             msg = f"threshold_by must be series, group or all, got {self.threshold_by!r}"
             raise ValueError(msg)
-        if self.score_kind not in ("last_point", "window_neg_elbo"):
-            msg = f"a KPI model scores last_point or window_neg_elbo, not {self.score_kind!r}"
+        if self.score_kind not in WINDOW_SCORE_KINDS:
+            msg = (
+                f"a KPI model scores stream, last_point or window_neg_elbo, not {self.score_kind!r}"
+            )
             raise ValueError(msg)
 
 
@@ -232,9 +239,11 @@ def train_kpi(
     conditional = model_spec(settings.model).conditional
     cuts = _cuts(data, settings.calibration_fraction)
     scalers, fallback = _scalers(data, cuts)
+    stream = settings.stream if settings.score_kind == "stream" else None
     preprocess = WindowPreprocess(
-        spec, scalers, fallback, calendar=conditional, group_separator=settings.group_separator
-    )
+        spec, scalers, fallback, calendar=conditional, group_separator=settings.group_separator,
+        stream=stream,
+    )  # fmt: skip
     win = _windows(data, spec, cuts)
     learn = ~win.calibrate
     if learn.sum() < 2 or win.calibrate.sum() < 1:
@@ -287,9 +296,7 @@ def train_kpi(
         },
     )
     detector = WindowDetector(bundle, device="cpu")
-    cal = np.flatnonzero(win.calibrate)
-    cal_series = [win.series[i] for i in cal]
-    scored = detector.score(cal_series, win.values[cal], win.mask[cal], win.end_ts[cal])
+    cal_scores, cal_series = _calibration_scores(detector, win)
     field = None if settings.threshold_by == "all" else settings.threshold_by
     segments = None
     if field == "series":
@@ -298,7 +305,7 @@ def train_kpi(
         segments = [preprocess.group(s) for s in cal_series]
     try:
         thresholds, skipped = calibrate_set(
-            scored.select(settings.score_kind),
+            cal_scores,
             CalibrationSpec(
                 percentile=settings.percentile, segment_field=field, min_segment_size=50
             ),
@@ -311,6 +318,35 @@ def train_kpi(
     if log is not None and skipped:
         log(f"{len(skipped)} series/group(s) use the default threshold: too few windows")
     return bundle.with_threshold(thresholds)
+
+
+def _calibration_scores(detector: WindowDetector, win: _Windows) -> tuple[F64, list[str]]:
+    """The calibration windows' scores and series.
+
+    For the ``stream`` kind every window of a series goes through its scorer in time order
+    (the training part warms the series' state, as a long-running service would be) and
+    the calibration windows' *fused* scores (before suppression) are kept, so the threshold
+    bounds the alert rate from above; windows still warming up are left out.
+
+    Raises:
+        DataError: no calibration window is ready.
+    """
+    if not detector.streaming:
+        cal = np.flatnonzero(win.calibrate)
+        series = [win.series[i] for i in cal]
+        scored = detector.score(series, win.values[cal], win.mask[cal], win.end_ts[cal])
+        return detector.select(scored), series
+    scored = detector.score(win.series, win.values, win.mask, win.end_ts)
+    decided = detector.decide_scores(scored, win.series, detector.new_scorers())
+    keep = np.flatnonzero(win.calibrate & decided.ready)
+    if keep.size == 0:
+        minimum = detector.preprocess.stream.likelihood_min if detector.preprocess.stream else 0
+        msg = (
+            f"no calibration window of the stream score is ready: each series needs more than "
+            f"{minimum} scored windows before its calibration part (more history)"
+        )
+        raise DataError(msg)
+    return decided.parts["fused"][keep], [win.series[i] for i in keep]
 
 
 def train_and_register(

@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from streamvae.bundle import ModelBundle
+from streamvae.bundle.window import WindowDetector, WindowPreprocess
 from streamvae.data.nab import NabFile
 from streamvae.data.series_state import Push, WindowSpec, replay
 from streamvae.data.windows import SeriesScaler, calendar_features, infer_interval_ms
 from streamvae.models import build_model, config_from_dict, model_spec
 from streamvae.scoring.nab import NAB_PROFILES, CorpusScore, probationary_length, score_corpus
-from streamvae.scoring.stream_scores import SeriesScorer, StreamScoring
-from streamvae.scoring.windows import score_windows
+from streamvae.scoring.stream_scores import StreamScorers, StreamScoring
 from streamvae.training import TrainConfig, fit
 
 F64 = npt.NDArray[np.float64]
@@ -128,57 +129,93 @@ def stream_windows(file: NabFile, spec: WindowSpec) -> tuple[list[Push], npt.NDA
     return pushes, ready
 
 
-def run_file(file: NabFile, settings: NabSettings) -> FileResult:
-    """Learn from ``file``'s probationary points, then score every point in stream order.
+def file_bundle(
+    file: NabFile, settings: NabSettings, member: int = 0
+) -> tuple[ModelBundle, int, int]:
+    """Train the window bundle NAB scores ``file`` with: its probationary windows only.
 
-    The points go through the same window state as the streaming service (duplicates and
-    out-of-order points are not scored: anomaly score 0).
+    The bundle is what ``streamvae serve`` would load: the file's robust scaler keyed by
+    the file's name (its series id), the window spec, the model, and the ``stream`` score.
+    It carries no threshold (NAB optimises one over the corpus).
+
+    Returns:
+        The bundle, and the training epochs run, and the probationary length.
     """
     probation = probationary_length(len(file))
     window_len = max(2, min(settings.window_len, probation // 6))
     spec = WindowSpec(window_len=window_len, interval_ms=infer_interval_ms(file.timestamps_ms))
     pushes, ready = stream_windows(file, spec)
-    scaler = SeriesScaler.fit(file.values[:probation])
-    raw_values = np.stack([pushes[i].values for i in ready])
-    mask = np.stack([pushes[i].mask for i in ready]).astype(np.float32)
-    values = (scaler.transform(raw_values) * mask).astype(np.float32)
-    model_key = settings.model
-    conditional = model_spec(model_key).conditional
-    end_ts = np.array([pushes[i].end_ts for i in ready], np.int64)
-    cond = calendar_features(end_ts) if conditional else None
-    learn = ready < probation
-    config = config_from_dict(model_key, _model_values(settings, window_len, conditional))
-    point_scores = np.zeros(ready.size)
+    preprocess = WindowPreprocess(
+        spec,
+        {file.name: SeriesScaler.fit(file.values[:probation])},
+        calendar=model_spec(settings.model).conditional,
+        stream=settings.stream,
+    )
+    learn = ready[ready < probation]
+    names = [file.name] * learn.size
+    raw = np.stack([pushes[i].values for i in learn])
+    mask = np.stack([pushes[i].mask for i in learn])
+    values, mask32 = preprocess.scale(names, raw, mask)
+    end_ts = np.array([pushes[i].end_ts for i in learn], np.int64)
+    cond = calendar_features(end_ts) if preprocess.calendar else None
+    config = config_from_dict(settings.model, _model_values(settings, window_len, cond is not None))
+    train = TrainConfig(
+        epochs=settings.epochs,
+        batch_size=64,
+        patience=20,
+        seed=settings.seed + member,
+        device="cuda" if settings.device == "cuda" else "cpu",
+        missing_injection=settings.missing_injection,
+        hide_last=settings.train_hide_last,
+    )
+    model, result = fit(
+        lambda: build_model(settings.model, config), values, train, cond=cond, mask=mask32
+    )
+    bundle = ModelBundle(
+        settings.model,
+        asdict(config),
+        {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        preprocess,
+        "stream",
+        meta={"kind": "kpi", "nab_file": file.name, "train_windows": int(learn.size)},
+    )
+    return bundle, result.epochs_run, probation
+
+
+def run_file(file: NabFile, settings: NabSettings) -> FileResult:
+    """Learn from ``file``'s probationary points, then score every point in stream order.
+
+    The points go through the same window state, detector and per-series stream score as
+    the streaming service (duplicates and out-of-order points are not scored: anomaly
+    score 0). With ``ensemble > 1`` the members' residuals are averaged before the stream
+    score; with one model (the default) every score is exactly what ``serve`` emits for
+    the bundle of :func:`file_bundle`.
+    """
+    residual = None
     epochs_run = 0
     for member in range(settings.ensemble):
-        train = TrainConfig(
-            epochs=settings.epochs,
-            batch_size=64,
-            patience=20,
-            seed=settings.seed + member,
-            device="cuda" if settings.device == "cuda" else "cpu",
-            missing_injection=settings.missing_injection,
-            hide_last=settings.train_hide_last,
+        bundle, epochs, probation = file_bundle(file, settings, member)
+        detector = WindowDetector(bundle, device="cpu")
+        spec = detector.preprocess.spec
+        pushes, ready = stream_windows(file, spec)
+        names = [file.name] * ready.size
+        scored = detector.score(
+            names,
+            np.stack([pushes[i].values for i in ready]),
+            np.stack([pushes[i].mask for i in ready]),
+            np.array([pushes[i].end_ts for i in ready], np.int64),
         )
-        model, result = fit(
-            lambda: build_model(model_key, config),
-            values[learn],
-            train,
-            cond=None if cond is None else cond[learn],
-            mask=mask[learn],
-        )
-        scores = score_windows(model, values, mask, cond, hide_last=settings.hide_last)
-        point_scores += scores.residual / settings.ensemble
-        epochs_run += result.epochs_run
-    raw = np.full(len(file), np.nan)
-    raw[ready] = point_scores
-    anomaly, fused = np.zeros(len(file)), np.zeros(len(file))
-    scorer = SeriesScorer(settings.stream, window_len)
-    for row, residual, window in zip(ready, point_scores, values.astype(np.float64), strict=True):
-        step = scorer.step(float(residual), window)
-        anomaly[row], fused[row] = step.anomaly, step.fused
+        part = scored.last_point / settings.ensemble
+        residual = part if residual is None else residual + part
+        epochs_run += epochs
+    assert residual is not None  # ensemble >= 1
+    scorers = StreamScorers(settings.stream, spec.window_len)
+    batch = scorers.step(names, residual, scored.windows)
+    n = len(file)
+    raw, anomaly, fused = np.full(n, np.nan), np.zeros(n), np.zeros(n)
+    raw[ready], anomaly[ready], fused[ready] = residual, batch.anomaly, batch.fused
     anomaly[:probation] = 0.0  # the detector is only learning there
-    return FileResult(file, anomaly, raw, fused, window_len, epochs_run)
+    return FileResult(file, anomaly, raw, fused, spec.window_len, epochs_run)
 
 
 def evaluate_nab(

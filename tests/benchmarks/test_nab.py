@@ -28,7 +28,7 @@ def test_nab_profile_scores(nab_dir):
     files = load_nab(nab_dir)
     overall: dict[str, list[float]] = {}
     for seed in (0, 10, 20):
-        report = evaluate_nab(files, NabSettings(model="dcvae", ensemble=3, seed=seed))
+        report = evaluate_nab(files, NabSettings(model="dcvae", seed=seed))
         print(f"\nseed {seed}\n{format_report(report)}")
         for name, corpus in report.profiles.items():
             overall.setdefault(name, []).append(corpus.normalized)

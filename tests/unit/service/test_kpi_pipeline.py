@@ -288,3 +288,62 @@ def test_a_model_failing_on_every_window_stops_the_service_without_committing(bu
     with pytest.raises(ProcessingHaltedError, match="5 batches in a row"):
         runner.run()
     assert source.commits == 0
+
+
+@pytest.fixture(scope="module")
+def stream_bundle():
+    return make_kpi_bundle(window_len=W, score_kind="stream")
+
+
+def test_the_stream_score_warms_up_per_series_then_alerts_once_on_a_spike(stream_bundle):
+    settings = stream_bundle.preprocess.stream
+    assert stream_bundle.score_kind == "stream" and settings is not None
+    pipe = pipeline(stream_bundle, score_topic="scores")
+    n, spike = 400, 350
+    outcome = pipe.handle(messages(stream("cpu.web-1", n, spike_at=spike)), now_ms=0)
+    scores = [orjson.loads(m.value) for m in outcome.outbound if m.topic == "scores"]
+    warming = [s for s in scores if s["status"] == "warming_up"]
+    # window warm-up, then the series' own history for the novelty and the two tails
+    assert len(warming) == outcome.unscored["warming_up"] > W - 1 + settings.likelihood_min
+    assert all(s["score"] is None for s in warming)
+    scored = [s for s in scores if s["status"] == "scored"]
+    assert len(scored) == outcome.records_scored == n - len(warming)
+    assert all(0.0 <= s["score"] < 1.0 for s in scored)
+    assert {"fused", "model", "novelty", "residual"} <= set(scored[0]["components"])
+    alerts = [orjson.loads(m.value) for m in outcome.outbound if m.topic == "alerts"]
+    spike_ts = (START + spike) * KPI_INTERVAL_MS
+    # the spike alerts once (the next points are suppressed); the 99th-percentile threshold
+    # lets the odd normal point through, as calibrated (at most 1 % of the scored points)
+    on_spike = [a for a in alerts if a["ts"] >= spike_ts]
+    assert [a["ts"] for a in on_spike] == [spike_ts]
+    assert len(alerts) - 1 <= 0.01 * len(scored) + 1
+    assert on_spike[0]["score"] == max(s["score"] for s in scored) > 0.5
+    assert on_spike[0]["explanation"]["observed"] - on_spike[0]["explanation"]["expected"] > 15.0
+    assert outcome.state_bytes > 8 * settings.novelty_memory  # the stream state is counted
+
+
+def test_the_stream_state_survives_a_restart_exactly(stream_bundle):
+    values = stream("cpu.web-2", 400)
+    values[300] = kpi_point("cpu.web-2", START + 300, 90.0)
+    straight = pipeline(stream_bundle, score_topic="scores")
+    expected = [
+        orjson.loads(m.value)
+        for m in straight.handle(messages(values), now_ms=0).outbound
+        if m.topic == "scores"
+    ]
+    first = pipeline(stream_bundle, score_topic="scores")
+    first.handle(messages(values[:250]), now_ms=0)
+    state = first.checkpoint_messages()
+    assert "scoring" in orjson.loads(state[0].value)
+    assert len(state[0].value) < 100_000
+    resumed = pipeline(stream_bundle, score_topic="scores")
+    assert resumed.restore([(m.key, m.value) for m in state], [("kpi", 0)]) == 1
+    outcome = resumed.handle(messages(values[240:], start=240), now_ms=0)
+    got = [orjson.loads(m.value) for m in outcome.outbound if m.topic == "scores"]
+    assert [g["ts"] for g in got] == [e["ts"] for e in expected[250:]]
+    assert [g["score"] for g in got] == [e["score"] for e in expected[250:]]
+    assert max(g["score"] for g in got) > 0.3  # the jump at 300 scored after the restart
+    # without the stream state the series would warm up again
+    fresh = pipeline(stream_bundle, score_topic="scores")
+    broken = [(m.key, orjson.dumps(orjson.loads(m.value) | {"scoring": {}})) for m in state]
+    assert fresh.restore(broken, [("kpi", 0)]) == 0
