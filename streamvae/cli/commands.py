@@ -118,6 +118,13 @@ def train_kpi(
     calibration_fraction: Annotated[
         float, typer.Option(help="Newest share of each series held out to calibrate.")
     ] = 0.2,
+    score_kind: Annotated[
+        str,
+        typer.Option(
+            help="stream (default: residual and window novelty as tail surprises against each "
+            "series' own history, one score per incident), last_point or window_neg_elbo."
+        ),
+    ] = "stream",
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     registered_model: Annotated[
@@ -147,6 +154,7 @@ def train_kpi(
             percentile=percentile,
             threshold_by=threshold_by,  # type: ignore[arg-type]
             calibration_fraction=calibration_fraction,
+            score_kind=score_kind,  # type: ignore[arg-type]
             seed=seed,
             device=device,  # type: ignore[arg-type]
         )

@@ -412,13 +412,19 @@ def test_train_kpi_registers_a_window_model_with_per_series_thresholds(workdir):
         make_kpi_history()
     )
     points = pl.concat(frames).rename({"host": "series", "time": "ts", "cpu": "value"})
-    points.tail(300).write_csv(workdir / "recent.csv")
+    assert bundle.score_kind == "stream" and bundle.preprocess.stream is not None
+    points.tail(900).write_csv(workdir / "recent.csv")
     code, out = invoke_stdout("score", "models:/streamvae-kpi@champion", "recent.csv",
                               "verdicts.csv", "--json")  # fmt: skip
     assert code == 0, out
-    assert json.loads(out)["rows"] == 300
+    assert json.loads(out)["rows"] == 900
     verdicts = pl.read_csv(workdir / "verdicts.csv")
     assert {"status", "score", "expected", "threshold", "is_anomaly"} <= set(verdicts.columns)
+    # the series' stream state starts empty: its first points warm up, the rest are scored
+    statuses = verdicts.group_by("status").len().to_dict(as_series=False)
+    counts = dict(zip(statuses["status"], statuses["len"], strict=True))
+    minimum = bundle.preprocess.stream.likelihood_min
+    assert minimum < counts["warming_up"] < 200 and counts["ready"] == 900 - counts["warming_up"]
 
 
 def test_train_images_registers_an_image_model_from_a_png_folder(workdir):
