@@ -56,7 +56,10 @@ class StreamScoring:
     Attributes:
         likelihood_window: past values of each part the tail is fitted to (8,640: 30 days
             of 5-minute points, HTM's default).
-        likelihood_min: values needed before a part scores (earlier points score 0).
+        likelihood_min: values needed before a part scores. A new series is warming up
+            (not scored) for its first ``2 window_len - 1 + likelihood_min`` ready windows:
+            the novelty needs one window that does not overlap the current one, then both
+            parts need ``likelihood_min`` values to compare with.
         novelty_memory: recent points whose windows the current window is compared with.
         suppress_points: a fused score is emitted only when it is the highest of this many
             points (1: every score is emitted).

@@ -26,7 +26,9 @@ def test_kpi_demo_streams_scores_and_alerts_every_point(tmp_path):
     assert report.series == 3
     assert report.points == 3 * 2000
     assert report.scored + report.warming_up == report.points
-    assert report.warming_up == 3 * (16 - 1)
+    # per series: the window fills (W - 1 points), the novelty memory holds its first
+    # non-overlapping window (2W - 1), then both tails get likelihood_min values (100)
+    assert report.warming_up == 3 * ((16 - 1) + (2 * 16 - 1) + 100)
     assert report.dead_lettered == 1  # the repeated point
     assert report.windows == 3 and report.windows_detected >= 2
     assert report.alerts >= report.alerts_in_windows >= 2
