@@ -27,9 +27,9 @@ bounded memory and time per point:
 
 Memory per series: ``novelty_memory + 2 window_len`` scaled points, block summaries of the
 two parts' recent values (:class:`RollingTail`) and a ring of ``suppress_points`` fused
-scores, all float64: with the defaults about 80 KiB (held twice as large to append cheaply)
-and a 60 KB snapshot. Time per point: one ``novelty_memory x window_len`` distance
-computation (about 0.1 ms) plus O(1) updates.
+scores, all float64: with the defaults and 32-point windows about 80 KiB (the point memory
+is held twice as large to append cheaply) and a 65 KB snapshot. Time per point: one
+``novelty_memory x window_len`` distance computation (about 0.1 ms) plus O(1) updates.
 """
 
 from __future__ import annotations
@@ -257,8 +257,8 @@ class SeriesScorer:
     def snapshot(self) -> dict[str, Any]:
         """The state as plain JSON values (restored by :meth:`restore`).
 
-        With the defaults about 60 KB of JSON: the novelty memory (float64, base64) and the
-        suppression ring dominate; the tails are block summaries.
+        With the defaults about 65 KB of JSON once the memory is full: the novelty memory
+        (float64, base64) and the suppression ring dominate; the tails are block summaries.
         """
         points = self._points[: self._n_points][-self._capacity :]
         return {

@@ -50,8 +50,9 @@ class NabSettings:
             :func:`~streamvae.scoring.windows.score_windows`).
         train_hide_last: share of training windows whose newest point the encoder does not
             see (the model learns to predict it, as scoring asks).
-        ensemble: models trained with seeds ``seed, seed + 1, ...``; their point scores are
-            averaged (steadier than one model on a few hundred windows).
+        ensemble: models trained with seeds ``seed, seed + 1, ...``; their residuals are
+            averaged before the stream score (1, the default, is exactly what ``serve`` does
+            with the bundle of :func:`file_bundle`).
         seed: training seed of the first model.
         device: ``auto``, ``cpu`` or ``cuda``.
         stream: how raw scores become comparable anomaly scores as the stream goes.
