@@ -28,7 +28,7 @@ negative log-likelihood (K samples); ``bpd``: ``is_nll`` in bits per input dimen
 default, see :mod:`streamvae.scoring.fusion`).
 KPI windows: ``last_point``: how far the newest point lies from the model's expectation of
 it, in the series' robust units; ``window_neg_elbo``: the masked negative ELBO of the window;
-``stream``: an anomaly score in [0, 1) with the same meaning on every series, from what the
+``stream``: an anomaly score in [0, 1] with the same meaning on every series, from what the
 series has shown so far (the default, see :mod:`streamvae.scoring.stream_scores`).
 """
 

@@ -3,7 +3,7 @@
 For every file, in order: place the points on their sampling grid (gaps become masked
 slots), fit a robust scaler and a window VAE on the probationary windows (masked ELBO,
 missing-point injection), score the newest point of every window (its residual from the
-model's expectation), and turn it, point by point, into an anomaly score in [0, 1) with
+model's expectation), and turn it, point by point, into an anomaly score in [0, 1] with
 :class:`~streamvae.scoring.stream_scores.SeriesScorer`: the residual's tail surprise
 against the series' own recent residuals, fused with the novelty of the window against the
 series' recent history (which keeps learning after the probationary period), one score per
@@ -84,7 +84,7 @@ class FileResult:
 
     Attributes:
         file: the series.
-        anomaly_score: ``(n,)`` the emitted score in [0, 1) (0 in the probationary period).
+        anomaly_score: ``(n,)`` the emitted score in [0, 1] (0 in the probationary period).
         raw_score: ``(n,)`` the model's residual of each point (NaN where not scored).
         fused: ``(n,)`` the fused surprise before one-score-per-incident suppression.
         window_len: points per window.

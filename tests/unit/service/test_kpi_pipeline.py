@@ -308,7 +308,7 @@ def test_the_stream_score_warms_up_per_series_then_alerts_once_on_a_spike(stream
     assert all(s["score"] is None for s in warming)
     scored = [s for s in scores if s["status"] == "scored"]
     assert len(scored) == outcome.records_scored == n - len(warming)
-    assert all(0.0 <= s["score"] < 1.0 for s in scored)
+    assert all(0.0 <= s["score"] <= 1.0 for s in scored)
     assert {"fused", "model", "novelty", "residual"} <= set(scored[0]["components"])
     alerts = [orjson.loads(m.value) for m in outcome.outbound if m.topic == "alerts"]
     spike_ts = (START + spike) * KPI_INTERVAL_MS
