@@ -149,7 +149,7 @@ class ScoredWindows(NamedTuple):
         if kind == "window_neg_elbo":
             return self.window_neg_elbo
         if kind == "stream":
-            msg = "the stream score needs each series' history: use WindowDetector.stream_scores"
+            msg = "the stream score needs each series' history: use WindowDetector.decide_scores"
             raise ValueError(msg)
         msg = f"a window model scores stream, last_point or window_neg_elbo, not {kind!r}"
         raise ValueError(msg)

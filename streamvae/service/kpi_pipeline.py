@@ -144,7 +144,9 @@ class KpiPipeline:
 
         The window spec must be the same (``check_replacement``): the live windows carry
         over, so no series warms up again. The drift window restarts against the new
-        calibration scores.
+        calibration scores. The ``stream`` score's per-series state carries over when the
+        new bundle has the same stream settings (its tails adapt to the new model's
+        residuals as they arrive); otherwise it starts again.
         """
         if detector.preprocess.spec != self.store.spec:
             msg = f"window spec {detector.preprocess.spec} differs from {self.store.spec}"
