@@ -89,8 +89,9 @@ def probe(bundle: ModelBundle, *, device: str = "cpu") -> Detector | WindowDetec
         scored = window_detector.score(
             ["probe"], np.full((1, n), center), np.ones((1, n)), np.zeros(1, np.int64)
         )
-        decided = window_detector.decide_scores(scored, ["probe"], window_detector.new_scorers())
-        score = np.concatenate([decided.score, scored.last_point])
+        # the stream score of a first point is always 0: its residual is what can fail
+        streaming = window_detector.streaming
+        score = scored.last_point if streaming else window_detector.select(scored)
         detector = window_detector
     if not np.all(np.isfinite(score)):
         msg = f"the model's score of a typical input is not finite ({score.tolist()})"

@@ -48,6 +48,8 @@ F64 = npt.NDArray[np.float64]
 _LOG10 = math.log(10.0)
 _MIN_SD = 1e-9
 _MAX_SCALED = 1e6  # scaled values beyond a million robust units say nothing more
+TAIL_BLOCK = 72
+"""Values per block summary of a :class:`RollingTail`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,7 +126,7 @@ class RollingTail:
 
     __slots__ = ("block", "blocks", "count", "current", "head", "sq", "total")
 
-    def __init__(self, size: int, block: int = 72) -> None:
+    def __init__(self, size: int, block: int = TAIL_BLOCK) -> None:
         self.block = max(1, min(block, size))
         n_blocks = max(1, size // self.block - 1) if size > self.block else 1
         self.blocks = np.zeros((n_blocks, 3), np.float64)  # sum, sum of squares, count
@@ -210,8 +212,7 @@ class SeriesScorer:
     def __init__(self, settings: StreamScoring, window_len: int) -> None:
         self.settings = settings
         self.window_len = window_len
-        capacity = settings.novelty_memory + 2 * window_len
-        self._points = np.zeros(2 * capacity, np.float64)  # linear, compacted when full
+        self._points = np.zeros(2 * self._capacity, np.float64)  # linear, compacted when full
         self._n_points = 0
         self._model = RollingTail(settings.likelihood_window)
         self._novelty = RollingTail(settings.likelihood_window)
@@ -232,7 +233,7 @@ class SeriesScorer:
 
     def _remember(self, newest: float) -> None:
         if self._n_points == self._points.size:
-            keep = self.settings.novelty_memory + 2 * self.window_len
+            keep = self._capacity
             self._points[:keep] = self._points[self._n_points - keep : self._n_points]
             self._n_points = keep
         self._points[self._n_points] = newest
@@ -370,7 +371,7 @@ class StreamScorers:
     def memory_bytes(self) -> int:
         """Approximate memory held by the series' stream state."""
         settings, w = self.settings, self.window_len
-        blocks = 2 * 3 * (settings.likelihood_window // 72 + 1)
+        blocks = 2 * 3 * (settings.likelihood_window // TAIL_BLOCK + 1)
         floats = 2 * (settings.novelty_memory + 2 * w) + settings.suppress_points + blocks
         return len(self._scorers) * (8 * floats + 600)
 

@@ -294,9 +294,7 @@ class KpiPipeline:
         """Drop the bookkeeping of series the store evicted; tombstone them at the checkpoint."""
         for series in self.store.drain_evicted():
             source = self._applied.pop(series, None)
-            self.gate.drop(series)
-            if self.scorers is not None:
-                self.scorers.drop(series)
+            self._drop(series)  # its window is gone already; the rest goes with it
             self._dirty.discard(series)
             if source is not None:
                 self._tombstones[series] = source[1]

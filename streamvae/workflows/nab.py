@@ -17,6 +17,7 @@ import csv
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -28,7 +29,7 @@ from streamvae.data.series_state import Push, WindowSpec, replay
 from streamvae.data.windows import SeriesScaler, calendar_features, infer_interval_ms
 from streamvae.models import build_model, config_from_dict, model_spec
 from streamvae.scoring.nab import NAB_PROFILES, CorpusScore, probationary_length, score_corpus
-from streamvae.scoring.stream_scores import StreamScorers, StreamScoring
+from streamvae.scoring.stream_scores import StreamScoring
 from streamvae.training import TrainConfig, fit
 
 F64 = npt.NDArray[np.float64]
@@ -130,35 +131,69 @@ def stream_windows(file: NabFile, spec: WindowSpec) -> tuple[list[Push], npt.NDA
     return pushes, ready
 
 
+class FileWindows(NamedTuple):
+    """A file's points pushed through the consumer's window state, once.
+
+    Attributes:
+        spec: the window spec (length capped at a sixth of the probationary period).
+        probation: the probationary length.
+        pushes: each point's :class:`Push`.
+        ready: the row indices whose window is ready, in file order.
+    """
+
+    spec: WindowSpec
+    probation: int
+    pushes: list[Push]
+    ready: npt.NDArray[np.intp]
+
+    def batch(self, rows: npt.NDArray[np.intp]) -> tuple[F64, F64, npt.NDArray[np.int64]]:
+        """``(values, mask, end_ts)`` of the windows of ``rows``."""
+        return (
+            np.stack([self.pushes[i].values for i in rows]),
+            np.stack([self.pushes[i].mask for i in rows]),
+            np.array([self.pushes[i].end_ts for i in rows], np.int64),
+        )
+
+
+def file_windows(file: NabFile, settings: NabSettings) -> FileWindows:
+    """Place ``file``'s points on their grid and window them as the consumer would."""
+    probation = probationary_length(len(file))
+    window_len = max(2, min(settings.window_len, probation // 6))
+    spec = WindowSpec(window_len=window_len, interval_ms=infer_interval_ms(file.timestamps_ms))
+    pushes, ready = stream_windows(file, spec)
+    return FileWindows(spec, probation, pushes, ready)
+
+
 def file_bundle(
-    file: NabFile, settings: NabSettings, member: int = 0
-) -> tuple[ModelBundle, int, int]:
+    file: NabFile, settings: NabSettings, member: int = 0, windows: FileWindows | None = None
+) -> tuple[ModelBundle, int]:
     """Train the window bundle NAB scores ``file`` with: its probationary windows only.
 
     The bundle is what ``streamvae serve`` would load: the file's robust scaler keyed by
     the file's name (its series id), the window spec, the model, and the ``stream`` score.
     It carries no threshold (NAB optimises one over the corpus).
 
+    Args:
+        file: the series.
+        settings: how NAB runs.
+        member: ensemble member (its seed is ``settings.seed + member``).
+        windows: :func:`file_windows` of ``file`` when the caller has them already.
+
     Returns:
-        The bundle, and the training epochs run, and the probationary length.
+        The bundle, and the training epochs run.
     """
-    probation = probationary_length(len(file))
-    window_len = max(2, min(settings.window_len, probation // 6))
-    spec = WindowSpec(window_len=window_len, interval_ms=infer_interval_ms(file.timestamps_ms))
-    pushes, ready = stream_windows(file, spec)
+    win = file_windows(file, settings) if windows is None else windows
     preprocess = WindowPreprocess(
-        spec,
-        {file.name: SeriesScaler.fit(file.values[:probation])},
+        win.spec,
+        {file.name: SeriesScaler.fit(file.values[: win.probation])},
         calendar=model_spec(settings.model).conditional,
         stream=settings.stream,
     )
-    learn = ready[ready < probation]
-    names = [file.name] * learn.size
-    raw = np.stack([pushes[i].values for i in learn])
-    mask = np.stack([pushes[i].mask for i in learn])
-    values, mask32 = preprocess.scale(names, raw, mask)
-    end_ts = np.array([pushes[i].end_ts for i in learn], np.int64)
+    learn = win.ready[win.ready < win.probation]
+    raw, mask, end_ts = win.batch(learn)
+    values, mask32 = preprocess.scale([file.name] * learn.size, raw, mask)
     cond = calendar_features(end_ts) if preprocess.calendar else None
+    window_len = win.spec.window_len
     config = config_from_dict(settings.model, _model_values(settings, window_len, cond is not None))
     train = TrainConfig(
         epochs=settings.epochs,
@@ -180,43 +215,38 @@ def file_bundle(
         "stream",
         meta={"kind": "kpi", "nab_file": file.name, "train_windows": int(learn.size)},
     )
-    return bundle, result.epochs_run, probation
+    return bundle, result.epochs_run
 
 
 def run_file(file: NabFile, settings: NabSettings) -> FileResult:
     """Learn from ``file``'s probationary points, then score every point in stream order.
 
-    The points go through the same window state, detector and per-series stream score as
-    the streaming service (duplicates and out-of-order points are not scored: anomaly
-    score 0). With ``ensemble > 1`` the members' residuals are averaged before the stream
-    score; with one model (the default) every score is exactly what ``serve`` emits for
-    the bundle of :func:`file_bundle`.
+    The points go through the same window state, detector and per-series stream score
+    (:meth:`~streamvae.bundle.window.WindowDetector.decide_scores`) as the streaming
+    service (duplicates and out-of-order points are not scored: anomaly score 0). With
+    ``ensemble > 1`` the members' residuals are averaged before the stream score; with one
+    model (the default) every score is exactly what ``serve`` emits for the bundle of
+    :func:`file_bundle`.
     """
-    residual = None
+    win = file_windows(file, settings)
+    names = [file.name] * win.ready.size
+    batch = win.batch(win.ready)
+    members = []
     epochs_run = 0
     for member in range(settings.ensemble):
-        bundle, epochs, probation = file_bundle(file, settings, member)
+        bundle, epochs = file_bundle(file, settings, member, win)
         detector = WindowDetector(bundle, device="cpu")
-        spec = detector.preprocess.spec
-        pushes, ready = stream_windows(file, spec)
-        names = [file.name] * ready.size
-        scored = detector.score(
-            names,
-            np.stack([pushes[i].values for i in ready]),
-            np.stack([pushes[i].mask for i in ready]),
-            np.array([pushes[i].end_ts for i in ready], np.int64),
-        )
-        part = scored.last_point / settings.ensemble
-        residual = part if residual is None else residual + part
+        members.append(detector.score(names, *batch))
         epochs_run += epochs
-    assert residual is not None  # ensemble >= 1
-    scorers = StreamScorers(settings.stream, spec.window_len)
-    batch = scorers.step(names, residual, scored.windows)
+    residual = np.mean([scored.last_point for scored in members], axis=0)
+    scored = members[0]._replace(last_point=residual)
+    decided = detector.decide_scores(scored, names, detector.new_scorers())
     n = len(file)
     raw, anomaly, fused = np.full(n, np.nan), np.zeros(n), np.zeros(n)
-    raw[ready], anomaly[ready], fused[ready] = residual, batch.anomaly, batch.fused
-    anomaly[:probation] = 0.0  # the detector is only learning there
-    return FileResult(file, anomaly, raw, fused, spec.window_len, epochs_run)
+    raw[win.ready] = residual
+    anomaly[win.ready], fused[win.ready] = decided.score, decided.parts["fused"]
+    anomaly[: win.probation] = 0.0  # the detector is only learning there
+    return FileResult(file, anomaly, raw, fused, win.spec.window_len, epochs_run)
 
 
 def evaluate_nab(

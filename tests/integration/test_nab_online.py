@@ -31,7 +31,7 @@ def test_served_scores_of_a_nab_series_equal_the_nab_evaluation(broker, nab_dir,
     (nab_file,) = load_nab(nab_dir, names=[FILE])
     settings = NabSettings(model="dcvae", epochs=30)
     offline = run_file(nab_file, settings)
-    bundle, _, _ = file_bundle(nab_file, settings)  # the same training, as serve would load
+    bundle, _ = file_bundle(nab_file, settings)  # the same training, as serve would load
     calibration = offline.fused[np.isfinite(offline.raw_score)]
     thresholds, _ = calibrate_set(
         calibration, CalibrationSpec(percentile=99.5), score_kind="stream"

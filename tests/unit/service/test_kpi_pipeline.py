@@ -45,6 +45,11 @@ def stream(series: str, n: int, *, spike_at: int | None = None) -> list[bytes]:
     return [kpi_point(series, START + i, v) for i, v in enumerate(values)]
 
 
+def on_topic(outcome, topic: str) -> list[dict]:
+    """The decoded records an outcome sends to ``topic``."""
+    return [orjson.loads(m.value) for m in outcome.outbound if m.topic == topic]
+
+
 def messages(values: list[bytes], *, start: int = 0, partition: int = 0) -> list[InboundMessage]:
     return [
         InboundMessage("kpi", partition, start + i, v, None, 1_000) for i, v in enumerate(values)
@@ -56,10 +61,10 @@ def test_warm_up_then_scores_and_an_alert_explains_the_window(bundle):
     outcome = pipe.handle(messages(stream("cpu.web-1", 60, spike_at=40)), now_ms=0)
     assert outcome.unscored["warming_up"] == W - 1
     assert outcome.records_scored == 60 - (W - 1)
-    scores = [orjson.loads(m.value) for m in outcome.outbound if m.topic == "scores"]
+    scores = on_topic(outcome, "scores")
     assert [s["status"] for s in scores[: W - 1]] == ["warming_up"] * (W - 1)
     assert all(s["score"] is None and s["severity"] is None for s in scores[: W - 1])
-    alerts = [orjson.loads(m.value) for m in outcome.outbound if m.topic == "alerts"]
+    alerts = on_topic(outcome, "alerts")
     spike_ts = (START + 40) * KPI_INTERVAL_MS
     # the spike alerts at once; its distortion of the next window may alert once more
     assert alerts and alerts[0]["ts"] == spike_ts
@@ -110,11 +115,7 @@ def test_the_message_key_names_the_series_when_the_record_does_not(bundle):
 def test_state_snapshots_restore_and_skip_what_was_already_absorbed(bundle):
     values = stream("cpu.web-2", 80)
     straight = pipeline(bundle, score_topic="scores")
-    expected = [
-        orjson.loads(m.value)
-        for m in straight.handle(messages(values), now_ms=0).outbound
-        if m.topic == "scores"
-    ]
+    expected = on_topic(straight.handle(messages(values), now_ms=0), "scores")
     first = pipeline(bundle, score_topic="scores")
     first.handle(messages(values[:50]), now_ms=0)
     state = first.checkpoint_messages()
@@ -126,7 +127,7 @@ def test_state_snapshots_restore_and_skip_what_was_already_absorbed(bundle):
     # the consumer restarts from an older committed offset: 45..49 are replayed
     outcome = resumed.handle(messages(values[45:], start=45), now_ms=0)
     assert outcome.unscored == {"replayed": 5}
-    got = [orjson.loads(m.value) for m in outcome.outbound if m.topic == "scores"]
+    got = on_topic(outcome, "scores")
     assert [g["ts"] for g in got] == [e["ts"] for e in expected[50:]]
     np.testing.assert_allclose([g["score"] for g in got], [e["score"] for e in expected[50:]])
 
@@ -194,7 +195,7 @@ def test_a_model_swap_keeps_the_live_windows(bundle):
     )
     second = pipe.handle(messages(points[30:], start=30), now_ms=0)
     assert second.records_scored == 10 and not second.unscored, "no warm-up after the swap"
-    scores = [orjson.loads(m.value) for m in second.outbound if m.topic == "scores"]
+    scores = on_topic(second, "scores")
     assert {s["model"]["version"] for s in scores} == {"2"}
     with pytest.raises(ValueError, match="window spec"):
         pipe.install(WindowDetector(make_kpi_bundle(window_len=8, epochs=2)), ModelRef("kpi", "3"))
@@ -301,7 +302,7 @@ def test_the_stream_score_warms_up_per_series_then_alerts_once_on_a_spike(stream
     pipe = pipeline(stream_bundle, score_topic="scores")
     n, spike = 400, 350
     outcome = pipe.handle(messages(stream("cpu.web-1", n, spike_at=spike)), now_ms=0)
-    scores = [orjson.loads(m.value) for m in outcome.outbound if m.topic == "scores"]
+    scores = on_topic(outcome, "scores")
     warming = [s for s in scores if s["status"] == "warming_up"]
     # window warm-up, then the series' own history for the novelty and the two tails
     assert len(warming) == outcome.unscored["warming_up"] > W - 1 + settings.likelihood_min
@@ -310,7 +311,7 @@ def test_the_stream_score_warms_up_per_series_then_alerts_once_on_a_spike(stream
     assert len(scored) == outcome.records_scored == n - len(warming)
     assert all(0.0 <= s["score"] <= 1.0 for s in scored)
     assert {"fused", "model", "novelty", "residual"} <= set(scored[0]["components"])
-    alerts = [orjson.loads(m.value) for m in outcome.outbound if m.topic == "alerts"]
+    alerts = on_topic(outcome, "alerts")
     spike_ts = (START + spike) * KPI_INTERVAL_MS
     # the spike alerts once (the next points are suppressed); the 99th-percentile threshold
     # lets the odd normal point through, as calibrated (at most 1 % of the scored points)
@@ -326,11 +327,7 @@ def test_the_stream_state_survives_a_restart_exactly(stream_bundle):
     values = stream("cpu.web-2", 400)
     values[300] = kpi_point("cpu.web-2", START + 300, 90.0)
     straight = pipeline(stream_bundle, score_topic="scores")
-    expected = [
-        orjson.loads(m.value)
-        for m in straight.handle(messages(values), now_ms=0).outbound
-        if m.topic == "scores"
-    ]
+    expected = on_topic(straight.handle(messages(values), now_ms=0), "scores")
     first = pipeline(stream_bundle, score_topic="scores")
     first.handle(messages(values[:250]), now_ms=0)
     state = first.checkpoint_messages()
@@ -339,7 +336,7 @@ def test_the_stream_state_survives_a_restart_exactly(stream_bundle):
     resumed = pipeline(stream_bundle, score_topic="scores")
     assert resumed.restore([(m.key, m.value) for m in state], [("kpi", 0)]) == 1
     outcome = resumed.handle(messages(values[240:], start=240), now_ms=0)
-    got = [orjson.loads(m.value) for m in outcome.outbound if m.topic == "scores"]
+    got = on_topic(outcome, "scores")
     assert [g["ts"] for g in got] == [e["ts"] for e in expected[250:]]
     assert [g["score"] for g in got] == [e["score"] for e in expected[250:]]
     assert max(g["score"] for g in got) > 0.3  # the jump at 300 scored after the restart
