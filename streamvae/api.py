@@ -25,16 +25,16 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from streamvae.bundle import Detector, ModelBundle
+from streamvae.bundle import ModelBundle, TabularDetector
 from streamvae.config import TrackingSettings, TrainSettings, load_settings
 from streamvae.data.loaders import table_from_frame
 from streamvae.errors import DataError
 from streamvae.thresholds import ThresholdSet
+from streamvae.tracking import TrainOutcome, load_resolved, resolve
 from streamvae.tracking import configure as configure_tracking
-from streamvae.tracking import load_resolved, resolve
 from streamvae.types import ModelRef
 from streamvae.workflows.score import decide_frame, tabular_bundle
-from streamvae.workflows.train import TrainOutcome, train
+from streamvae.workflows.train import train
 
 Data = Any
 """A polars or pandas DataFrame with the feature columns, or an (n, d) array."""
@@ -69,9 +69,9 @@ class Model:
     bundle: ModelBundle
 
     @property
-    def detector(self) -> Detector:
+    def detector(self) -> TabularDetector:
         """The scoring engine (tabular models)."""
-        return Detector(self.bundle)
+        return TabularDetector(self.bundle)
 
     @property
     def thresholds(self) -> ThresholdSet:

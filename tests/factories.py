@@ -88,7 +88,7 @@ def make_bundle(
         state_dict=model.state_dict(),
         preprocess=TabularPreprocess(FeatureSchema(feature_names(d)), scaler),
     )
-    from streamvae.bundle import Detector
+    from streamvae.bundle import TabularDetector
     from streamvae.bundle.fusion import with_fusion
 
     if fused:
@@ -98,7 +98,7 @@ def make_bundle(
     if not calibrated:
         return bundle
 
-    detector = Detector(bundle)
+    detector = TabularDetector(bundle)
     scores = detector.select(detector.score(cal))
     spec = CalibrationSpec(percentile=percentile)
     thresholds, _ = calibrate_set(scores, spec, score_kind=bundle.score_kind)

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamvae.bundle import Detector
+from streamvae.bundle import TabularDetector
 from streamvae.config import TrainSettings, load_settings
 from streamvae.data import Table, load_table, novelty_split
 from streamvae.data.splits import NoveltySplit
@@ -47,7 +47,7 @@ def default_settings(*overrides: str) -> TrainSettings:
 
 def train_novelty(
     path: Path, seed: int, *overrides: str, calibration_fraction: float = 0.0
-) -> tuple[Detector, Table, NoveltySplit, FitResult]:
+) -> tuple[TabularDetector, Table, NoveltySplit, FitResult]:
     """Train the default on 60 % of the normals (split seeded by ``seed``).
 
     The model trains on all of the 60 % (``data.calibration_fraction=0``: AUROC needs no
@@ -60,7 +60,7 @@ def train_novelty(
     )
     settings = default_settings("data.calibration_fraction=0", *overrides)
     bundle, result, _ = build_bundle(settings, table.subset(split.train), [])
-    return Detector(bundle), table, split, result
+    return TabularDetector(bundle), table, split, result
 
 
 def novelty_run(path: Path, seed: int, *overrides: str) -> NoveltyResult:

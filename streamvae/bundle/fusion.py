@@ -13,9 +13,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from streamvae.bundle.detector import Detector
 from streamvae.bundle.image import ImageDetector, ImagePreprocess
-from streamvae.bundle.io import ModelBundle, TabularPreprocess
+from streamvae.bundle.io import ModelBundle
+from streamvae.bundle.tabular import TabularDetector, TabularPreprocess
 from streamvae.scoring.complexity import code_length_bits, complexity_corrected
 from streamvae.scoring.fusion import (
     IMAGE_CHUNK,
@@ -84,7 +84,9 @@ def with_fusion(
     indexed = sample_rows(preprocess.scaler.transform(raw[keep]), max_rows, seed)
     index = NeighbourIndex(indexed, k)
     plain = replace(bundle, score_kind="neg_elbo", fusion=None)
-    reference = Detector(plain).score(raw[held_out], None if context is None else context[held_out])
+    reference = TabularDetector(plain).score(
+        raw[held_out], None if context is None else context[held_out]
+    )
     scaled = torch.from_numpy(preprocess.scaler.transform(raw[held_out]))
     with torch.inference_mode():
         distances = index.distances(scaled).double().numpy()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +41,8 @@ class ImagePreprocess:
             (a high percentile of the map over normal calibration images).
     """
 
+    KIND: ClassVar[str] = "image"
+
     shape: ImageShape
     pixel_thresholds: Mapping[str, float] = field(default_factory=dict)
 
@@ -50,11 +52,17 @@ class ImagePreprocess:
         c, h, w = self.shape.as_tuple()
         return tuple(f"c{k}_y{y}_x{x}" for k in range(c) for y in range(h) for x in range(w))
 
+    def input_change(self, old: ImagePreprocess) -> str | None:
+        """How these images would be read differently from ``old``'s, or ``None``."""
+        if old.shape != self.shape:
+            return f"image shape changed: {old.shape.as_tuple()} -> {self.shape.as_tuple()}"
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values."""
         c, h, w = self.shape.as_tuple()
         return {
-            "kind": "image",
+            "kind": self.KIND,
             "channels": c,
             "height": h,
             "width": w,
@@ -64,7 +72,7 @@ class ImagePreprocess:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ImagePreprocess:
         """Inverse of :meth:`to_dict`."""
-        if values.get("kind") != "image":
+        if values.get("kind") != cls.KIND:
             msg = f"unsupported preprocessing kind {values.get('kind')!r}"
             raise ValueError(msg)
         shape = ImageShape(int(values["channels"]), int(values["height"]), int(values["width"]))
@@ -129,6 +137,10 @@ class ImageDetector:
             NotCalibratedError: the bundle has none.
         """
         return thresholds_in_force(self.bundle.threshold)
+
+    def probe(self) -> npt.NDArray[np.float64]:
+        """The score of a uniformly grey image."""
+        return self.select(self.score(np.full((1, self.preprocess.shape.pixels), 0.5, np.float32)))
 
     def score(self, images: F32, *, sampled: bool | None = None) -> ScoreSet:
         """Every per-image score of flat ``images (n, C*H*W)`` in [0, 1].

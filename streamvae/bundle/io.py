@@ -13,18 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import torch
 
 from streamvae._version import __version__
-from streamvae.bundle.image import ImagePreprocess
-from streamvae.bundle.window import WindowPreprocess
-from streamvae.data.schema import ContextSchema, FeatureSchema, StandardScaler
+from streamvae.bundle.kinds import INPUT_KINDS, Preprocess, input_kind, read_preprocess
 from streamvae.errors import ModelLoadError, VersionMismatchError
 from streamvae.models import MODEL_REGISTRY, config_from_dict
-from streamvae.scoring.fusion import IMAGE_CHUNK, ROW_CHUNK, ScoreFusion
+from streamvae.scoring.fusion import ScoreFusion
 from streamvae.thresholds import ThresholdSet
-from streamvae.types import NEIGHBOUR_SCORE_KINDS, SCORE_KINDS, WINDOW_SCORE_KINDS, ScoreKind
+from streamvae.types import NEIGHBOUR_SCORE_KINDS, ScoreKind
 
 logger = logging.getLogger(__name__)
 
@@ -43,80 +40,6 @@ BUNDLE_FILES = frozenset({WEIGHTS, CONFIG, PREPROCESS, THRESHOLD, META, REFERENC
 
 
 @dataclass(frozen=True, slots=True)
-class TabularPreprocess:
-    """Feature schema and scaler of a tabular model, and the context of a conditional one.
-
-    Attributes:
-        schema: the feature names, in model order.
-        scaler: standardisation of the features.
-        context: the context fields a conditional model reads, or ``None``.
-        context_scaler: standardisation of the numeric context fields, or ``None``.
-    """
-
-    schema: FeatureSchema
-    scaler: StandardScaler
-    context: ContextSchema | None = None
-    context_scaler: StandardScaler | None = None
-
-    def __post_init__(self) -> None:
-        numeric = 0 if self.context is None else len(self.context.numeric)
-        scaled = 0 if self.context_scaler is None else len(self.context_scaler.mean)
-        if numeric != scaled:
-            msg = f"context has {numeric} numeric field(s) but its scaler {scaled}"
-            raise ValueError(msg)
-
-    def condition(self, raw: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Raw ``(n, width)`` context (numeric values, category codes) -> model condition.
-
-        Raises:
-            ValueError: no context schema, or the wrong number of columns.
-        """
-        if self.context is None:
-            msg = "this model reads no context"
-            raise ValueError(msg)
-        if raw.ndim != 2 or raw.shape[1] != self.context.width:
-            msg = f"expected {self.context.width} context column(s), got shape {raw.shape}"
-            raise ValueError(msg)
-        out = np.array(raw, dtype=np.float32, copy=True)
-        m = len(self.context.numeric)
-        if m and self.context_scaler is not None:
-            out[:, :m] = self.context_scaler.transform(out[:, :m])
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready values."""
-        values: dict[str, Any] = {
-            "kind": "tabular",
-            "schema": self.schema.to_dict(),
-            "scaler": self.scaler.to_dict(),
-        }
-        if self.context is not None:
-            values["context"] = self.context.to_dict()
-        if self.context_scaler is not None:
-            values["context_scaler"] = self.context_scaler.to_dict()
-        return values
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TabularPreprocess:
-        """Inverse of :meth:`to_dict`."""
-        if values.get("kind") != "tabular":
-            msg = f"unsupported preprocessing kind {values.get('kind')!r}"
-            raise ValueError(msg)
-        schema = FeatureSchema.from_dict(values["schema"])
-        scaler = StandardScaler.from_dict(values["scaler"])
-        if len(scaler.mean) != schema.dim:
-            msg = f"scaler has {len(scaler.mean)} features, schema {schema.dim}"
-            raise ValueError(msg)
-        context = ContextSchema.from_dict(values["context"]) if "context" in values else None
-        context_scaler = (
-            StandardScaler.from_dict(values["context_scaler"])
-            if "context_scaler" in values
-            else None
-        )
-        return cls(schema, scaler, context, context_scaler)
-
-
-@dataclass(frozen=True, slots=True)
 class ModelBundle:
     """Everything the service needs to score: model, preprocessing, score kind, threshold.
 
@@ -124,8 +47,9 @@ class ModelBundle:
         model_key: registry key of the model family.
         model_config: the family's config as plain values (``dataclasses.asdict``).
         state_dict: the trained weights.
-        preprocess: feature schema and scaler (tabular), or window spec and per-series
-            scaling (KPI windows).
+        preprocess: the input contract of its kind (``streamvae.bundle.kinds``): feature
+            schema and scaler (tabular), window spec and per-series scaling (KPI windows),
+            image shape (images).
         score_kind: the score the threshold applies to.
         threshold: the calibrated thresholds, or ``None`` before calibration.
         meta: provenance (versions, training summary).
@@ -137,7 +61,7 @@ class ModelBundle:
     model_key: str
     model_config: dict[str, Any]
     state_dict: dict[str, torch.Tensor]
-    preprocess: TabularPreprocess | WindowPreprocess | ImagePreprocess
+    preprocess: Preprocess
     score_kind: ScoreKind = "neg_elbo"
     threshold: ThresholdSet | None = None
     meta: dict[str, Any] = field(default_factory=dict)
@@ -202,8 +126,8 @@ def save_bundle(bundle: ModelBundle, path: str | Path, *, overwrite: bool = Fals
         if bundle.threshold is not None:
             write_thresholds(tmp, bundle.threshold)
         meta = {"schema_version": BUNDLE_SCHEMA_VERSION} | runtime_versions() | bundle.meta
-        if not isinstance(bundle.preprocess, ImagePreprocess):  # images: the shape says it
-            meta["feature_names"] = list(feature_names(bundle.preprocess))
+        if bundle.preprocess.KIND != "image":  # images: the shape says it
+            meta["feature_names"] = list(bundle.preprocess.feature_names)
         _write_json(tmp / META, meta)
         if target.exists():
             shutil.rmtree(target)
@@ -212,26 +136,6 @@ def save_bundle(bundle: ModelBundle, path: str | Path, *, overwrite: bool = Fals
         if tmp.exists():
             shutil.rmtree(tmp)
     return target
-
-
-def feature_names(
-    preprocess: TabularPreprocess | WindowPreprocess | ImagePreprocess,
-) -> tuple[str, ...]:
-    """The model's input names: feature columns, window positions, or pixels."""
-    if isinstance(preprocess, WindowPreprocess | ImagePreprocess):
-        return preprocess.feature_names
-    return preprocess.schema.names
-
-
-def read_preprocess(
-    values: dict[str, Any],
-) -> TabularPreprocess | WindowPreprocess | ImagePreprocess:
-    """``preprocess.json`` of any kind."""
-    if values.get("kind") == "window":
-        return WindowPreprocess.from_dict(values)
-    if values.get("kind") == "image":
-        return ImagePreprocess.from_dict(values)
-    return TabularPreprocess.from_dict(values)
 
 
 def write_thresholds(directory: Path, thresholds: ThresholdSet) -> None:
@@ -328,7 +232,7 @@ def load_bundle(path: str | Path, *, strict: bool = False) -> ModelBundle:
         config_from_dict(key, config["config"])  # validates before any weights are read
         preprocess = read_preprocess(_read_json(root / PREPROCESS))
         score_kind = config.get("score_kind", "neg_elbo")
-        kinds = WINDOW_SCORE_KINDS if isinstance(preprocess, WindowPreprocess) else SCORE_KINDS
+        kinds = input_kind(preprocess).score_kinds
         if score_kind not in kinds:
             msg = f"bundle score_kind {score_kind!r} is not one of {kinds}"
             raise ModelLoadError(msg)
@@ -363,24 +267,19 @@ def load_bundle(path: str | Path, *, strict: bool = False) -> ModelBundle:
         raise ModelLoadError(msg) from exc
 
 
-def _read_fusion(
-    root: Path,
-    config: dict[str, Any],
-    preprocess: TabularPreprocess | WindowPreprocess | ImagePreprocess,
-) -> ScoreFusion | None:
+def _read_fusion(root: Path, config: dict[str, Any], preprocess: Preprocess) -> ScoreFusion | None:
     """The neighbour index and tails, when the bundle has them (``ValueError`` if broken)."""
     if "fusion" not in config:
         return None
-    if isinstance(preprocess, TabularPreprocess):
-        dim, chunk = preprocess.schema.dim, ROW_CHUNK
-        if "complexity_tail" in config["fusion"]:
-            msg = "a complexity tail is for images; this is a tabular model"
-            raise ValueError(msg)
-    elif isinstance(preprocess, ImagePreprocess):
-        dim, chunk = preprocess.shape.pixels, IMAGE_CHUNK
-    else:
-        msg = "only tabular and image models carry a neighbour index"
-        raise ValueError(msg)  # noqa: TRY004 - a bad bundle, reported as ModelLoadError
+    kind = input_kind(preprocess)
+    if kind.neighbour_dim is None:
+        allowed = sorted(k for k, v in INPUT_KINDS.items() if v.neighbour_dim is not None)
+        msg = f"only {' and '.join(allowed)} models carry a neighbour index"
+        raise ValueError(msg)
+    if "complexity_tail" in config["fusion"] and not kind.complexity:
+        msg = f"a complexity tail is for images; this is a {kind.name} model"
+        raise ValueError(msg)
+    dim = kind.neighbour_dim(preprocess)
     try:
         rows = np.load(root / NEIGHBOURS, allow_pickle=False)
     except OSError as exc:
@@ -390,4 +289,4 @@ def _read_fusion(
         want = f"float32 (m, {dim})"
         msg = f"{NEIGHBOURS} must be {want}, got {rows.dtype} {rows.shape}"
         raise ValueError(msg)
-    return ScoreFusion.from_parts(config["fusion"], rows, chunk_size=chunk)
+    return ScoreFusion.from_parts(config["fusion"], rows, chunk_size=kind.neighbour_chunk)

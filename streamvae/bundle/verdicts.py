@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from streamvae.bundle.detector import Detector
+from streamvae.bundle.tabular import TabularDetector
 from streamvae.scoring.scores import top_contributions
 from streamvae.thresholds import ThresholdSet
 
@@ -102,7 +102,7 @@ class RowVerdicts:
 
 
 def decide_rows(
-    detector: Detector,
+    detector: TabularDetector,
     raw: F32,
     thresholds: ThresholdSet,
     *,

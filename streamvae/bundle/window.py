@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +39,8 @@ class WindowPreprocess:
         stream: how the ``stream`` score kind turns residuals into comparable anomaly scores
             as each series goes (``None`` in bundles made before it existed).
     """
+
+    KIND: ClassVar[str] = "window"
 
     spec: WindowSpec
     scalers: Mapping[str, SeriesScaler] = field(default_factory=dict)
@@ -82,11 +84,23 @@ class WindowPreprocess:
         scaled = (values - centers[:, None]) / scales[:, None] * mask
         return scaled.astype(np.float32), mask.astype(np.float32)
 
+    def input_change(self, old: WindowPreprocess) -> str | None:
+        """How these windows would be built differently from ``old``'s, or ``None``.
+
+        The live windows are kept across a model swap, so the spec and the calendar
+        conditioning must stay; the scaling and the stream settings may change.
+        """
+        if old.spec != self.spec:
+            return f"window spec changed: {old.spec} -> {self.spec}"
+        if old.calendar != self.calendar or old.utc_offset_ms != self.utc_offset_ms:
+            return "calendar conditioning changed"
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values."""
         stream = {} if self.stream is None else {"stream": self.stream.to_dict()}
         return stream | {
-            "kind": "window",
+            "kind": self.KIND,
             "group_separator": self.group_separator,
             "spec": self.spec.to_dict(),
             "scalers": {k: v.to_dict() for k, v in sorted(self.scalers.items())},
@@ -98,7 +112,7 @@ class WindowPreprocess:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> WindowPreprocess:
         """Inverse of :meth:`to_dict`."""
-        if values.get("kind") != "window":
+        if values.get("kind") != cls.KIND:
             msg = f"unsupported preprocessing kind {values.get('kind')!r}"
             raise ValueError(msg)
         return cls(
@@ -185,6 +199,18 @@ class WindowDetector:
             NotCalibratedError: the bundle has none.
         """
         return thresholds_in_force(self.bundle.threshold)
+
+    def probe(self) -> F64:
+        """The score of a flat window at the fallback centre (its residual for ``stream``).
+
+        The stream score of a series' first point is always 0: its residual is what can fail.
+        """
+        n = self.preprocess.spec.window_len
+        center = self.preprocess.fallback.center
+        scored = self.score(
+            ["probe"], np.full((1, n), center), np.ones((1, n)), np.zeros(1, np.int64)
+        )
+        return scored.last_point if self.streaming else self.select(scored)
 
     def score(self, series: Sequence[str], values: F64, mask: F64, end_ts: I64) -> ScoredWindows:
         """Score raw windows ``values (n, W)`` (``mask`` 1 = observed) of ``series``.

@@ -27,6 +27,7 @@ from streamvae.cli.common import (
     emit,
     err_console,
     fail,
+    fit_facts,
     guard,
     need_path,
     need_uri,
@@ -81,9 +82,7 @@ def train(
             if outcome.version
             else outcome.model_uri,
             "alias": outcome.alias or "-",
-            "device": outcome.fit.device,
-            "epochs run / best": f"{outcome.fit.epochs_run} / {outcome.fit.best_epoch + 1}",
-            "best val loss": outcome.fit.best_metrics.get("val_loss", float("nan")),
+            **fit_facts(outcome.fit),
             "train / calibration rows": f"{outcome.n_train} / {outcome.n_calibration}",
             "threshold": thr.value if thr else "not calibrated (no held-out rows)",
             "expected alerts per 1,000 normal": 1000 * thr.expected_alert_rate if thr else "-",
@@ -255,6 +254,7 @@ def train_images(
     if model not in IMAGE_MODELS:
         fail(unknown_model_message(model, "image", IMAGE_MODELS))
     check_device(device)
+    from streamvae.bundle.image import ImagePreprocess
     from streamvae.data.images import load_images
     from streamvae.workflows.images import ImageSettings, train_and_register
 
@@ -278,7 +278,8 @@ def train_images(
         )
     )  # fmt: skip
     thresholds = outcome.bundle.threshold
-    pixel = outcome.bundle.preprocess.pixel_thresholds  # type: ignore[union-attr]
+    preprocess = outcome.bundle.preprocess
+    pixel = preprocess.pixel_thresholds if isinstance(preprocess, ImagePreprocess) else {}
     emit(
         "trained (images)",
         {

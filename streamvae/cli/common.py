@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from rich.table import Table
 
 from streamvae.config import TrackingSettings
 from streamvae.errors import StreamVAEError
+
+if TYPE_CHECKING:  # pragma: no cover - torch loads only when a command needs it
+    from streamvae.training import FitResult
 
 app = typer.Typer(
     name="streamvae",
@@ -184,6 +187,17 @@ class ProgressBar:
         """Close the bar."""
         self._progress.update(self._task, total=self._progress.tasks[0].completed)
         self._progress.stop()
+
+
+def fit_facts(fit: FitResult | None) -> dict[str, object]:
+    """The training loop's figures for a command's output (none when it did not say)."""
+    if fit is None:
+        return {}
+    return {
+        "device": fit.device,
+        "epochs run / best": f"{fit.epochs_run} / {fit.best_epoch + 1}",
+        "best val loss": fit.best_metrics.get("val_loss", float("nan")),
+    }
 
 
 def check_device(device: str) -> None:

@@ -1,17 +1,18 @@
-"""The online path: ports, the per-batch pipeline, the loop, and their wiring."""
+"""The online path: ports, the scoring pipeline and each input kind's part, the loop, the wiring."""
 
 from __future__ import annotations
 
 from streamvae.service.app import ScoringService
 from streamvae.service.outcome import BatchOutcome
-from streamvae.service.pipeline import FeaturePipeline, PipelineConfig
 from streamvae.service.runner import RunnerConfig, ServiceRunner
+from streamvae.service.scoring import KindInput, PipelineConfig, ScoringPipeline
 
 __all__ = [
     "BatchOutcome",
-    "FeaturePipeline",
+    "KindInput",
     "PipelineConfig",
     "RunnerConfig",
+    "ScoringPipeline",
     "ScoringService",
     "ServiceRunner",
 ]

@@ -11,20 +11,17 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-from streamvae.bundle import Detector, ModelBundle
-from streamvae.bundle.image import ImageDetector, ImagePreprocess
-from streamvae.bundle.window import WindowDetector, WindowPreprocess
+from streamvae.bundle import ModelBundle, TabularDetector, input_kind
 from streamvae.config import ServeSettings
 from streamvae.errors import BrokerError, ConfigError
 from streamvae.metrics import MetricsServer, Registry, ServiceMetrics
-from streamvae.service.image_pipeline import ImagePipeline, ImagePipelineConfig
+from streamvae.service.features import FeatureInput
 from streamvae.service.input_format import InputAdapter
-from streamvae.service.kpi_pipeline import KpiPipeline, KpiPipelineConfig
+from streamvae.service.kinds import SERVICE_INPUTS
 from streamvae.service.model_watch import Candidate, ModelWatcher, Role
-from streamvae.service.pipeline import FeaturePipeline, PipelineConfig
 from streamvae.service.runner import BatchHandler, RunnerConfig, ServiceRunner, liveness
+from streamvae.service.scoring import PipelineConfig, ScoringPipeline, StatefulInput
 from streamvae.stream.admin import check_reachable, ensure_state_topic, missing_topics
 from streamvae.stream.avro import LocalSchemas, RegistryClient, SchemaSource
 from streamvae.stream.confluent import ConfluentMessageSink, ConfluentMessageSource
@@ -56,7 +53,7 @@ class ScoringService:
         self.metrics_server: MetricsServer | None = None
         self.assigned = threading.Event()  # set once the consumer owns partitions
         self._watchers: list[ModelWatcher] = []
-        self._pipeline: FeaturePipeline | KpiPipeline | ImagePipeline | None = None
+        self._pipeline: ScoringPipeline | None = None
         self._stack = ExitStack()
 
     def __enter__(self) -> ScoringService:
@@ -143,7 +140,7 @@ class ScoringService:
         self.metrics_server = server.start()
         self._stack.callback(server.stop)
 
-    def _input_for(self, pipeline: FeaturePipeline | KpiPipeline | ImagePipeline) -> BatchHandler:
+    def _input_for(self, pipeline: ScoringPipeline) -> BatchHandler:
         """The pipeline, behind an ``InputAdapter`` when the input is Avro or headers fill fields.
 
         Raises:
@@ -152,8 +149,9 @@ class ScoringService:
         s, k = self.settings, self.settings.kafka
         schemas: SchemaSource | None = None
         if k.value_format == "avro":
-            if isinstance(pipeline, ImagePipeline):
-                msg = "kafka.value_format=avro: image models read .npy batches, not Avro"
+            if pipeline.input.payload != "records":
+                kind = input_kind(pipeline.detector.bundle.preprocess).label
+                msg = f"kafka.value_format=avro: models of {kind} read .npy batches, not Avro"
                 raise ConfigError(msg)
             if k.avro_schema_dir is not None:
                 schemas = LocalSchemas(k.avro_schema_dir)
@@ -167,10 +165,11 @@ class ScoringService:
                 )  # fmt: skip
         features: tuple[str, ...] | None = None
         context: tuple[str, ...] = ()
-        if isinstance(pipeline, FeaturePipeline):
-            features = pipeline.detector.preprocess.schema.names
-            if pipeline.detector.conditional and pipeline.detector.preprocess.context:
-                context = pipeline.detector.preprocess.context.names
+        if isinstance(pipeline.input, FeatureInput):
+            detector = pipeline.input.detector
+            features = detector.preprocess.schema.names
+            if detector.conditional and detector.preprocess.context:
+                context = detector.preprocess.context.names
         adapter = InputAdapter(
             pipeline, dead_letter_topic=k.dead_letter_topic, schemas=schemas,
             feature_names=features, context_names=context, header_fields=s.header_fields,
@@ -218,7 +217,7 @@ class ScoringService:
 
     def _watch(
         self,
-        pipeline: FeaturePipeline | KpiPipeline | ImagePipeline,
+        pipeline: ScoringPipeline,
         bundle: ModelBundle,
         ref: ModelRef,
         workdir: Path,
@@ -244,7 +243,7 @@ class ScoringService:
         watcher(s.model_uri, "champion", ref.version)
         if s.shadow_model_uri is None:
             return
-        if not isinstance(pipeline, FeaturePipeline):
+        if not isinstance(pipeline.input, FeatureInput):
             logger.warning("shadow scoring applies to feature-vector models; ignoring %s",
                            s.shadow_model_uri)  # fmt: skip
             return
@@ -268,21 +267,13 @@ class ScoringService:
         pipeline, ref, bundle = self._pipeline, candidate.ref, candidate.bundle
         assert pipeline is not None, "installed before the pipeline exists"
         if candidate.role == "shadow":
-            assert isinstance(pipeline, FeaturePipeline)
-            assert isinstance(candidate.detector, Detector)
-            pipeline.install_shadow(candidate.detector, ref)
+            assert isinstance(pipeline.input, FeatureInput), "shadows are for feature vectors"
+            assert isinstance(candidate.detector, TabularDetector)
+            pipeline.input.install_shadow(candidate.detector, ref)
             self.metrics.set_shadow(ref, bundle.score_kind)
             logger.info("shadow model %s/%s scoring alongside", ref.name, ref.version)
             return
-        if isinstance(pipeline, FeaturePipeline):
-            assert isinstance(candidate.detector, Detector)
-            pipeline.install(candidate.detector, ref)
-        elif isinstance(pipeline, ImagePipeline):
-            assert isinstance(candidate.detector, ImageDetector)
-            pipeline.install(candidate.detector, ref)
-        else:
-            assert isinstance(candidate.detector, WindowDetector)
-            pipeline.install(candidate.detector, ref)
+        pipeline.install(candidate.detector, ref)  # same kind: check_replacement said so
         threshold = pipeline.threshold.default
         self.model = ref
         self.metrics.set_model(
@@ -295,72 +286,46 @@ class ScoringService:
 
     def _pipeline_for(
         self, bundle: ModelBundle, ref: ModelRef, device: str
-    ) -> tuple[
-        FeaturePipeline | KpiPipeline | ImagePipeline, Callable[[list[tuple[str, int]]], None]
-    ]:
-        """The pipeline for the bundle's input kind, and what to do when partitions arrive."""
+    ) -> tuple[ScoringPipeline, Callable[[list[tuple[str, int]]], None]]:
+        """The pipeline of the bundle's input kind, and what to do when partitions arrive."""
         s = self.settings
-        common: dict[str, Any] = {
-            "alert_topic": s.kafka.alert_topic,
-            "dead_letter_topic": s.kafka.dead_letter_topic,
-            "score_topic": s.kafka.score_topic,
-            "max_message_bytes": s.max_message_bytes,
-            "drift_window": s.drift_window,
-            "drift_min_count": s.drift_min_count,
-            "hygiene": HygienePolicy(
+        config = PipelineConfig(
+            alert_topic=s.kafka.alert_topic, dead_letter_topic=s.kafka.dead_letter_topic,
+            score_topic=s.kafka.score_topic, max_message_bytes=s.max_message_bytes,
+            max_records_per_message=s.max_records_per_message, drift_window=s.drift_window,
+            drift_min_count=s.drift_min_count,
+            hygiene=HygienePolicy(
                 cooldown_ms=int(s.alert_cooldown_s * 1000),
                 confirm_m=s.alert_confirm_m,
                 confirm_n=s.alert_confirm_n,
             ),
-        }
+        )  # fmt: skip
+        kind = input_kind(bundle.preprocess)
+        detector = kind.build(bundle, device=device)
+
+        def state_partitions(topic: str) -> int:
+            return ensure_state_topic(s.kafka, topic, s.kafka.input_topic)
+
+        source = SERVICE_INPUTS[kind.name](detector, config, s, state_partitions)
+        pipeline = ScoringPipeline(source, detector, ref, config)
 
         def assigned(parts: list[tuple[str, int]]) -> None:
-            del parts
+            if isinstance(source, StatefulInput):
+                self._restore_state(source, parts)
             self.assigned.set()
 
-        if isinstance(bundle.preprocess, ImagePreprocess):
-            images = ImagePipelineConfig(
-                **common, max_images_per_message=s.max_records_per_message,
-                maps=s.image_maps, map_dir=s.image_map_dir,
-                map_max_files=s.image_map_max_files,
-            )  # fmt: skip
-            return ImagePipeline(ImageDetector(bundle, device=device), ref, images), assigned
-        if isinstance(bundle.preprocess, WindowPreprocess):
-            state_topic = s.kafka.state_topic or f"{s.kafka.input_topic}-state"
-            kpi = KpiPipeline(
-                WindowDetector(bundle, device=device),
-                ref,
-                KpiPipelineConfig(
-                    **common,
-                    state_topic=state_topic,
-                    state_partitions=ensure_state_topic(s.kafka, state_topic, s.kafka.input_topic),
-                    max_records_per_message=s.max_records_per_message,
-                    max_series=s.kpi_max_series,
-                    series_ttl_s=s.kpi_series_ttl_s,
-                ),
-            )
+        return pipeline, assigned
 
-            def restore_then_assigned(parts: list[tuple[str, int]]) -> None:
-                self._restore_windows(kpi, parts)
-                assigned(parts)
-
-            return kpi, restore_then_assigned
-        config = PipelineConfig(
-            **common, max_records_per_message=s.max_records_per_message,
-            top_features=s.top_features,
-        )  # fmt: skip
-        return FeaturePipeline(Detector(bundle, device=device), ref, config), assigned
-
-    def _restore_windows(self, pipeline: KpiPipeline, parts: list[tuple[str, int]]) -> None:
-        """Rebuild the window state of newly assigned partitions from the state topic."""
-        topic = pipeline.config.state_topic
+    def _restore_state(self, source: StatefulInput, parts: list[tuple[str, int]]) -> None:
+        """Rebuild the state (KPI windows) of newly assigned partitions from the state topic."""
+        topic = source.state_topic
         if topic is None:
             return
         start = time.perf_counter()
         values = read_state(
-            self.settings.kafka, topic, {pipeline.state_partition(p) for _, p in parts}
+            self.settings.kafka, topic, {source.state_partition(p) for _, p in parts}
         )
-        restored = pipeline.restore(values, parts, now_ms=time.time_ns() // 1_000_000)
+        restored = source.restore(values, parts, now_ms=time.time_ns() // 1_000_000)
         logger.info(
             "window state restored series=%d records=%d partitions=%s in %.2f s",
             restored, len(values), parts, time.perf_counter() - start,

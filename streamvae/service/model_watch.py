@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Literal
 
 from streamvae.bundle import Detector, ModelBundle, check_replacement, probe
-from streamvae.bundle.image import ImageDetector
-from streamvae.bundle.window import WindowDetector
 from streamvae.errors import ModelLoadError, StreamVAEError, VersionMismatchError
 from streamvae.metrics import ServiceMetrics
 from streamvae.tracking import alias_version, load_resolved, resolve
@@ -41,7 +39,7 @@ class Candidate:
     role: Role
     ref: ModelRef
     bundle: ModelBundle
-    detector: Detector | WindowDetector | ImageDetector
+    detector: Detector
 
 
 class ModelWatcher:

@@ -30,12 +30,15 @@ from streamvae.tracking.store import (
     tracked_run,
     tracking_uri,
 )
+from streamvae.tracking.training_run import Trained, TrainOutcome, train_in_run
 
 __all__ = [
     "FAILURE_TAG",
     "REPORT_ARTIFACT",
     "MlflowCallback",
     "ResolvedModel",
+    "TrainOutcome",
+    "Trained",
     "VersionListing",
     "alias_version",
     "configure",
@@ -57,4 +60,5 @@ __all__ = [
     "thresholds_for_run",
     "tracked_run",
     "tracking_uri",
+    "train_in_run",
 ]

@@ -23,9 +23,10 @@ from streamvae.service import ScoringService
 from streamvae.stream.admin import ensure_topics
 from streamvae.stream.embedded import EmbeddedBroker, free_port
 from streamvae.stream.tools import produce_all, read_topic
+from streamvae.tracking import TrainOutcome
 from streamvae.training import TrainingCallback
 from streamvae.types import InboundMessage, RunStats
-from streamvae.workflows.train import TrainOutcome, train
+from streamvae.workflows.train import train
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from streamvae.bundle import Detector, ModelBundle, TabularPreprocess
+from streamvae.bundle import ModelBundle, TabularDetector, TabularPreprocess
 from streamvae.data import ContextSchema, FeatureSchema, StandardScaler, load_builtin
 from streamvae.data.splits import novelty_split
 from streamvae.models import build_model, config_from_dict, model_spec
@@ -181,7 +181,7 @@ def run(
     bundle = ModelBundle(
         family, asdict(config), net.state_dict(), preprocess, is_samples=max(is_samples, 1)
     )
-    detector = Detector(bundle)
+    detector = TabularDetector(bundle)
     c_test = split.c_test if conditional else None
     scored = detector.score(split.x_test, c_test, sampled=is_samples > 0).scores
     kinds = list(scored.available())

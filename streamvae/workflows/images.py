@@ -21,9 +21,9 @@ from streamvae.models import build_model, config_from_dict
 from streamvae.scoring import DetectionReport, detection_report
 from streamvae.scoring.maps import MAP_KINDS, MapKind, pixel_auroc
 from streamvae.thresholds import CalibrationSpec, ThresholdSet, calibrate_set
+from streamvae.tracking import Trained, TrainOutcome, train_in_run
 from streamvae.training import TrainConfig, TrainingCallback, fit
 from streamvae.types import IMAGE_MODELS, NEIGHBOUR_SCORE_KINDS, SCORE_KINDS, ScoreKind
-from streamvae.workflows.publish import TrainOutcome, train_logged
 
 AUTO_EPOCHS = 50
 """The epoch limit of the automatic budget on a large set of images."""
@@ -235,9 +235,13 @@ def train_and_register(
     """
     params = {f"images.{k}": v for k, v in asdict(settings).items()}
     params |= {"images.n": len(images), "images.shape": images.shape[1:]}
-    return train_logged(
-        lambda cbs: train_images(images, settings, cbs, log=log), params, tracking, callbacks
-    )
+
+    def trained(cbs: list[TrainingCallback]) -> Trained:
+        bundle = train_images(images, settings, cbs, log=log)
+        meta = bundle.meta
+        return Trained(bundle, int(meta["train_images"]), int(meta["calibration_images"]))
+
+    return train_in_run(trained, params, tracking, callbacks)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,10 +29,9 @@ from streamvae.errors import DataError
 from streamvae.models import build_model, config_from_dict, model_spec
 from streamvae.scoring.stream_scores import StreamScoring
 from streamvae.thresholds import CalibrationSpec, calibrate_set
-from streamvae.tracking import point_signature
+from streamvae.tracking import Trained, TrainOutcome, point_signature, train_in_run
 from streamvae.training import TrainConfig, TrainingCallback, fit
 from streamvae.types import KPI_MODELS, WINDOW_SCORE_KINDS, ScoreKind
-from streamvae.workflows.publish import TrainOutcome, train_logged
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -363,7 +362,10 @@ def train_and_register(
         DataError: too little data.
     """
     params = {f"kpi.{k}": v for k, v in asdict(settings).items()} | {"kpi.n_series": len(data)}
-    return train_logged(
-        lambda cbs: train_kpi(data, settings, cbs, log=log), params, tracking, callbacks,
-        signature=point_signature(),
-    )  # fmt: skip
+
+    def trained(cbs: list[TrainingCallback]) -> Trained:
+        bundle = train_kpi(data, settings, cbs, log=log)
+        meta = bundle.meta
+        return Trained(bundle, int(meta["train_windows"]), int(meta["calibration_windows"]))
+
+    return train_in_run(trained, params, tracking, callbacks, signature=point_signature())

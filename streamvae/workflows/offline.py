@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from streamvae.bundle import Detector, ModelBundle, TabularPreprocess
+from streamvae.bundle import ModelBundle, TabularDetector, TabularPreprocess
 from streamvae.bundle.image import ImagePreprocess
 from streamvae.config import TrackingSettings
 from streamvae.data import Table, load_column, load_table
@@ -152,7 +152,7 @@ def prepare_calibration(
         table = _table_for(loaded.bundle, data, request.label_column)
         field_name = request.spec.segment_field
         segments = None if field_name is None else load_column(data, field_name)
-        detector = Detector(loaded.bundle)
+        detector = TabularDetector(loaded.bundle)
         scores = detector.select(detector.score_table(table))
     labels = table.labels if table.labels is not None else np.zeros(len(table), np.int8)
     if request.label_aware:
@@ -247,7 +247,7 @@ def show_thresholds(uri: str, *, tracking: TrackingSettings) -> tuple[ModelRef, 
     """
     with tempfile.TemporaryDirectory() as tmp:
         loaded, _ = _load(uri, tracking, Path(tmp))
-    return loaded.ref, Detector(loaded.bundle).threshold
+    return loaded.ref, TabularDetector(loaded.bundle).threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +314,7 @@ def evaluate(
         if table.labels is None:
             msg = f"{str(data)!r} has no labels (column {label_column!r}, or 'y' in an .npz)"
             raise DataError(msg)
-        detector = Detector(loaded.bundle)
+        detector = TabularDetector(loaded.bundle)
         thresholds = detector.threshold
         scores = detector.select(detector.score_table(table))
     report = detection_report(table.labels, scores, thresholds.default.value)
@@ -381,7 +381,7 @@ def diagnose(
     with tempfile.TemporaryDirectory() as tmp:
         loaded, resolved = _load(uri, tracking, Path(tmp))
         table = _table_for(loaded.bundle, data, label_column)
-        detector = Detector(loaded.bundle)
+        detector = TabularDetector(loaded.bundle)
         diagnostics = detector.diagnose(table, seed=seed)
         auroc: dict[str, float] = {}
         if table.labels is not None and 0 < int(table.labels.sum()) < len(table):

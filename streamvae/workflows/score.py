@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from streamvae.bundle import Detector, ModelBundle, TabularPreprocess
+from streamvae.bundle import ModelBundle, TabularDetector, TabularPreprocess
 from streamvae.bundle.verdicts import RowVerdicts, decide_rows
 from streamvae.config import TrackingSettings
 from streamvae.data import Table
@@ -63,7 +63,7 @@ def _features(frame: pl.DataFrame, names: Sequence[str], source: str) -> np.ndar
 
 
 def decide_frame(
-    detector: Detector,
+    detector: TabularDetector,
     thresholds: ThresholdSet,
     frame: pl.DataFrame,
     *,
@@ -200,7 +200,7 @@ def score_file(
         from streamvae.workflows.score_kinds import score_other_kind
 
         return score_other_kind(bundle, resolved.ref, source, output, on_chunk=on_chunk)
-    detector = Detector(bundle)
+    detector = TabularDetector(bundle)
     thresholds = detector.threshold
     names = bundle.preprocess.schema.names
     anomalies = invalid = 0

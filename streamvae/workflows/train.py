@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import mlflow
 import numpy as np
 import numpy.typing as npt
 
-from streamvae.bundle import Detector, ModelBundle, TabularPreprocess, save_bundle
+from streamvae.bundle import ModelBundle, TabularDetector, TabularPreprocess
 from streamvae.bundle.fusion import MIN_REFERENCE_ROWS, reference_rows_message, with_fusion
 from streamvae.config import OptimSettings, TrainSettings
 from streamvae.data import (
@@ -31,31 +27,14 @@ from streamvae.data import (
 from streamvae.data.splits import shuffled, split_fraction
 from streamvae.errors import ConfigError, DataError
 from streamvae.models import build_model, config_from_dict, model_spec
-from streamvae.reports import (
-    CalibrationReport,
-    report_stem,
-    threshold_facts,
-)
 from streamvae.thresholds import (
     CalibrationSpec,
-    Threshold,
     ThresholdSet,
     calibrate_set,
     min_calibration_size,
     min_size_for_fpr,
 )
-from streamvae.tracking import (
-    MlflowCallback,
-    configure,
-    ensure_experiment,
-    feature_signature,
-    flatten,
-    log_bundle,
-    publish_report,
-    record_for_version,
-    set_alias,
-    tracked_run,
-)
+from streamvae.tracking import Trained, TrainOutcome, feature_signature, flatten, train_in_run
 from streamvae.training import BetaSchedule, FitResult, TrainConfig, TrainingCallback, fit
 from streamvae.types import NEIGHBOUR_SCORE_KINDS, ScoreKind
 
@@ -72,24 +51,6 @@ SCORING_SETTINGS = frozenset({"score_kind", "is_samples", "neighbours", "neighbo
 def utc_now() -> str:
     """ISO-8601 UTC time stamp (seconds)."""
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-@dataclass(frozen=True, slots=True)
-class TrainOutcome:
-    """What ``train`` produced."""
-
-    run_id: str
-    model_uri: str
-    registered_model: str | None
-    version: str | None
-    alias: str | None
-    threshold: ThresholdSet | None
-    fit: FitResult
-    n_train: int
-    n_calibration: int
-    seconds: float
-    tracking_uri: str
-    report: str | None = None  # where the calibration report's PNG is (path or artifact URI)
 
 
 def load_training_table(settings: TrainSettings) -> Table:
@@ -322,53 +283,34 @@ def train(
     Raises:
         ConfigError, DataError: bad settings or data.
     """
-    started = time.monotonic()
-    table = load_training_table(settings) if table is None else table
-    uri = configure(settings.tracking)
-    experiment_id = ensure_experiment(settings.tracking)
-    with tracked_run(experiment_id) as run:
-        mlflow.log_params(flatten(settings.model_dump(mode="json", exclude={"tracking"})))
-        all_callbacks = [MlflowCallback(), *(callbacks or [])]
-        bundle, result, calibration = build_bundle(settings, table, all_callbacks)
-        threshold, cal_scores = None, np.zeros(0)
-        if len(calibration):
-            detector = Detector(bundle)
-            cal_scores = detector.select(detector.score_table(calibration))
-            threshold, _ = calibrate_scores(cal_scores, _spec(settings), bundle.score_kind)
-            bundle = bundle.with_threshold(threshold)
-            mlflow.log_metrics(
-                {
-                    "threshold": threshold.default.value,
-                    "calibration_alert_rate": threshold.default.empirical_alert_rate,
-                }
-            )
-        mlflow.log_metrics({f"best_{k}": v for k, v in result.best_metrics.items()})
-        # on the held-out normals when there are some, else on the training rows
-        diagnostics = Detector(bundle).diagnose(
-            calibration if len(calibration) else normals_of(settings, table)
-        )
-        mlflow.log_metrics(diagnostics.metrics())
-        with tempfile.TemporaryDirectory() as tmp:
-            bundle_dir = save_bundle(bundle, Path(tmp) / "bundle")
-            model_uri, version = log_bundle(
-                bundle_dir, settings.tracking.registered_model,
-                signature=feature_signature(table.names, explained=min(3, len(table.names))),
-                input_example=_input_example(table),
-            )  # fmt: skip
-        report = None
-        if threshold is not None:
-            report = _report(settings, bundle, table, threshold.default, cal_scores, version)
-    name, alias = settings.tracking.registered_model, settings.tracking.alias
-    if version is not None and name is not None:
-        if threshold is not None:
-            threshold = record_for_version(name, version, run.info.run_id, threshold)
-        if alias:
-            set_alias(name, alias, version)
-    return TrainOutcome(
-        run_id=run.info.run_id, model_uri=model_uri, registered_model=name, version=version,
-        alias=alias if version else None, threshold=threshold, fit=result,
-        n_train=int(bundle.meta["n_train"]), n_calibration=len(calibration),
-        seconds=time.monotonic() - started, tracking_uri=uri, report=report,
+    data = load_training_table(settings) if table is None else table
+    return train_in_run(
+        lambda cbs: train_tabular(settings, data, cbs),
+        flatten(settings.model_dump(mode="json", exclude={"tracking"})),
+        settings.tracking,
+        callbacks,
+        signature=feature_signature(data.names, explained=min(3, len(data.names))),
+        input_example=_input_example(data),
+    )
+
+
+def train_tabular(
+    settings: TrainSettings, table: Table, callbacks: list[TrainingCallback]
+) -> Trained:
+    """Fit, calibrate on the held-out normals, and diagnose: the tabular training step."""
+    bundle, result, calibration = build_bundle(settings, table, callbacks)
+    if len(calibration):
+        detector = TabularDetector(bundle)
+        cal_scores = detector.select(detector.score_table(calibration))
+        threshold, _ = calibrate_scores(cal_scores, _spec(settings), bundle.score_kind)
+        bundle = bundle.with_threshold(threshold)
+    detector = TabularDetector(bundle)
+    # on the held-out normals when there are some, else on the training rows
+    rows = calibration if len(calibration) else normals_of(settings, table)
+    diagnostics = detector.diagnose(rows)
+    return Trained(
+        bundle, n_train=int(bundle.meta["n_train"]), n_calibration=len(calibration), fit=result,
+        metrics=diagnostics.metrics(), anomaly_scores=_anomaly_scores(settings, detector, table),
     )  # fmt: skip
 
 
@@ -380,23 +322,11 @@ def _input_example(table: Table, rows: int = 5) -> pd.DataFrame:
     return pd.DataFrame({name: head[:, j] for j, name in enumerate(table.names)})
 
 
-def _report(
-    settings: TrainSettings, bundle: ModelBundle, table: Table, threshold: Threshold,
-    cal_scores: npt.NDArray[np.float64], version: str | None,
-) -> str:  # fmt: skip
-    """The calibration report of a training run, logged to the run; returns where the PNG is.
-
-    Labelled anomalies in the training data (never trained on) are scored and drawn too.
-    """
-    anomalies = None
-    if table.labels is not None and settings.data.normal_only and table.labels.any():
-        detector = Detector(bundle)
-        odd = table.subset(np.flatnonzero(table.labels == 1))
-        anomalies = detector.select(detector.score_table(odd))
-    name = settings.tracking.registered_model or ""
-    report = CalibrationReport(
-        title=f"Calibration of {name or 'model'} v{version or '?'} ({threshold.score_kind})",
-        threshold=threshold, normal_scores=cal_scores, anomaly_scores=anomalies,
-        facts=threshold_facts(threshold),
-    )  # fmt: skip
-    return publish_report(report, settings.tracking, report_stem(name, version or ""))
+def _anomaly_scores(
+    settings: TrainSettings, detector: TabularDetector, table: Table
+) -> npt.NDArray[np.float64] | None:
+    """Scores of the labelled anomalies in the training data (never trained on), if any."""
+    if table.labels is None or not settings.data.normal_only or not table.labels.any():
+        return None
+    odd = table.subset(np.flatnonzero(table.labels == 1))
+    return detector.select(detector.score_table(odd))

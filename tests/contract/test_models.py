@@ -16,7 +16,13 @@ import polars as pl
 import pytest
 import torch
 
-from streamvae.bundle import Detector, ModelBundle, TabularPreprocess, load_bundle, save_bundle
+from streamvae.bundle import (
+    ModelBundle,
+    TabularDetector,
+    TabularPreprocess,
+    load_bundle,
+    save_bundle,
+)
 from streamvae.bundle.fusion import with_fusion
 from streamvae.data import FeatureSchema, StandardScaler, context_matrix, fit_context
 from streamvae.models import MODEL_REGISTRY, BaseVAE, build_model, config_from_dict, model_spec
@@ -153,9 +159,9 @@ def _rows(bundle: ModelBundle, x: np.ndarray, frame) -> tuple[np.ndarray, np.nda
 
 def test_scores_deterministically_in_eval_mode(trained):
     x, ctx = _rows(trained, *make_contextual(50, _width(trained), seed=4))
-    first = Detector(trained).score(x, ctx, sampled=True).scores
+    first = TabularDetector(trained).score(x, ctx, sampled=True).scores
     # a different chunking must not change any row's score (fixed importance draws)
-    second = Detector(trained, chunk_size=7).score(x, ctx, sampled=True).scores
+    second = TabularDetector(trained, chunk_size=7).score(x, ctx, sampled=True).scores
     for kind in SCORE_KINDS:
         assert np.allclose(first.select(kind), second.select(kind), rtol=1e-4, atol=1e-5), kind
 
@@ -168,8 +174,8 @@ def test_scores_identically_after_bundle_round_trip(trained):
     assert loaded.preprocess == trained.preprocess
     for kind in SCORE_KINDS:
         assert np.array_equal(
-            Detector(trained).score(x, ctx, sampled=True).scores.select(kind),
-            Detector(loaded).score(x, ctx, sampled=True).scores.select(kind),
+            TabularDetector(trained).score(x, ctx, sampled=True).scores.select(kind),
+            TabularDetector(loaded).score(x, ctx, sampled=True).scores.select(kind),
         ), kind
 
 
@@ -179,7 +185,7 @@ def test_reaches_the_auroc_floor_on_seeded_synthetic_anomalies(trained):
     x = np.vstack([x_norm, x_bad])
     frame = pl.concat([frame, frame.head(60)])
     y = np.r_[np.zeros(300), np.ones(60)]
-    det = Detector(trained)
+    det = TabularDetector(trained)
     scores = det.score(*_rows(trained, x, frame), sampled=True).scores
     assert roc_auc(y, scores.neg_elbo) >= 0.9
     assert roc_auc(y, scores.select("fused")) >= 0.9

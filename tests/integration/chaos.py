@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streamvae.bundle import Detector, load_bundle
+from streamvae.bundle import TabularDetector, load_bundle
 from streamvae.stream.admin import ensure_topics
 from tests.factories import feature_message, make_anomalies, make_normal
 from tests.integration.kafka_helpers import Topics, kafka_settings, serve_cmd
@@ -292,7 +292,7 @@ def _check(
     dead_records: list[tuple[bytes, tuple[tuple[str, bytes], ...]]],
     alert_records: list[tuple[bytes, tuple[tuple[str, bytes], ...]]],
 ) -> None:
-    detector = Detector(load_bundle(bundle_dir))
+    detector = TabularDetector(load_bundle(bundle_dir))
     offline = detector.select(detector.score(rows))
     threshold = detector.threshold.default.value
     expected = {rid for rid, s in zip(ids, offline, strict=True) if s > threshold}

@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from streamvae.bundle import Detector, load_bundle
+from streamvae.bundle import TabularDetector, load_bundle
 from streamvae.config import TrackingSettings, TrainSettings
 from streamvae.errors import ModelLoadError
 from streamvae.stream.embedded import free_port
@@ -78,7 +78,8 @@ def test_train_registers_aliases_and_binds_the_threshold(tracking, tmp_path):
     by_run = resolve(f"runs:/{outcome.run_id}/model", tmp_path / "r")
     x = make_normal(20, seed=9)
     scores = [
-        Detector(load_resolved(r)).score(x).scores.neg_elbo for r in (by_alias, by_version, by_run)
+        TabularDetector(load_resolved(r)).score(x).scores.neg_elbo
+        for r in (by_alias, by_version, by_run)
     ]
     assert np.array_equal(scores[0], scores[1]) and np.array_equal(scores[0], scores[2])
     loaded = load_resolved(by_alias).threshold
@@ -184,7 +185,7 @@ def test_pyfunc_scores_a_dataframe_like_the_bundle(tracking, tmp_path):
     model = mlflow.pyfunc.load_model("models:/fraud/1")
     out = model.predict(frame[list(reversed(frame.columns))])  # column order does not matter
     bundle = load_resolved(resolve("models:/fraud/1", tmp_path / "b"))
-    det = Detector(bundle)
+    det = TabularDetector(bundle)
     assert np.allclose(out["score"].to_numpy(), det.select(det.score(x)))
     assert out["is_anomaly"].dtype == bool
     logged = list((tmp_path / "b").rglob("*.pkl"))

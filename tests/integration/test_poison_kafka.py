@@ -14,7 +14,7 @@ import orjson
 import pytest
 from kafka import KafkaAdminClient
 
-from streamvae.bundle import Detector
+from streamvae.bundle import TabularDetector
 from streamvae.errors import BrokerError
 from streamvae.service import ScoringService
 from streamvae.stream.admin import ensure_topics
@@ -66,14 +66,14 @@ def _committed(bootstrap: str, group: str, topic: str) -> int:
 def test_poison_records_never_stall_the_partition(
     broker, bundle_dir, tmp_path, monkeypatch, client
 ):
-    original = Detector.score
+    original = TabularDetector.score
 
     def fails_on_marker(self, features, context=None):
         if np.any(features == np.float32(MARKER)):
             raise FloatingPointError("model blew up")  # a processing error, not bad input
         return original(self, features, context)
 
-    monkeypatch.setattr(Detector, "score", fails_on_marker)
+    monkeypatch.setattr(TabularDetector, "score", fails_on_marker)
     topics = Topics.unique()
     settings = serve_settings(broker, topics, bundle_dir, tmp_path, partitions=1, client=client)
     settings = settings.model_copy(update={"max_output_bytes": 100_000, "commit_interval_s": 0.2})

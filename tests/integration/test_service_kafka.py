@@ -180,10 +180,10 @@ def _metric(url: str, name: str) -> float:
 def test_segments_are_served_and_drift_gauges_move(broker, small_bundle, tmp_path):
     from dataclasses import replace
 
-    from streamvae.bundle import Detector, save_bundle
+    from streamvae.bundle import TabularDetector, save_bundle
     from streamvae.thresholds import CalibrationSpec, calibrate_set
 
-    det = Detector(small_bundle)
+    det = TabularDetector(small_bundle)
     normal = det.select(det.score(make_normal(1000, seed=50)))
     spec = CalibrationSpec(target_fpr=0.01, segment_field="merchant", min_segment_size=300)
     segments = ["grocery"] * 500 + ["travel"] * 500

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from streamvae.bundle import check_replacement, probe
-from streamvae.bundle.io import TabularPreprocess
+from streamvae.bundle.tabular import TabularPreprocess
 from streamvae.data.schema import FeatureSchema
 from streamvae.errors import ModelLoadError
 from tests.factories import feature_names, make_bundle, make_kpi_bundle

@@ -7,7 +7,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from streamvae.bundle import Detector, ModelBundle, TabularPreprocess
+from streamvae.bundle import ModelBundle, TabularDetector, TabularPreprocess
 from streamvae.data import FeatureSchema, StandardScaler
 from streamvae.models import VAE, VAEConfig
 from streamvae.training import TrainConfig, fit
@@ -31,7 +31,7 @@ def test_errors_are_weighed_by_each_feature_s_learned_precision():
     model, _ = fit(lambda: VAE(config), scaler.transform(x), train)
     preprocess = TabularPreprocess(FeatureSchema(feature_names(3)), scaler)
     bundle = ModelBundle("vae", asdict(config), model.state_dict(), preprocess)
-    det = Detector(bundle)
+    det = TabularDetector(bundle)
     gamma = model.effective_log_gamma.detach().exp().double().numpy()
     assert gamma[0] < 0.2 * gamma[2]  # the tied feature is held tightly, the noise is not
     # the same 2-sigma step: breaking the f0 = f1 tie vs a large but ordinary noise value

@@ -7,21 +7,21 @@ import numpy as np
 import pytest
 import torch
 
-from streamvae.bundle import Detector, load_bundle, save_bundle
+from streamvae.bundle import TabularDetector, load_bundle, save_bundle
 from streamvae.errors import ModelLoadError, NotCalibratedError, SchemaMismatchError
 from tests.factories import make_anomalies, make_bundle, make_normal
 
 
 def test_round_trip_gives_identical_scores(tmp_path, small_bundle):
     x = np.vstack([make_normal(50, seed=3), make_anomalies(10)])
-    before = Detector(small_bundle).score(x)
+    before = TabularDetector(small_bundle).score(x)
     path = save_bundle(small_bundle, tmp_path / "b")
     assert sorted(p.name for p in path.iterdir()) == [
         "calibration_scores.npz", "config.json", "meta.json", "preprocess.json", "threshold.json",
         "weights.pt",
     ]  # fmt: skip
     loaded = load_bundle(path)
-    after = Detector(loaded).score(x)
+    after = TabularDetector(loaded).score(x)
     for kind in ("neg_elbo", "recon_error", "kl", "recon_nll", "per_feature"):
         assert np.array_equal(getattr(before.scores, kind), getattr(after.scores, kind)), kind
     assert loaded.threshold.to_dict() == small_bundle.threshold.to_dict()
@@ -31,14 +31,14 @@ def test_round_trip_gives_identical_scores(tmp_path, small_bundle):
 
 def test_scores_are_deterministic_and_chunking_does_not_change_them(small_bundle):
     x = make_normal(100, seed=5)
-    a = Detector(small_bundle).score(x).scores.neg_elbo
-    b = Detector(small_bundle, chunk_size=7).score(x).scores.neg_elbo
+    a = TabularDetector(small_bundle).score(x).scores.neg_elbo
+    b = TabularDetector(small_bundle, chunk_size=7).score(x).scores.neg_elbo
     assert np.allclose(a, b, rtol=1e-6)
-    assert np.array_equal(a, Detector(small_bundle).score(x).scores.neg_elbo)
+    assert np.array_equal(a, TabularDetector(small_bundle).score(x).scores.neg_elbo)
 
 
 def test_anomalies_score_higher(small_bundle):
-    det = Detector(small_bundle)
+    det = TabularDetector(small_bundle)
     normal = det.select(det.score(make_normal(200, seed=9)))
     odd = det.select(det.score(make_anomalies(200)))
     assert np.median(odd) > np.quantile(normal, 0.99)
@@ -106,12 +106,12 @@ def test_version_drift_warns_or_fails_under_strict(tmp_path, small_bundle, caplo
 def test_uncalibrated_bundle_has_no_threshold():
     bundle = make_bundle(epochs=1, calibrated=False)
     with pytest.raises(NotCalibratedError, match="calibrate"):
-        _ = Detector(bundle).threshold
+        _ = TabularDetector(bundle).threshold
 
 
 def test_wrong_width_is_a_schema_error(small_bundle):
     with pytest.raises(SchemaMismatchError, match="6 feature columns"):
-        Detector(small_bundle).score(np.zeros((2, 5), np.float32))
+        TabularDetector(small_bundle).score(np.zeros((2, 5), np.float32))
 
 
 def test_threshold_for_another_score_kind_is_refused(small_bundle):
@@ -139,12 +139,12 @@ def fused_bundle():
 
 def test_a_fused_bundle_round_trips_with_its_neighbour_index(tmp_path, fused_bundle):
     x = np.vstack([make_normal(50, seed=3), make_anomalies(10)])
-    before = Detector(fused_bundle).score(x).scores
+    before = TabularDetector(fused_bundle).score(x).scores
     path = save_bundle(fused_bundle, tmp_path / "b")
     assert (path / "neighbours.npy").is_file()
     loaded = load_bundle(path)
     assert loaded.score_kind == "fused"
-    after = Detector(loaded).score(x).scores
+    after = TabularDetector(loaded).score(x).scores
     for kind in ("neg_elbo", "neighbour", "fused"):
         assert np.array_equal(before.select(kind), after.select(kind)), kind
     assert np.array_equal(loaded.fusion.index.rows, fused_bundle.fusion.index.rows)
@@ -155,9 +155,9 @@ def test_a_fused_bundle_round_trips_with_its_neighbour_index(tmp_path, fused_bun
 
 def test_fused_scores_do_not_depend_on_chunking(fused_bundle):
     x = make_normal(100, seed=6)
-    det = Detector(fused_bundle)
+    det = TabularDetector(fused_bundle)
     a = det.score(x).scores
-    b = Detector(fused_bundle, chunk_size=7).score(x).scores
+    b = TabularDetector(fused_bundle, chunk_size=7).score(x).scores
     assert np.array_equal(a.fused, b.fused)
     # the neighbour distance is the same bits whatever batch a row arrives in
     threes = [det.score(x[i : i + 3]).scores.neighbour for i in range(0, 100, 3)]
@@ -191,7 +191,7 @@ def test_a_broken_neighbour_index_is_refused(tmp_path, fused_bundle, breakage, m
 
 
 def test_a_plain_bundle_says_why_it_has_no_fused_score(small_bundle):
-    scores = Detector(small_bundle).score(make_normal(5)).scores
+    scores = TabularDetector(small_bundle).score(make_normal(5)).scores
     assert scores.available() == ("neg_elbo", "recon_error", "kl", "recon_nll")
     with pytest.raises(ValueError, match="no neighbour index"):
         scores.select("fused")

@@ -17,10 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from streamvae.bundle import Detector
+from streamvae.bundle import TabularDetector
 from streamvae.bundle.window import WindowDetector
-from streamvae.service import FeaturePipeline, PipelineConfig
-from streamvae.service.kpi_pipeline import KpiPipeline, KpiPipelineConfig
+from streamvae.service import PipelineConfig
+from streamvae.service.features import feature_pipeline as build_feature_pipeline
+from streamvae.service.kpi import KpiState, kpi_pipeline
 from streamvae.service.outcome import MAX_TS_MS
 from streamvae.types import DEAD_LETTER_REASONS, InboundMessage, ModelRef
 from tests.factories import feature_names, make_kpi_bundle
@@ -145,7 +146,7 @@ def _report_tried():
 
 @pytest.fixture(scope="module")
 def feature_pipeline(small_bundle):
-    return FeaturePipeline(Detector(small_bundle), ModelRef("m", "1"), CONFIG)
+    return build_feature_pipeline(TabularDetector(small_bundle), ModelRef("m", "1"), CONFIG)
 
 
 def stream(bad: list[bytes], good: list[list[float]]) -> list[InboundMessage]:
@@ -219,10 +220,10 @@ KPI_BAD = st.one_of(
 @given(bad=st.lists(KPI_BAD, min_size=1, max_size=12))
 def test_bad_kpi_points_never_stop_the_series_around_them(kpi_bundle, bad):
     TRIED["kpi"] += len(bad)
-    pipe = KpiPipeline(
+    pipe = kpi_pipeline(
         WindowDetector(kpi_bundle), ModelRef("kpi", "1"),
-        KpiPipelineConfig(alert_topic="a", dead_letter_topic="dlq", state_topic="state",
-                          max_message_bytes=MAX_BYTES, max_series=64),
+        PipelineConfig(alert_topic="a", dead_letter_topic="dlq", max_message_bytes=MAX_BYTES),
+        KpiState(state_topic="state", max_series=64),
     )  # fmt: skip
     interval = kpi_bundle.preprocess.spec.interval_ms
     good = [
@@ -239,7 +240,7 @@ def test_bad_kpi_points_never_stop_the_series_around_them(kpi_bundle, bad):
     assert out.records_consumed == out.records_scored + dead + sum(out.unscored.values())
     assert set(out.dead_letters) <= set(DEAD_LETTER_REASONS)
     assert out.records_scored >= 2 * W + 1, "the good series fills its window and is scored"
-    assert len(pipe.store) <= 64, "series are bounded whatever arrives"
+    assert len(pipe.input.store) <= 64, "series are bounded whatever arrives"
     pipe.checkpoint_messages()  # snapshots of whatever was accepted serialise
 
 
@@ -275,14 +276,14 @@ IMAGE_BAD = st.tuples(
 @pytest.fixture(scope="module")
 def image_pipeline():
     from streamvae.bundle.image import ImageDetector
-    from streamvae.service.image_pipeline import ImagePipeline, ImagePipelineConfig
+    from streamvae.service.images import image_pipeline
     from tests.factories import make_image_bundle
 
-    config = ImagePipelineConfig(
+    config = PipelineConfig(
         alert_topic="a", dead_letter_topic="dlq", score_topic="s",
-        max_message_bytes=MAX_BYTES * 8, max_images_per_message=16,
+        max_message_bytes=MAX_BYTES * 8, max_records_per_message=16,
     )  # fmt: skip
-    return ImagePipeline(ImageDetector(make_image_bundle(epochs=2)), ModelRef("img", "1"), config)
+    return image_pipeline(ImageDetector(make_image_bundle(epochs=2)), ModelRef("img", "1"), config)
 
 
 @FUZZ

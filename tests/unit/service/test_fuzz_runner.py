@@ -22,12 +22,13 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from streamvae.bundle import Detector
+from streamvae.bundle import TabularDetector
 from streamvae.bundle.window import WindowDetector
 from streamvae.metrics import ServiceMetrics
-from streamvae.service import FeaturePipeline, PipelineConfig, RunnerConfig, ServiceRunner
+from streamvae.service import PipelineConfig, RunnerConfig, ServiceRunner
+from streamvae.service.features import feature_pipeline as build_feature_pipeline
 from streamvae.service.input_format import InputAdapter
-from streamvae.service.kpi_pipeline import KpiPipeline, KpiPipelineConfig
+from streamvae.service.kpi import KpiState, kpi_pipeline
 from streamvae.service.outcome import output_size
 from streamvae.thresholds import HygienePolicy
 from streamvae.types import InboundMessage, ModelRef
@@ -120,7 +121,7 @@ def feature_pipeline(small_bundle):
         alert_topic="alerts", dead_letter_topic="dlq", score_topic="scores",
         max_message_bytes=16_384, max_records_per_message=10, hygiene=GATE,
     )  # fmt: skip
-    pipeline = FeaturePipeline(Detector(small_bundle), ModelRef("m", "1"), config)
+    pipeline = build_feature_pipeline(TabularDetector(small_bundle), ModelRef("m", "1"), config)
     # header fields on: any header bytes become record fields through the adapter
     return InputAdapter(
         pipeline, dead_letter_topic="dlq", feature_names=NAMES,
@@ -160,14 +161,14 @@ kpi_message = st.tuples(
 @given(raw=st.lists(kpi_message, min_size=1, max_size=12))
 def test_any_kpi_message_through_handler_and_runner(kpi_bundle, raw):
     TRIED["kpi"] += len(raw)
-    pipe = KpiPipeline(
+    pipe = kpi_pipeline(
         WindowDetector(kpi_bundle), ModelRef("kpi", "1"),
-        KpiPipelineConfig(alert_topic="alerts", dead_letter_topic="dlq", state_topic="state",
-                          score_topic="scores", max_message_bytes=16_384, max_series=8,
-                          hygiene=GATE),
+        PipelineConfig(alert_topic="alerts", dead_letter_topic="dlq", score_topic="scores",
+                       max_message_bytes=16_384, hygiene=GATE),
+        KpiState(state_topic="state", max_series=8),
     )  # fmt: skip
     _run(pipe, raw, "kpi")
-    assert len(pipe.store) <= 8 and len(pipe._applied) <= 8
+    assert len(pipe.input.store) <= 8 and len(pipe.input._applied) <= 8
 
 
 def _npy(shape: tuple[int, ...], descr: str, data: bytes) -> bytes:
@@ -205,15 +206,16 @@ image_message = st.tuples(npy_value, message_key, image_headers)
 @pytest.fixture(scope="module")
 def image_pipeline(tmp_path_factory):
     from streamvae.bundle.image import ImageDetector
-    from streamvae.service.image_pipeline import ImagePipeline, ImagePipelineConfig
+    from streamvae.service.images import ImageMaps, image_pipeline
     from tests.factories import make_image_bundle
 
-    config = ImagePipelineConfig(
+    config = PipelineConfig(
         alert_topic="alerts", dead_letter_topic="dlq", score_topic="scores",
-        max_message_bytes=65_536, max_images_per_message=16, hygiene=GATE,
-        map_dir=str(tmp_path_factory.mktemp("maps")), map_max_files=5,
+        max_message_bytes=65_536, max_records_per_message=16, hygiene=GATE,
     )  # fmt: skip
-    return ImagePipeline(ImageDetector(make_image_bundle(epochs=2)), ModelRef("img", "1"), config)
+    maps = ImageMaps(map_dir=str(tmp_path_factory.mktemp("maps")), map_max_files=5)
+    detector = ImageDetector(make_image_bundle(epochs=2))
+    return image_pipeline(detector, ModelRef("img", "1"), config, maps)
 
 
 @FUZZ

@@ -10,7 +10,8 @@ import pytest
 
 from streamvae.bundle.image import ImageDetector
 from streamvae.data.images import encode_npy, paste_anomalies
-from streamvae.service.image_pipeline import ImagePipeline, ImagePipelineConfig
+from streamvae.service import PipelineConfig, ScoringPipeline
+from streamvae.service.images import ImageMaps, image_pipeline
 from streamvae.types import InboundMessage, ModelRef
 from tests.factories import digit_split, make_image_bundle
 
@@ -22,11 +23,15 @@ def bundle():
     return make_image_bundle()
 
 
-def pipeline(bundle, **extra) -> ImagePipeline:
-    config = ImagePipelineConfig(
-        alert_topic="alerts", dead_letter_topic="dlq", score_topic="scores", **extra
-    )
-    return ImagePipeline(ImageDetector(bundle), ModelRef("img", "1"), config)
+MAP_FIELDS = {"maps", "map_dir", "map_max_files"}
+
+
+def pipeline(bundle, **extra) -> ScoringPipeline:
+    values = {"alert_topic": "alerts", "dead_letter_topic": "dlq", "score_topic": "scores"}
+    values |= {k: v for k, v in extra.items() if k not in MAP_FIELDS}
+    maps = ImageMaps(**{k: v for k, v in extra.items() if k in MAP_FIELDS})
+    config = PipelineConfig(max_message_bytes=16_777_216, **values)
+    return image_pipeline(ImageDetector(bundle), ModelRef("img", "1"), config, maps)
 
 
 def message(array, offset=0, ids=None, headers=HEADERS) -> InboundMessage:
@@ -130,7 +135,7 @@ def test_map_files_are_kept_to_a_count_and_a_write_error_turns_them_off(
     assert alerts, "alerts are still sent"
     assert all("map_path" not in a["explanation"] for a in alerts)
     assert out.errors == {"map_write": 1}, "counted once, then map files are off"
-    assert pipe.map_store is not None and pipe.map_store.disabled
+    assert pipe.input.map_store is not None and pipe.input.map_store.disabled
     assert decoded(pipe.handle([fourth], 0), "alerts")
 
 

@@ -11,10 +11,11 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from streamvae.bundle import Detector
+from streamvae.bundle import TabularDetector
 from streamvae.errors import DependencyError
 from streamvae.metrics import ServiceMetrics
-from streamvae.service import FeaturePipeline, PipelineConfig, RunnerConfig, ServiceRunner
+from streamvae.service import PipelineConfig, RunnerConfig, ServiceRunner
+from streamvae.service.features import feature_pipeline
 from streamvae.service.input_format import InputAdapter
 from streamvae.stream.avro import LocalSchemas
 from streamvae.types import InboundMessage, ModelRef
@@ -41,8 +42,8 @@ def avro(datum: dict, schema_id: int = 3) -> bytes:
 @pytest.fixture
 def adapter(small_bundle, tmp_path):
     (tmp_path / "3.avsc").write_text(json.dumps(SCHEMA))
-    pipeline = FeaturePipeline(
-        Detector(small_bundle), ModelRef("m", "1"),
+    pipeline = feature_pipeline(
+        TabularDetector(small_bundle), ModelRef("m", "1"),
         PipelineConfig(alert_topic="alerts", dead_letter_topic="dlq", score_topic="scores"),
     )  # fmt: skip
     return InputAdapter(
@@ -76,8 +77,8 @@ def test_avro_records_are_scored_and_bad_ones_dead_lettered_as_json_would_be(ada
 
 
 def test_header_fields_fill_what_json_records_lack(small_bundle):
-    pipeline = FeaturePipeline(
-        Detector(small_bundle), ModelRef("m", "1"),
+    pipeline = feature_pipeline(
+        TabularDetector(small_bundle), ModelRef("m", "1"),
         PipelineConfig(alert_topic="alerts", dead_letter_topic="dlq", score_topic="scores"),
     )  # fmt: skip
     adapter = InputAdapter(pipeline, dead_letter_topic="dlq", header_fields={"acct": "key"})
@@ -105,8 +106,8 @@ class _Outage:
 
 
 def test_a_registry_outage_stops_the_runner_without_dead_letters(small_bundle):
-    pipeline = FeaturePipeline(
-        Detector(small_bundle), ModelRef("m", "1"),
+    pipeline = feature_pipeline(
+        TabularDetector(small_bundle), ModelRef("m", "1"),
         PipelineConfig(alert_topic="alerts", dead_letter_topic="dlq"),
     )  # fmt: skip
     adapter = InputAdapter(

@@ -8,7 +8,8 @@ import pytest
 
 from streamvae.bundle.window import WindowDetector
 from streamvae.metrics import ServiceMetrics
-from streamvae.service.kpi_pipeline import KpiPipeline, KpiPipelineConfig
+from streamvae.service import PipelineConfig, ScoringPipeline
+from streamvae.service.kpi import KpiState, kpi_pipeline
 from streamvae.service.runner import RunnerConfig, ServiceRunner
 from streamvae.types import InboundMessage, ModelRef
 from tests.factories import (
@@ -29,13 +30,15 @@ def bundle():
     return make_kpi_bundle(window_len=W)
 
 
-def config(**extra) -> KpiPipelineConfig:
+STATE_FIELDS = {"state_topic", "state_partitions", "max_series", "series_ttl_s"}
+
+
+def pipeline(bundle, **extra) -> ScoringPipeline:
     values = {"alert_topic": "alerts", "dead_letter_topic": "dlq", "state_topic": "state"}
-    return KpiPipelineConfig(**(values | extra))
-
-
-def pipeline(bundle, **extra) -> KpiPipeline:
-    return KpiPipeline(WindowDetector(bundle), ModelRef("kpi", "1"), config(**extra))
+    values |= extra
+    state = KpiState(**{k: v for k, v in values.items() if k in STATE_FIELDS})
+    config = PipelineConfig(**{k: v for k, v in values.items() if k not in STATE_FIELDS})
+    return kpi_pipeline(WindowDetector(bundle), ModelRef("kpi", "1"), config, state)
 
 
 def stream(series: str, n: int, *, spike_at: int | None = None) -> list[bytes]:
@@ -109,7 +112,7 @@ def test_the_message_key_names_the_series_when_the_record_does_not(bundle):
     pipe = pipeline(bundle)
     value = orjson.dumps({"ts": START * KPI_INTERVAL_MS, "value": 50.0})
     outcome = pipe.handle([InboundMessage("kpi", 0, 0, value, b"cpu.web-2", 1)], now_ms=0)
-    assert outcome.unscored["warming_up"] == 1 and "cpu.web-2" in pipe.store
+    assert outcome.unscored["warming_up"] == 1 and "cpu.web-2" in pipe.input.store
 
 
 def test_state_snapshots_restore_and_skip_what_was_already_absorbed(bundle):
@@ -123,7 +126,7 @@ def test_state_snapshots_restore_and_skip_what_was_already_absorbed(bundle):
     assert state[0].topic == "state" and state[0].partition == 0
     assert first.checkpoint_messages() == []  # nothing changed since
     resumed = pipeline(bundle, score_topic="scores")
-    assert resumed.restore([(m.key, m.value) for m in state], [("kpi", 0)]) == 1
+    assert resumed.input.restore([(m.key, m.value) for m in state], [("kpi", 0)]) == 1
     # the consumer restarts from an older committed offset: 45..49 are replayed
     outcome = resumed.handle(messages(values[45:], start=45), now_ms=0)
     assert outcome.unscored == {"replayed": 5}
@@ -137,10 +140,10 @@ def test_restore_ignores_other_partitions_and_forget_drops_series(bundle):
     first.handle(messages(stream("cpu.web-1", 20), partition=1), now_ms=0)
     state = [(m.key, m.value) for m in first.checkpoint_messages()]
     other = pipeline(bundle)
-    assert other.restore(state, [("kpi", 0)]) == 0
-    assert other.restore(state, [("kpi", 1)]) == 1
-    other.forget([("kpi", 1)])
-    assert len(other.store) == 0
+    assert other.input.restore(state, [("kpi", 0)]) == 0
+    assert other.input.restore(state, [("kpi", 1)]) == 1
+    other.input.forget([("kpi", 1)])
+    assert len(other.input.store) == 0
 
 
 def test_a_restored_series_is_not_evicted_as_idle_before_its_next_point(bundle):
@@ -149,9 +152,9 @@ def test_a_restored_series_is_not_evicted_as_idle_before_its_next_point(bundle):
     state = [(m.key, m.value) for m in first.checkpoint_messages()]
     resumed = pipeline(bundle, series_ttl_s=60.0)
     now = 2_000_000_000
-    assert resumed.restore(state, [("kpi", 0)], now_ms=now) == 1
+    assert resumed.input.restore(state, [("kpi", 0)], now_ms=now) == 1
     resumed.handle(messages(stream("mem.db-1", 1), start=20), now_ms=now + 1_000)
-    assert "cpu.web-1" in resumed.store  # restored a second ago: not idle
+    assert "cpu.web-1" in resumed.input.store  # restored a second ago: not idle
 
 
 def test_a_malformed_snapshot_is_skipped(bundle):
@@ -160,7 +163,7 @@ def test_a_malformed_snapshot_is_skipped(bundle):
         (b"a", b"{not json"),
         (b"a", orjson.dumps({"series": "a", "topic": "kpi", "partition": 0})),
     ]
-    assert pipe.restore(bad, [("kpi", 0)]) == 0
+    assert pipe.input.restore(bad, [("kpi", 0)]) == 0
 
 
 def test_idle_series_are_evicted_and_memory_is_reported(bundle):
@@ -168,7 +171,7 @@ def test_idle_series_are_evicted_and_memory_is_reported(bundle):
     outcome = pipe.handle(messages(stream("cpu.web-1", 5)), now_ms=0)
     assert outcome.series_live == 1 and outcome.state_bytes and outcome.state_bytes > 0
     later = pipe.handle(messages(stream("mem.db-1", 1), start=5), now_ms=120_000)
-    assert later.series_live == 1 and "cpu.web-1" not in pipe.store
+    assert later.series_live == 1 and "cpu.web-1" not in pipe.input.store
 
 
 def test_runner_writes_state_after_the_outputs_and_before_the_commit(bundle):
@@ -219,7 +222,7 @@ def test_m_of_n_confirmation_holds_a_lone_spike_and_survives_a_restore(bundle):
     state = orjson.loads(snapshots[0].value)
     assert state["gate"]["flags"] >= 0
     restored = pipeline(bundle, hygiene=hygiene)
-    restored.restore([(m.key, m.value) for m in snapshots], [("kpi", 0)])
+    restored.input.restore([(m.key, m.value) for m in snapshots], [("kpi", 0)])
     assert restored.gate.snapshot("cpu.web-1") == gated.gate.snapshot("cpu.web-1")
 
 
@@ -232,9 +235,9 @@ def test_bookkeeping_is_bounded_and_evicted_series_get_tombstones(bundle):
         values = [kpi_point(f"s{chunk}-{i}", START, 1.0) for i in range(10_000)]
         pipe.handle(messages(values, start=total), now_ms=0)
         total += len(values)
-        assert len(pipe.store) <= 1_000
-        assert len(pipe._applied) <= 1_000
-        assert len(pipe._dirty) <= 1_000
+        assert len(pipe.input.store) <= 1_000
+        assert len(pipe.input._applied) <= 1_000
+        assert len(pipe.input._dirty) <= 1_000
     state = pipe.checkpoint_messages()
     tombstones = [m for m in state if m.value is None]
     snapshots = [m for m in state if m.value is not None]
@@ -256,8 +259,8 @@ def test_a_restore_applies_tombstones(bundle):
     assert (b"cpu.web-1", None) in [(m.key, m.value) for m in later]
     log += [(m.key, m.value) for m in later]
     resumed = pipeline(bundle)
-    assert resumed.restore(log, [("kpi", 0)]) == 1
-    assert resumed.store.names() == ["mem.db-1"]
+    assert resumed.input.restore(log, [("kpi", 0)]) == 1
+    assert resumed.input.store.names() == ["mem.db-1"]
 
 
 def test_a_series_back_after_its_eviction_gets_no_tombstone(bundle):
@@ -334,7 +337,7 @@ def test_the_stream_state_survives_a_restart_exactly(stream_bundle):
     assert "scoring" in orjson.loads(state[0].value)
     assert len(state[0].value) < 100_000
     resumed = pipeline(stream_bundle, score_topic="scores")
-    assert resumed.restore([(m.key, m.value) for m in state], [("kpi", 0)]) == 1
+    assert resumed.input.restore([(m.key, m.value) for m in state], [("kpi", 0)]) == 1
     outcome = resumed.handle(messages(values[240:], start=240), now_ms=0)
     got = on_topic(outcome, "scores")
     assert [g["ts"] for g in got] == [e["ts"] for e in expected[250:]]
@@ -343,4 +346,4 @@ def test_the_stream_state_survives_a_restart_exactly(stream_bundle):
     # without the stream state the series would warm up again
     fresh = pipeline(stream_bundle, score_topic="scores")
     broken = [(m.key, orjson.dumps(orjson.loads(m.value) | {"scoring": {}})) for m in state]
-    assert fresh.restore(broken, [("kpi", 0)]) == 0
+    assert fresh.input.restore(broken, [("kpi", 0)]) == 0

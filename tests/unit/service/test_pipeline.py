@@ -6,8 +6,9 @@ import numpy as np
 import orjson
 import pytest
 
-from streamvae.bundle import Detector
-from streamvae.service import FeaturePipeline, PipelineConfig
+from streamvae.bundle import TabularDetector
+from streamvae.service import PipelineConfig
+from streamvae.service.features import feature_pipeline
 from streamvae.types import ModelRef
 from tests.factories import (
     encode,
@@ -25,7 +26,7 @@ CONFIG = PipelineConfig(
 
 @pytest.fixture
 def pipeline(small_bundle):
-    return FeaturePipeline(Detector(small_bundle), ModelRef("m", "1", "champion"), CONFIG)
+    return feature_pipeline(TabularDetector(small_bundle), ModelRef("m", "1", "champion"), CONFIG)
 
 
 def _decode(messages, topic):
@@ -80,7 +81,7 @@ def test_scores_equal_offline_scores(pipeline, small_bundle):
     rows = make_normal(8, seed=21)
     out = pipeline.handle(inbound([encode([feature_message(r) for r in rows])]), 1)
     streamed = [s["score"] for s in _decode(out.outbound, "scores")]
-    det = Detector(small_bundle)
+    det = TabularDetector(small_bundle)
     assert np.allclose(streamed, det.select(det.score(rows)), rtol=1e-6)
 
 
@@ -136,7 +137,7 @@ def _segmented_pipeline(small_bundle):
 
     from streamvae.thresholds import CalibrationSpec, calibrate_set
 
-    det = Detector(small_bundle)
+    det = TabularDetector(small_bundle)
     normal = det.select(det.score(make_normal(900, seed=30)))
     # segment "loose" tolerates scores twice as high as everyone else
     scores = np.r_[normal[:450], normal[450:] * 2.0]
@@ -144,7 +145,7 @@ def _segmented_pipeline(small_bundle):
     spec = CalibrationSpec(percentile=99, segment_field="merchant", min_segment_size=300)
     thresholds, _ = calibrate_set(scores, spec, score_kind="neg_elbo", segments=segments)
     bundle = replace(small_bundle, threshold=thresholds)
-    return FeaturePipeline(Detector(bundle), ModelRef("m", "1"), CONFIG), thresholds
+    return feature_pipeline(TabularDetector(bundle), ModelRef("m", "1"), CONFIG), thresholds
 
 
 def test_segments_pick_their_threshold_from_the_record_or_its_context(small_bundle):
@@ -175,7 +176,7 @@ def test_drift_snapshot_follows_the_live_scores(small_bundle):
     config = PipelineConfig(
         alert_topic="a", dead_letter_topic="d", drift_window=300, drift_min_count=100
     )
-    pipeline = FeaturePipeline(Detector(small_bundle), ModelRef("m", "1"), config)
+    pipeline = feature_pipeline(TabularDetector(small_bundle), ModelRef("m", "1"), config)
     normal = [encode(feature_message(r)) for r in make_normal(300, seed=40)]
     pipeline.handle(inbound(normal), 1)
     calm = pipeline.drift_snapshot()
@@ -192,7 +193,7 @@ def test_an_installed_model_scores_the_next_batch_and_names_its_version(pipeline
     odd = [encode(feature_message(r * 3, rid=f"a{i}")) for i, r in enumerate(make_anomalies(5))]
     before = _decode(pipeline.handle(inbound(odd), 5_000).outbound, "alerts")
     other = make_bundle(seed=4, epochs=5)
-    pipeline.install(Detector(other), ModelRef("m", "2", "champion"))
+    pipeline.install(TabularDetector(other), ModelRef("m", "2", "champion"))
     after = _decode(pipeline.handle(inbound(odd), 5_000).outbound, "alerts")
     assert {a["model"]["version"] for a in before} == {"1"}
     assert {a["model"]["version"] for a in after} == {"2"}
@@ -202,16 +203,16 @@ def test_an_installed_model_scores_the_next_batch_and_names_its_version(pipeline
 
 def test_the_shadow_model_counts_would_be_alerts_and_emits_nothing(small_bundle):
     lenient = make_bundle(seed=4, epochs=5, percentile=50.0)
-    pipeline = FeaturePipeline(Detector(small_bundle), ModelRef("m", "1"), CONFIG)
+    pipeline = feature_pipeline(TabularDetector(small_bundle), ModelRef("m", "1"), CONFIG)
     rows = make_normal(40, seed=12)
     messages = inbound([encode(feature_message(r, rid=f"n{i}")) for i, r in enumerate(rows)])
     plain = pipeline.handle(messages, 5_000)
-    pipeline.install_shadow(Detector(lenient), ModelRef("m", "9", "challenger"))
+    pipeline.input.install_shadow(TabularDetector(lenient), ModelRef("m", "9", "challenger"))
     shadowed = pipeline.handle(messages, 5_000)
     assert [m.value for m in shadowed.outbound] == [m.value for m in plain.outbound]
     assert shadowed.shadow_scored == 40 and plain.shadow_scored == 0
     assert 8 <= sum(shadowed.shadow_alerts.values()) <= 32, "about half at the 50th percentile"
-    pipeline.install_shadow(None)
+    pipeline.input.install_shadow(None)
     assert pipeline.handle(messages, 5_000).shadow_scored == 0
 
 
@@ -222,7 +223,7 @@ def test_cooldown_sends_one_alert_per_key_and_counts_the_rest(small_bundle):
         alert_topic="alerts", dead_letter_topic="dlq", score_topic="scores",
         hygiene=HygienePolicy(cooldown_ms=60_000),
     )  # fmt: skip
-    pipe = FeaturePipeline(Detector(small_bundle), ModelRef("m", "1"), config)
+    pipe = feature_pipeline(TabularDetector(small_bundle), ModelRef("m", "1"), config)
     odd = make_anomalies(6, seed=3) * 3
     values = [
         encode(feature_message(r, rid=f"a{i}", ts=1_000 * i) | {"key": "merchant-1"})

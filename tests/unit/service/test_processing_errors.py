@@ -11,10 +11,11 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from streamvae.bundle import Detector
+from streamvae.bundle import TabularDetector
 from streamvae.errors import ProcessingHaltedError
 from streamvae.metrics import ServiceMetrics
-from streamvae.service import FeaturePipeline, PipelineConfig, RunnerConfig, ServiceRunner
+from streamvae.service import PipelineConfig, RunnerConfig, ServiceRunner
+from streamvae.service.features import feature_pipeline
 from streamvae.service.outcome import BatchOutcome, fit_output, output_size
 from streamvae.thresholds import DriftMonitor
 from streamvae.types import InboundMessage, ModelRef, OutboundMessage
@@ -25,8 +26,8 @@ class _PoisonedPipeline:
     """A real feature pipeline that raises on any batch holding a ``poison`` message."""
 
     def __init__(self, bundle) -> None:
-        self.inner = FeaturePipeline(
-            Detector(bundle),
+        self.inner = feature_pipeline(
+            TabularDetector(bundle),
             ModelRef("m", "1"),
             PipelineConfig(alert_topic="alerts", dead_letter_topic="dlq", score_topic="scores"),
         )
@@ -184,8 +185,8 @@ def test_fit_output_truncates_dead_letters_and_keeps_what_fits():
 def test_records_with_keys_and_ids_of_any_json_type_are_scored(small_bundle):
     """``{"features": [...], "key": 7}`` raised AttributeError (``key.encode()``) and
     crash-looped every replica on the same record."""
-    pipeline = FeaturePipeline(
-        Detector(small_bundle),
+    pipeline = feature_pipeline(
+        TabularDetector(small_bundle),
         ModelRef("m", "1"),
         PipelineConfig(alert_topic="alerts", dead_letter_topic="dlq", score_topic="scores"),
     )

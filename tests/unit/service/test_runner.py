@@ -6,9 +6,10 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
-from streamvae.bundle import Detector
+from streamvae.bundle import TabularDetector
 from streamvae.metrics import ServiceMetrics
-from streamvae.service import FeaturePipeline, PipelineConfig, RunnerConfig, ServiceRunner
+from streamvae.service import PipelineConfig, RunnerConfig, ServiceRunner
+from streamvae.service.features import feature_pipeline
 from streamvae.types import ModelRef
 from tests.factories import (
     FakeSource,
@@ -24,8 +25,8 @@ from tests.factories import (
 def _runner(bundle, messages, sink=None, batch=4, **config):
     source = FakeSource(messages, batch=batch)
     sink = sink or ListSink()
-    pipeline = FeaturePipeline(
-        Detector(bundle),
+    pipeline = feature_pipeline(
+        TabularDetector(bundle),
         ModelRef("m", "1"),
         PipelineConfig(alert_topic="alerts", dead_letter_topic="dlq"),
     )
@@ -173,8 +174,8 @@ class _WatchingSource(FakeSource):
 
 def test_a_quiet_stream_still_commits_when_due(small_bundle):
     source = _WatchingSource(_stream())
-    pipeline = FeaturePipeline(
-        Detector(small_bundle),
+    pipeline = feature_pipeline(
+        TabularDetector(small_bundle),
         ModelRef("m", "1"),
         PipelineConfig(alert_topic="a", dead_letter_topic="d"),
     )

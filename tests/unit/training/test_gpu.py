@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from streamvae.bundle import Detector
+from streamvae.bundle import TabularDetector
 from streamvae.models import VAE, VAEConfig
 from streamvae.training import TrainConfig, fit
 from streamvae.training.fit import uses_mixed_precision
@@ -34,6 +34,6 @@ def test_auto_device_trains_on_cuda():
 def test_cuda_scores_match_cpu_scores():
     bundle = make_bundle(epochs=3)
     x = make_normal(64, seed=2)
-    cpu = Detector(bundle).score(x).scores.neg_elbo
-    gpu = Detector(bundle, device="cuda").score(x).scores.neg_elbo
+    cpu = TabularDetector(bundle).score(x).scores.neg_elbo
+    gpu = TabularDetector(bundle, device="cuda").score(x).scores.neg_elbo
     assert np.allclose(cpu, gpu, rtol=1e-4)

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 import streamvae
-from streamvae.bundle import Detector
+from streamvae.bundle import TabularDetector
 from streamvae.cli import app
 from streamvae.config import TrackingSettings
 from streamvae.data.batches import ChunkWriter, read_chunks
@@ -47,7 +47,7 @@ def test_chunked_scoring_equals_one_chunk_and_keeps_input_order(bundle_dir, rows
     assert a["txn"].to_list() == rows["txn"].to_list()
     assert a.columns[:2] == ["txn", "label"], "every non-feature column is carried, first"
     assert one.rows == many.rows == 100 and one.anomalies == many.anomalies
-    detector = Detector(streamvae.load(str(bundle_dir)).bundle)
+    detector = TabularDetector(streamvae.load(str(bundle_dir)).bundle)
     expected = detector.select(
         detector.score(rows.select(detector.preprocess.schema.names).to_numpy().astype(np.float32))
     )

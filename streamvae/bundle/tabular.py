@@ -1,24 +1,118 @@
-"""A loaded bundle ready to score raw feature matrices."""
+"""Feature-vector bundles: the schema and scalers, and a detector over raw feature rows."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import NamedTuple
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
-from streamvae.bundle.io import ModelBundle, TabularPreprocess
 from streamvae.bundle.model import load_model, thresholds_in_force
-from streamvae.data import Table, context_matrix
+from streamvae.data import ContextSchema, FeatureSchema, StandardScaler, Table, context_matrix
 from streamvae.errors import ModelLoadError, SchemaMismatchError
 from streamvae.models import BaseVAE, importance_nll, latent_noise
 from streamvae.scoring import Diagnostics, ScoreSet, concat_score_sets, diagnose, score_set
 from streamvae.thresholds import ThresholdSet
 from streamvae.types import SAMPLED_SCORE_KINDS
 
+if TYPE_CHECKING:  # pragma: no cover
+    from streamvae.bundle.io import ModelBundle
+
 F32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class TabularPreprocess:
+    """Feature schema and scaler of a tabular model, and the context of a conditional one.
+
+    Attributes:
+        schema: the feature names, in model order.
+        scaler: standardisation of the features.
+        context: the context fields a conditional model reads, or ``None``.
+        context_scaler: standardisation of the numeric context fields, or ``None``.
+    """
+
+    KIND: ClassVar[str] = "tabular"
+
+    schema: FeatureSchema
+    scaler: StandardScaler
+    context: ContextSchema | None = None
+    context_scaler: StandardScaler | None = None
+
+    def __post_init__(self) -> None:
+        numeric = 0 if self.context is None else len(self.context.numeric)
+        scaled = 0 if self.context_scaler is None else len(self.context_scaler.mean)
+        if numeric != scaled:
+            msg = f"context has {numeric} numeric field(s) but its scaler {scaled}"
+            raise ValueError(msg)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The feature columns, in model order."""
+        return self.schema.names
+
+    def input_change(self, old: TabularPreprocess) -> str | None:
+        """How these rows would be read differently from ``old``'s, or ``None`` if the same."""
+        if old.schema.names != self.schema.names:
+            added = sorted(set(self.schema.names) - set(old.schema.names))
+            removed = sorted(set(old.schema.names) - set(self.schema.names))
+            what = f"added {added[:5]}, removed {removed[:5]}" if added or removed else "reordered"
+            return f"feature schema changed ({what})"
+        if old.context != self.context:
+            return "context fields changed"
+        return None
+
+    def condition(self, raw: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Raw ``(n, width)`` context (numeric values, category codes) -> model condition.
+
+        Raises:
+            ValueError: no context schema, or the wrong number of columns.
+        """
+        if self.context is None:
+            msg = "this model reads no context"
+            raise ValueError(msg)
+        if raw.ndim != 2 or raw.shape[1] != self.context.width:
+            msg = f"expected {self.context.width} context column(s), got shape {raw.shape}"
+            raise ValueError(msg)
+        out = np.array(raw, dtype=np.float32, copy=True)
+        m = len(self.context.numeric)
+        if m and self.context_scaler is not None:
+            out[:, :m] = self.context_scaler.transform(out[:, :m])
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values."""
+        values: dict[str, Any] = {
+            "kind": self.KIND,
+            "schema": self.schema.to_dict(),
+            "scaler": self.scaler.to_dict(),
+        }
+        if self.context is not None:
+            values["context"] = self.context.to_dict()
+        if self.context_scaler is not None:
+            values["context_scaler"] = self.context_scaler.to_dict()
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TabularPreprocess:
+        """Inverse of :meth:`to_dict`."""
+        if values.get("kind") != cls.KIND:
+            msg = f"unsupported preprocessing kind {values.get('kind')!r}"
+            raise ValueError(msg)
+        schema = FeatureSchema.from_dict(values["schema"])
+        scaler = StandardScaler.from_dict(values["scaler"])
+        if len(scaler.mean) != schema.dim:
+            msg = f"scaler has {len(scaler.mean)} features, schema {schema.dim}"
+            raise ValueError(msg)
+        context = ContextSchema.from_dict(values["context"]) if "context" in values else None
+        context_scaler = (
+            StandardScaler.from_dict(values["context_scaler"])
+            if "context_scaler" in values
+            else None
+        )
+        return cls(schema, scaler, context, context_scaler)
 
 
 class Scored(NamedTuple):
@@ -33,7 +127,7 @@ class Scored(NamedTuple):
     expected: F32
 
 
-class Detector:
+class TabularDetector:
     """Scores raw (unscaled) feature matrices with a bundle's model, deterministically.
 
     Inference runs in eval mode (``z = mu``) under ``torch.inference_mode``, in chunks of
@@ -52,6 +146,13 @@ class Detector:
         self.chunk_size = chunk_size
         self.model: BaseVAE = self._build(bundle).to(self.device).eval()
         self._noise = latent_noise(bundle.is_samples, self.model.latent_dim, 0, self.device)
+
+    def probe(self) -> npt.NDArray[np.float64]:
+        """The score of a typical row: the scaler's mean (and a zero context)."""
+        row = np.asarray(self.preprocess.scaler.mean, np.float32)[None, :]
+        context = self.preprocess.context
+        zeros = None if context is None else np.zeros((1, context.width), np.float32)
+        return self.select(self.score(row, zeros if self.conditional else None))
 
     @property
     def conditional(self) -> bool:

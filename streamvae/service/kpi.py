@@ -1,4 +1,4 @@
-"""Per-batch handling of KPI points: validate, keep windows per series, score, decide. No I/O.
+"""KPI points into the scoring pipeline: validate, keep windows per series, score. No I/O.
 
 A message holds one point ``{"series", "ts", "value"}`` (or a JSON array of them; the
 message key is the series id, so a series stays on one partition). Every consumed point ends
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -33,15 +33,14 @@ from streamvae.data.series_state import WindowStore
 from streamvae.errors import PayloadDecodeError
 from streamvae.service.outcome import (
     BatchOutcome,
-    apply_verdict,
     check_ts,
     decode_records,
     field_text,
     record_bytes,
 )
-from streamvae.service.pipeline import drift_monitor
+from streamvae.service.scoring import PipelineConfig, ScoringPipeline
 from streamvae.stream.codecs import decode_json, encode_json
-from streamvae.thresholds import AlertGate, DriftSnapshot, HygienePolicy
+from streamvae.thresholds import AlertGate, ThresholdSet
 from streamvae.types import InboundMessage, ModelRef, OutboundMessage
 
 MAX_SERIES_ID = 256
@@ -49,25 +48,21 @@ EVICTION_INTERVAL_MS = 1_000  # idle series are looked for at most once a second
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class KpiPipelineConfig:
-    """Topics and limits of the KPI pipeline.
+class KpiState:
+    """Where and how much window state the KPI input keeps.
 
-    ``state_partitions``: partitions of the state topic; a series' snapshot goes to its input
-    partition number modulo this (0: the same number as the input partition).
+    Attributes:
+        state_topic: the compacted topic of per-series snapshots (``None``: no restore).
+        state_partitions: partitions of the state topic; a series' snapshot goes to its
+            input partition number modulo this (0: the same number as the input partition).
+        max_series: series kept at most (the least recently seen is evicted).
+        series_ttl_s: a series unseen this long is evicted.
     """
 
-    alert_topic: str
-    dead_letter_topic: str
     state_topic: str | None = None
     state_partitions: int = 0
-    score_topic: str | None = None
-    max_message_bytes: int = 1_048_576
-    max_records_per_message: int = 10_000
     max_series: int = 100_000
     series_ttl_s: float = 86_400.0
-    drift_window: int = 5_000
-    drift_min_count: int = 200
-    hygiene: HygienePolicy = field(default_factory=HygienePolicy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,38 +111,94 @@ def parse_point(record: object, key: bytes | None) -> _Point:
     return _Point(series, ts, float(value))
 
 
-class KpiPipeline:
-    """Turns polled KPI points into alerts, scores, dead letters and window state."""
+@dataclass(slots=True)
+class KpiScored:
+    """The scored points of one poll, row-aligned."""
 
-    def __init__(
-        self, detector: WindowDetector, model: ModelRef, config: KpiPipelineConfig
-    ) -> None:
-        self.detector = detector
-        self.model = model
+    ready: list[_Ready]
+    score: npt.NDArray[np.float64]
+    components: dict[str, npt.NDArray[np.float64]]
+    segments: list[str | None] | None
+    event_ts: npt.NDArray[np.int64]
+    expected: npt.NDArray[np.float64]
+
+    def gate_key(self, row: int) -> str | None:
+        """The series: alerts are gated per series."""
+        return self.ready[row].point.series
+
+    def head(self, row: int) -> dict[str, Any]:
+        """``alert_id``, ``id``, ``key`` and ``series`` (the series), ``ts``, ``status``."""
+        item = self.ready[row]
+        message = item.message
+        return {
+            "alert_id": f"{message.topic}:{message.partition}:{message.offset}:"
+            f"{max(item.index, 0)}",
+            "id": field_text(item.record.get("id")),
+            "key": item.point.series,
+            "series": item.point.series,
+            "ts": item.point.ts,
+            "status": "scored",
+        }
+
+    def out_key(self, row: int, record: dict[str, Any]) -> bytes | None:
+        """The series id (a series' outputs stay in order on one partition)."""
+        del record
+        return self.ready[row].point.series.encode()
+
+    def explain(self, rows: list[int], outcome: BatchOutcome) -> list[dict[str, Any] | None]:
+        """The window's span, and the observed vs the expected value of the point."""
+        del outcome
+        out: list[dict[str, Any] | None] = []
+        for row in rows:
+            item, expected = self.ready[row], float(self.expected[row])
+            observed = item.point.value
+            out.append(
+                {
+                    "window": {
+                        "start_ts": item.start_ts,
+                        "end_ts": item.end_ts,
+                        "points": int(item.mask.size),
+                        "observed_points": int(item.mask.sum()),
+                    },
+                    "observed": observed,
+                    "expected": expected,
+                    "deviation": observed - expected,
+                }
+            )
+        return out
+
+
+class KpiInput:
+    """The KPI part of the scoring pipeline: per-series windows, stream scores and state."""
+
+    payload: Literal["records", "npy"] = "records"
+
+    def __init__(self, detector: WindowDetector, config: PipelineConfig, state: KpiState) -> None:
         self.config = config
-        self.threshold = detector.threshold  # raises NotCalibratedError without one
-        self.store = WindowStore(detector.preprocess.spec, max_series=config.max_series)
+        self.state = state
+        self.state_topic = state.state_topic
+        self.gate = AlertGate(replace(config.hygiene, max_keys=state.max_series))
+        self.detector = detector
+        self.store = WindowStore(detector.preprocess.spec, max_series=state.max_series)
         self.scorers = detector.new_scorers()  # per-series state of the stream score
-        self.gate = AlertGate(replace(config.hygiene, max_keys=config.max_series))
         self._applied: dict[str, tuple[str, int, int]] = {}  # series -> topic, partition, offset
         self._dirty: set[str] = set()
         self._tombstones: dict[str, int] = {}  # evicted series -> its input partition
         self._last_eviction_ms = -EVICTION_INTERVAL_MS
-        self.drift = drift_monitor(self.threshold, config.drift_window, config.drift_min_count)
 
-    def drift_snapshot(self) -> DriftSnapshot:
-        """Live scores against the calibration scores."""
-        return self.drift.snapshot()
-
-    def install(self, detector: WindowDetector, model: ModelRef) -> None:
-        """Score from the next batch on with another model (validated by the caller).
+    def install(self, detector: WindowDetector, model: ModelRef) -> ThresholdSet:
+        """Score with another model from the next batch on (validated by the caller).
 
         The window spec must be the same (``check_replacement``): the live windows carry
-        over, so no series warms up again. The drift window restarts against the new
-        calibration scores. The ``stream`` score's per-series state carries over when the
-        new bundle has the same stream settings (its tails adapt to the new model's
-        residuals as they arrive); otherwise it starts again.
+        over, so no series warms up again. The ``stream`` score's per-series state carries
+        over when the new bundle has the same stream settings (its tails adapt to the new
+        model's residuals as they arrive); otherwise it starts again.
+
+        Raises:
+            ValueError: another window spec.
+            NotCalibratedError: the bundle has no thresholds.
         """
+        threshold = detector.threshold
         if detector.preprocess.spec != self.store.spec:
             msg = f"window spec {detector.preprocess.spec} differs from {self.store.spec}"
             raise ValueError(msg)
@@ -155,15 +206,13 @@ class KpiPipeline:
         new = detector.preprocess.stream if detector.streaming else None
         if new != old:  # the stream state means something else now: it starts again
             self.scorers = detector.new_scorers()
-        self.detector, self.model, self.threshold = detector, model, detector.threshold
-        self.drift = drift_monitor(
-            self.threshold, self.config.drift_window, self.config.drift_min_count
-        )
+        self.detector, self.model, self.threshold = detector, model, threshold
+        return threshold
 
     # ------------------------------------------------------------------ state
     def checkpoint_messages(self) -> list[OutboundMessage]:
         """Snapshots of the series changed since the last call (sent after the outputs)."""
-        topic = self.config.state_topic
+        topic = self.state_topic
         if topic is None:
             self._dirty.clear()
             self._tombstones.clear()
@@ -195,7 +244,7 @@ class KpiPipeline:
 
     def state_partition(self, input_partition: int) -> int:
         """The state topic partition holding the snapshots of an input partition's series."""
-        n = self.config.state_partitions
+        n = self.state.state_partitions
         return input_partition % n if n > 0 else input_partition
 
     def restore(
@@ -271,24 +320,25 @@ class KpiPipeline:
             self.scorers.drop(series)
 
     # ------------------------------------------------------------------ batches
-    def handle(self, messages: list[InboundMessage], now_ms: int) -> BatchOutcome:
-        """Handle one poll's messages; never raises for bad input (it is dead-lettered)."""
-        outcome = BatchOutcome()
+    def collect(
+        self, messages: list[InboundMessage], outcome: BatchOutcome, now_ms: int
+    ) -> KpiScored | None:
+        """Push the poll's points into their windows; score the full, warmed-up ones."""
         ready: list[_Ready] = []
         for message in messages:
-            outcome.offsets[(message.topic, message.partition)] = message.offset + 1
             self._collect(message, outcome, ready, now_ms)
-        if ready:
-            self._score(ready, outcome, now_ms)
+        return self._score(ready, outcome, now_ms) if ready else None
+
+    def finish(self, outcome: BatchOutcome, now_ms: int) -> None:
+        """Evict idle series (at most once a second); report the live series and state size."""
         if now_ms - self._last_eviction_ms >= EVICTION_INTERVAL_MS:  # a scan of every series
             self._last_eviction_ms = now_ms
-            self.store.evict_idle(now_ms, int(self.config.series_ttl_s * 1000))
+            self.store.evict_idle(now_ms, int(self.state.series_ttl_s * 1000))
         self._forget_evicted()
         outcome.series_live = len(self.store)
         outcome.state_bytes = self.store.memory_bytes + (
             0 if self.scorers is None else self.scorers.memory_bytes
         )
-        return outcome
 
     def _forget_evicted(self) -> None:
         """Drop the bookkeeping of series the store evicted; tombstone them at the checkpoint."""
@@ -351,79 +401,34 @@ class KpiPipeline:
                 )
             )  # fmt: skip
 
-    def _score(self, ready: list[_Ready], outcome: BatchOutcome, now_ms: int) -> None:
+    def _score(self, ready: list[_Ready], outcome: BatchOutcome, now_ms: int) -> KpiScored | None:
         series = [r.point.series for r in ready]
         values = np.stack([r.values for r in ready])
         mask = np.stack([r.mask for r in ready])
         end_ts = np.array([r.end_ts for r in ready], np.int64)
         scored = self.detector.score(series, values, mask, end_ts)
-        decided_scores = self.detector.decide_scores(scored, series, self.scorers)
-        if not decided_scores.ready.all():  # the stream score is still warming up
-            keep = self._hold_warming(ready, decided_scores.ready, outcome, now_ms)
+        decided = self.detector.decide_scores(scored, series, self.scorers)
+        if not decided.ready.all():  # the stream score is still warming up
+            keep = self._hold_warming(ready, decided.ready, outcome, now_ms)
             if keep.size == 0:
-                return
+                return None
             ready = [ready[j] for j in keep.tolist()]
             series = [series[j] for j in keep.tolist()]
             scored = scored.take(keep)
-            decided_scores = decided_scores._replace(
-                score=decided_scores.score[keep],
-                parts={k: v[keep] for k, v in decided_scores.parts.items()},
+            decided = decided._replace(
+                score=decided.score[keep], parts={k: v[keep] for k, v in decided.parts.items()}
             )
-        score, parts = decided_scores.score, decided_scores.parts
         field = self.threshold.segment_field
-        segments = None
+        segments: list[str | None] | None = None
         if field == "series":
             segments = list(series)
         elif field == "group":
             segments = [self.detector.preprocess.group(s) for s in series]
-        decided = self.threshold.decide(score, segments)
-        flagged = decided.severities != ""
-        self.drift.update(score, flagged)
-        outcome.records_scored += len(ready)
-        outcome.score_ratios = np.divide(
-            score, decided.thresholds, out=score.copy(), where=decided.thresholds > 0
-        )
-        outcome.event_ts_ms = np.array([r.point.ts for r in ready], np.int64)
-        gated = self.gate.policy.active
-        for i, item in enumerate(ready):
-            verdict = (
-                self.gate.observe(item.point.series, item.point.ts, str(decided.severities[i]))
-                if gated
-                else None
-            )
-            if not flagged[i] and self.config.score_topic is None:
-                continue
-            p_value = float(decided.p_values[i])
-            record: dict[str, Any] = {
-                "alert_id": f"{item.message.topic}:{item.message.partition}:"
-                f"{item.message.offset}:{max(item.index, 0)}",
-                "id": field_text(item.record.get("id")),
-                "key": item.point.series,
-                "series": item.point.series,
-                "ts": item.point.ts,
-                "scored_at": now_ms,
-                "model": {"name": self.model.name, "version": self.model.version},
-                "score_kind": self.detector.bundle.score_kind,
-                "score": float(score[i]),
-                "threshold": float(decided.thresholds[i]),
-                "p_value": None if math.isnan(p_value) else p_value,
-                "severity": str(decided.severities[i]) or "normal",
-                "status": "scored",
-                "components": {
-                    "recon": float(scored.recon_nll[i]),
-                    "kl": float(scored.kl[i]),
-                }
-                | {name: float(part[i]) for name, part in parts.items()},
-            }
-            if segments is not None:
-                record["segment"] = segments[i]
-            emit = apply_verdict(record, verdict, outcome)
-            if self.config.score_topic is not None:
-                outcome.outbound.append(self._out(self.config.score_topic, record, item.point))
-            if flagged[i] and emit:
-                record = record | {"explanation": self._explain(item, float(scored.expected[i]))}
-                outcome.alerts[record["severity"]] += 1
-                outcome.outbound.append(self._out(self.config.alert_topic, record, item.point))
+        components = {"recon": scored.recon_nll, "kl": scored.kl} | dict(decided.parts)
+        return KpiScored(
+            ready, decided.score, components, segments,
+            np.array([r.point.ts for r in ready], np.int64), scored.expected,
+        )  # fmt: skip
 
     def _hold_warming(
         self,
@@ -447,20 +452,6 @@ class KpiPipeline:
                 outcome.outbound.append(self._out(self.config.score_topic, status, item.point))
         return np.flatnonzero(is_ready)
 
-    def _explain(self, item: _Ready, expected: float) -> dict[str, Any]:
-        observed = item.point.value
-        return {
-            "window": {
-                "start_ts": item.start_ts,
-                "end_ts": item.end_ts,
-                "points": int(item.mask.size),
-                "observed_points": int(item.mask.sum()),
-            },
-            "observed": observed,
-            "expected": expected,
-            "deviation": observed - expected,
-        }
-
     def _status_record(
         self, point: _Point, message: InboundMessage, index: int, status: str, now_ms: int
     ) -> dict[str, Any]:
@@ -480,3 +471,10 @@ class KpiPipeline:
     @staticmethod
     def _out(topic: str, payload: dict[str, Any], point: _Point) -> OutboundMessage:
         return OutboundMessage(topic, encode_json(payload), point.series.encode())
+
+
+def kpi_pipeline(
+    detector: WindowDetector, model: ModelRef, config: PipelineConfig, state: KpiState
+) -> ScoringPipeline:
+    """The scoring pipeline of a KPI window model."""
+    return ScoringPipeline(KpiInput(detector, config, state), detector, model, config)
