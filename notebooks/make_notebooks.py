@@ -4,7 +4,7 @@
     python notebooks/make_notebooks.py --execute # and execute them in full mode (~30 min, 2 cores)
     python notebooks/make_notebooks.py --execute b c  # only those
 
-The experiments themselves live in ``streamvae.workflows.experiments``.
+The experiments themselves live in ``streamvae.bench.experiments``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from scipy.stats import spearmanr
 from streamvae.training import BetaSchedule
-from streamvae.workflows import experiments as ex
+from streamvae.bench import experiments as ex
 
 FAST = ex.fast_mode()  # STREAMVAE_FAST=1: the CI smoke run
 pl.Config.set_tbl_rows(60); pl.Config.set_tbl_cols(20)
@@ -258,14 +258,14 @@ convolutional VAE (16-32-64-256, LeakyReLU, learned decoder variance) learns nor
 200 held-out digits get one pasted anomaly each (a noise square, a bright blob, or a piece of
 another digit), with the ground-truth mask known. Every predictor's map is scored by its
 pixel-wise AUROC; the logistic-regression ensemble is fitted on 20 labelled images and
-evaluated on the other 180. The grid and the code are `streamvae.workflows.localisation`
+evaluated on the other 180. The grid and the code are `streamvae.bench.localisation`
 (the same as `tests/benchmarks/test_localisation.py`)."""),
     new_code_cell(SETUP + """
 from streamvae.bundle.image import ImageDetector
 from streamvae.data.images import builtin_digits, paste_anomalies
 from streamvae.scoring.maps import MAP_KINDS
 from streamvae.workflows.images import ImageSettings, train_images
-from streamvae.workflows.localisation import LocalisationSettings, run_localisation, table"""),
+from streamvae.bench.localisation import LocalisationSettings, run_localisation, table"""),
     new_code_cell("""\
 settings = LocalisationSettings(betas=(1.0,), latent_dims=(16,), epochs=2, test_images=40, labelled=10) if FAST \
     else LocalisationSettings()

@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from streamvae.errors import ConfigError, did_you_mean
+from streamvae.models import IMAGE_MODELS, KPI_MODELS, TABULAR_MODELS
 from streamvae.thresholds import (
     DEFAULT_BANDS,
     Bootstrap,
@@ -31,7 +32,7 @@ from streamvae.thresholds import (
     check_bands,
     fpr_for_alert_budget,
 )
-from streamvae.types import IMAGE_MODELS, KPI_MODELS, TABULAR_MODELS, ScoreKind
+from streamvae.types import ScoreKind
 
 
 def unknown_model_message(name: str, kind: str, allowed: tuple[str, ...]) -> str:
@@ -80,7 +81,7 @@ class ModelSettings(BaseModel):
     """Which registered model family and its hyper-parameters."""
 
     model_config = _SECTION
-    name: str = Field("vae", description="vae, sparse_vae, cvae or dcvae")
+    name: str = Field("vae", description=", ".join(TABULAR_MODELS))
     latent_dim: int = Field(8, ge=1)
     hidden_dims: tuple[int, ...] = (64, 32)
     width: float = Field(1.0, gt=0.0, description="multiplies every hidden width")

@@ -32,14 +32,6 @@ it, in the series' robust units; ``window_neg_elbo``: the masked negative ELBO o
 series has shown so far (the default, see :mod:`streamvae.scoring.stream_scores`).
 """
 
-TABULAR_MODELS: tuple[str, ...] = ("vae", "sparse_vae", "cvae", "dcvae")
-"""Model families ``streamvae train`` fits to feature vectors (``model.name``)."""
-KPI_MODELS: tuple[str, ...] = ("vae", "sparse_vae", "cvae", "dcvae", "conv1d_vae", "conv1d_cvae")
-"""Model families ``streamvae train-kpi`` fits to KPI windows (``--model``)."""
-IMAGE_MODELS: tuple[str, ...] = ("conv2d_vae", "conv2d_vae_stem")
-"""Model families ``streamvae train-images`` fits to images (``--model``)."""
-
-
 SCORE_KINDS: tuple[ScoreKind, ...] = (
     "neg_elbo",
     "recon_error",

@@ -138,7 +138,9 @@ class TabularDetector:
 
     def __init__(self, bundle: ModelBundle, *, device: str = "cpu", chunk_size: int = 8192) -> None:
         if not isinstance(bundle.preprocess, TabularPreprocess):
-            msg = "not a tabular bundle: score a KPI window model with WindowDetector"
+            kind = bundle.preprocess.KIND
+            msg = f"not a feature-vector bundle (its preprocessing is {kind!r}): build its "
+            msg += "detector with streamvae.bundle.input_kind(bundle.preprocess).build(bundle)"
             raise ModelLoadError(msg)
         self.bundle = bundle
         self.preprocess: TabularPreprocess = bundle.preprocess

@@ -11,8 +11,8 @@ import numpy.typing as npt
 import torch
 
 from streamvae.bundle.model import load_model, thresholds_in_force
+from streamvae.data.kpi_features import CALENDAR_FEATURES, SeriesScaler, calendar_features
 from streamvae.data.series_state import WindowSpec, replay
-from streamvae.data.windows import CALENDAR_FEATURES, SeriesScaler, calendar_features
 from streamvae.errors import ModelLoadError
 from streamvae.scoring.stream_scores import StreamScorers, StreamScoring
 from streamvae.scoring.windows import score_windows
@@ -32,7 +32,7 @@ class WindowPreprocess:
         scalers: robust scaling per series id seen in training.
         fallback: scaling for series the model has not seen (pooled over training series).
         calendar: the model is conditioned on hour of day and day of week of the newest
-            point (the features of :func:`~streamvae.data.windows.calendar_features`).
+            point (the features of :func:`~streamvae.data.kpi_features.calendar_features`).
         utc_offset_ms: local time offset of the calendar features.
         group_separator: a series' group (for per-group thresholds) is its id up to the
             first separator.

@@ -1,8 +1,16 @@
-"""The ``streamvae`` command line: train, calibrate, thresholds, evaluate, promote, serve, demo."""
+"""The ``streamvae`` command line, one module per domain (each registers its commands)."""
 
 from __future__ import annotations
 
-from streamvae.cli import calibration, commands, scoring  # noqa: F401 (registers the commands)
+from streamvae.cli import (  # noqa: F401 (each registers its commands)
+    bench,
+    calibration,
+    demo,
+    evaluate,
+    scoring,
+    serving,
+    train,
+)
 from streamvae.cli.common import app
 
 

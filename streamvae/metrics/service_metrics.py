@@ -22,6 +22,7 @@ from streamvae.types import DEAD_LETTER_REASONS, SEVERITIES, ModelRef
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 # score / threshold: 1.0 is the decision boundary, so one bucket set fits every model
+NS = "streamvae"
 RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 
 
@@ -29,7 +30,7 @@ class ServiceMetrics:
     """The service's metrics; construct once per registry (tests pass a fresh one)."""
 
     def __init__(self, registry: CollectorRegistry | None = None, *, topic: str = "") -> None:
-        """Create every metric on ``registry``.
+        """Create every metric on ``registry``, with each labelled series at zero.
 
         Args:
             registry: where the metrics live (default: a fresh one).
@@ -37,191 +38,168 @@ class ServiceMetrics:
                 rules can tell services apart by what they consume (one series a process:
                 no per-record label, so no extra cardinality).
         """
-        registry = CollectorRegistry() if registry is None else registry
-        self.registry = registry
+        self.registry = CollectorRegistry() if registry is None else registry
         self.topic = topic
-        ns = "streamvae"
-        self.messages_consumed = Counter(
-            "messages_consumed", "Kafka messages consumed.", namespace=ns, registry=registry
-        )
-        self.records_consumed = Counter(
-            "records_consumed",
-            "Records received (batch elements; an undecodable message counts as one).",
-            namespace=ns,
-            registry=registry,
-        )
-        self.records_scored = Counter(
-            "records_scored", "Records scored.", namespace=ns, registry=registry
-        )
-        self.records_dead_lettered = Counter(
-            "records_dead_lettered",
-            "Records sent to the dead-letter topic, by reason.",
-            ["reason"],
-            namespace=ns,
-            registry=registry,
-        )
-        self.alerts = Counter(
-            "alerts", "Alerts produced, by severity.", ["severity"], namespace=ns, registry=registry
-        )
-        self.alerts_suppressed = Counter(
-            "alerts_suppressed",
-            "Over-threshold scores whose alert was held back, by reason (cooldown: the key "
-            "alerted recently; unconfirmed: fewer than m of its last n scores were flagged).",
-            ["reason"],
-            namespace=ns,
-            registry=registry,
-        )
-        self.score_ratio = BulkHistogram(
-            f"{ns}_score_threshold_ratio",
-            "Score divided by the threshold in force (> 1 alerts).",
-            RATIO_BUCKETS,
-            registry,
-        )
-        self.threshold = Gauge("threshold", "Threshold in force.", namespace=ns, registry=registry)
-        self.expected_alert_ratio = Gauge(
-            "expected_alert_ratio",
-            "Alert rate on normal traffic expected from calibration.",
-            namespace=ns,
-            registry=registry,
-        )
-        self.scoring_seconds = Histogram(
-            "scoring_duration_seconds",
-            "Time to decode, score and decide one batch.",
-            buckets=LATENCY_BUCKETS_S,
-            namespace=ns,
-            registry=registry,
-        )
-        self.end_to_end_seconds = BulkHistogram(
-            f"{ns}_end_to_end_latency_seconds",
-            "Record timestamp to its score being produced.",
-            LATENCY_BUCKETS_S,
-            registry,
-        )
-        self.batch_size = Histogram(
-            "batch_size_records", "Records per scored batch.", buckets=BATCH_BUCKETS, namespace=ns,
-            registry=registry,
-        )  # fmt: skip
-        self.consumer_lag = Gauge(
-            "consumer_lag_records",
-            "Records behind the high watermark, per partition.",
-            ["topic", "partition"],
-            namespace=ns,
-            registry=registry,
-        )
-        self.model_info = Gauge(
-            "model_info",
-            "The model being served and the topic it scores (value 1).",
-            ["name", "version", "alias", "score_kind", "topic"],
-            namespace=ns,
-            registry=registry,
-        )
-        self.model_loads = Counter(
-            "model_loads", "Models loaded (start and reloads).", namespace=ns, registry=registry
-        )
-        self.model_reloads = Counter(
-            "model_reloads",
-            "Live model swaps attempted after the registry alias moved, by result "
-            "(swapped; refused: failed validation, the old model keeps serving; failed: the "
-            "registry or download failed, retried).",
-            ["result"],
-            namespace=ns,
-            registry=registry,
-        )
-        self.shadow_model_info = Gauge(
-            "shadow_model_info",
-            "The shadow (challenger) model scored alongside, alerts not emitted (value 1).",
-            ["name", "version", "alias", "score_kind", "topic"],
-            namespace=ns,
-            registry=registry,
-        )
-        self.shadow_scored = Counter(
-            "shadow_records_scored",
-            "Records scored by the shadow model.",
-            namespace=ns,
-            registry=registry,
-        )
-        self.shadow_alerts = Counter(
-            "shadow_alerts",
-            "Alerts the shadow model would have raised (not emitted), by severity.",
-            ["severity"],
-            namespace=ns,
-            registry=registry,
-        )
-        self.errors = Counter(
-            "errors",
-            "Internal errors, by kind (produce, commit, scoring: a batch raised; "
-            "dependency: the schema registry failed; output_too_large: an output cut to fit; "
-            "map_write: an anomaly map not saved).",
-            ["kind"],
-            namespace=ns,
-            registry=registry,
-        )
-        self.up = Gauge("up", "1 while the scoring loop runs.", namespace=ns, registry=registry)
-        self.last_batch_timestamp = Gauge(
-            "last_batch_timestamp_seconds",
-            "Unix time of the last processed batch.",
-            namespace=ns,
-            registry=registry,
-        )
-        self.drift_ks = Gauge(
-            "drift_ks_statistic",
-            "Kolmogorov-Smirnov distance of the live score window from the calibration scores.",
-            namespace=ns,
-            registry=registry,
-        )
-        self.drift_psi = Gauge(
-            "drift_psi",
-            "Population stability index of the live score window vs the calibration scores.",
-            namespace=ns,
-            registry=registry,
-        )
-        self.live_alert_ratio = Gauge(
-            "live_alert_ratio",
-            "Share of the live score window that alerted (compare expected_alert_ratio).",
-            namespace=ns,
-            registry=registry,
-        )
-        self.drift_window = Gauge(
-            "drift_window_records",
-            "Scores in the live drift window.",
-            namespace=ns,
-            registry=registry,
-        )
-        self.records_unscored = Counter(
-            "records_unscored",
-            "KPI points not scored, by status (warming_up: the series' window is not full; "
-            "sparse: too few observed points in it; replayed: absorbed before a restart).",
-            ["status"],
-            namespace=ns,
-            registry=registry,
-        )
-        self.series_live = Gauge(
-            "kpi_series_live", "KPI series with window state held.", namespace=ns, registry=registry
-        )
-        self.state_bytes = Gauge(
-            "kpi_state_bytes",
-            "Approximate memory held by KPI window state.",
-            namespace=ns,
-            registry=registry,
-        )
-        for status in ("warming_up", "sparse", "replayed"):
-            self.records_unscored.labels(status=status)
-        for reason in DEAD_LETTER_REASONS:
-            self.records_dead_lettered.labels(reason=reason)
-        for severity in SEVERITIES:
-            self.alerts.labels(severity=severity)
-            self.shadow_alerts.labels(severity=severity)
-        for why in ("cooldown", "unconfirmed"):
-            self.alerts_suppressed.labels(reason=why)
-        for result in ("swapped", "refused", "failed"):
-            self.model_reloads.labels(result=result)
-        for kind in ("produce", "commit", "scoring", "dependency", "output_too_large", "map_write"):
-            self.errors.labels(kind=kind)
+        self._records()
+        self._alerting()
+        self._timing()
+        self._models()
+        self._health()
+        self._drift()
+        self._kpi_state()
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
             # RSS, CPU seconds, open fds, Python version, GC counts; ValueError: already on
             # this registry (the process-wide default one has them)
             with contextlib.suppress(ValueError):
-                collector(registry=registry)
+                collector(registry=self.registry)
+
+    def _counter(self, name: str, doc: str, label: str | None = None, *values: str) -> Counter:
+        """A counter ``streamvae_<name>_total``; with ``label``, its ``values`` start at 0."""
+        counter = Counter(
+            name, doc, [] if label is None else [label], namespace=NS, registry=self.registry
+        )
+        for value in values:
+            counter.labels(value)
+        return counter
+
+    def _gauge(self, name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+        """A gauge ``streamvae_<name>``."""
+        return Gauge(name, doc, list(labels), namespace=NS, registry=self.registry)
+
+    def _records(self) -> None:
+        """What came in and where it went."""
+        self.messages_consumed = self._counter("messages_consumed", "Kafka messages consumed.")
+        self.records_consumed = self._counter(
+            "records_consumed",
+            "Records received (batch elements; an undecodable message counts as one).",
+        )
+        self.records_scored = self._counter("records_scored", "Records scored.")
+        self.records_dead_lettered = self._counter(
+            "records_dead_lettered",
+            "Records sent to the dead-letter topic, by reason.",
+            "reason",
+            *DEAD_LETTER_REASONS,
+        )
+        self.errors = self._counter(
+            "errors",
+            "Internal errors, by kind (produce, commit, scoring: a batch raised; "
+            "dependency: the schema registry failed; output_too_large: an output cut to fit; "
+            "map_write: an anomaly map not saved).",
+            "kind",
+            *("produce", "commit", "scoring", "dependency", "output_too_large", "map_write"),
+        )
+
+    def _alerting(self) -> None:
+        """Alerts, held-back alerts, and scores against the threshold."""
+        self.alerts = self._counter(
+            "alerts", "Alerts produced, by severity.", "severity", *SEVERITIES
+        )
+        self.alerts_suppressed = self._counter(
+            "alerts_suppressed",
+            "Over-threshold scores whose alert was held back, by reason (cooldown: the key "
+            "alerted recently; unconfirmed: fewer than m of its last n scores were flagged).",
+            "reason",
+            *("cooldown", "unconfirmed"),
+        )
+        self.score_ratio = BulkHistogram(
+            f"{NS}_score_threshold_ratio",
+            "Score divided by the threshold in force (> 1 alerts).",
+            RATIO_BUCKETS,
+            self.registry,
+        )
+        self.threshold = self._gauge("threshold", "Threshold in force.")
+        self.expected_alert_ratio = self._gauge(
+            "expected_alert_ratio", "Alert rate on normal traffic expected from calibration."
+        )
+
+    def _timing(self) -> None:
+        """Batch time and size, end-to-end latency, consumer lag."""
+        self.scoring_seconds = Histogram(
+            "scoring_duration_seconds", "Time to decode, score and decide one batch.",
+            buckets=LATENCY_BUCKETS_S, namespace=NS, registry=self.registry,
+        )  # fmt: skip
+        self.end_to_end_seconds = BulkHistogram(
+            f"{NS}_end_to_end_latency_seconds",
+            "Record timestamp to its score being produced.",
+            LATENCY_BUCKETS_S,
+            self.registry,
+        )
+        self.batch_size = Histogram(
+            "batch_size_records", "Records per scored batch.", buckets=BATCH_BUCKETS,
+            namespace=NS, registry=self.registry,
+        )  # fmt: skip
+        self.consumer_lag = self._gauge(
+            "consumer_lag_records",
+            "Records behind the high watermark, per partition.",
+            ("topic", "partition"),
+        )
+
+    def _models(self) -> None:
+        """The served model, its loads and swaps, and the shadow model's would-be alerts."""
+        info = ("name", "version", "alias", "score_kind", "topic")
+        self.model_info = self._gauge(
+            "model_info", "The model being served and the topic it scores (value 1).", info
+        )
+        self.model_loads = self._counter("model_loads", "Models loaded (start and reloads).")
+        self.model_reloads = self._counter(
+            "model_reloads",
+            "Live model swaps attempted after the registry alias moved, by result "
+            "(swapped; refused: failed validation, the old model keeps serving; failed: the "
+            "registry or download failed, retried).",
+            "result",
+            *("swapped", "refused", "failed"),
+        )
+        self.shadow_model_info = self._gauge(
+            "shadow_model_info",
+            "The shadow (challenger) model scored alongside, alerts not emitted (value 1).",
+            info,
+        )
+        self.shadow_scored = self._counter(
+            "shadow_records_scored", "Records scored by the shadow model."
+        )
+        self.shadow_alerts = self._counter(
+            "shadow_alerts",
+            "Alerts the shadow model would have raised (not emitted), by severity.",
+            "severity",
+            *SEVERITIES,
+        )
+
+    def _health(self) -> None:
+        """Whether the loop runs, and when it last handled a batch."""
+        self.up = self._gauge("up", "1 while the scoring loop runs.")
+        self.last_batch_timestamp = self._gauge(
+            "last_batch_timestamp_seconds", "Unix time of the last processed batch."
+        )
+
+    def _drift(self) -> None:
+        """The live score window against the calibration scores."""
+        self.drift_ks = self._gauge(
+            "drift_ks_statistic",
+            "Kolmogorov-Smirnov distance of the live score window from the calibration scores.",
+        )
+        self.drift_psi = self._gauge(
+            "drift_psi",
+            "Population stability index of the live score window vs the calibration scores.",
+        )
+        self.live_alert_ratio = self._gauge(
+            "live_alert_ratio",
+            "Share of the live score window that alerted (compare expected_alert_ratio).",
+        )
+        self.drift_window = self._gauge("drift_window_records", "Scores in the live drift window.")
+
+    def _kpi_state(self) -> None:
+        """KPI points not scored, and the window state held."""
+        self.records_unscored = self._counter(
+            "records_unscored",
+            "KPI points not scored, by status (warming_up: the series' window is not full; "
+            "sparse: too few observed points in it; replayed: absorbed before a restart).",
+            "status",
+            *("warming_up", "sparse", "replayed"),
+        )
+        self.series_live = self._gauge("kpi_series_live", "KPI series with window state held.")
+        self.state_bytes = self._gauge(
+            "kpi_state_bytes", "Approximate memory held by KPI window state."
+        )
 
     def set_model(
         self, model: ModelRef, score_kind: str, threshold: float, expected_rate: float

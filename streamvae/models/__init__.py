@@ -16,11 +16,20 @@ from streamvae.models.vae import VAE, VAEConfig
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """How to build one registered model family."""
+    """How to build one registered model family, and which input kinds it serves.
+
+    Attributes:
+        config_cls: the family's config dataclass.
+        model_cls: the network.
+        summary: one line for people.
+        kinds: the input kinds it fits (``tabular``, ``window``, ``image``: the keys of
+            ``streamvae.bundle.INPUT_KINDS``).
+    """
 
     config_cls: type[Any]
     model_cls: type[BaseVAE]
     summary: str
+    kinds: frozenset[str]
 
     @property
     def conditional(self) -> bool:
@@ -33,27 +42,68 @@ MODEL_REGISTRY: Final[dict[str, ModelSpec]] = {
         VAEConfig,
         VAE,
         "Gaussian VAE / beta-VAE with MLP encoder and decoder; learn_variance: trained gamma",
+        frozenset({"tabular", "window"}),
     ),
     "sparse_vae": ModelSpec(
-        VAEConfig, SparseVAE, "Sparse VAE: variational-dropout latent, pruned dimensions"
+        VAEConfig,
+        SparseVAE,
+        "Sparse VAE: variational-dropout latent, pruned dimensions",
+        frozenset({"tabular", "window"}),
     ),
-    "cvae": ModelSpec(ConditionalVAEConfig, CVAE, "conditional VAE on the record's context"),
+    "cvae": ModelSpec(
+        ConditionalVAEConfig,
+        CVAE,
+        "conditional VAE on the record's context",
+        frozenset({"tabular", "window"}),
+    ),
     "dcvae": ModelSpec(
-        ConditionalVAEConfig, DCVAE, "disentangled CVAE: learned conditional prior r(z_i | c)"
+        ConditionalVAEConfig,
+        DCVAE,
+        "disentangled CVAE: learned conditional prior r(z_i | c)",
+        frozenset({"tabular", "window"}),
     ),
     "conv1d_vae": ModelSpec(
-        Conv1dVAEConfig, Conv1dVAE, "KPI windows: 1-D convolutional encoder and decoder"
+        Conv1dVAEConfig,
+        Conv1dVAE,
+        "KPI windows: 1-D convolutional encoder and decoder",
+        frozenset({"window"}),
     ),
     "conv1d_cvae": ModelSpec(
-        Conv1dVAEConfig, Conv1dCVAE, "KPI windows: 1-D convolutional CVAE (e.g. calendar)"
+        Conv1dVAEConfig,
+        Conv1dCVAE,
+        "KPI windows: 1-D convolutional CVAE (e.g. calendar)",
+        frozenset({"window"}),
     ),
     "conv2d_vae": ModelSpec(
-        Conv2dVAEConfig, Conv2dVAE, "images: fully convolutional 16-32-64-256 (localisation)"
+        Conv2dVAEConfig,
+        Conv2dVAE,
+        "images: fully convolutional 16-32-64-256 (localisation)",
+        frozenset({"image"}),
     ),
     "conv2d_vae_stem": ModelSpec(
-        Conv2dStemVAEConfig, Conv2dVAE, "images: 64-128-256 encoder, linear stem decoder"
+        Conv2dStemVAEConfig,
+        Conv2dVAE,
+        "images: 64-128-256 encoder, linear stem decoder",
+        frozenset({"image"}),
     ),
 }
+
+
+def models_for(kind: str) -> tuple[str, ...]:
+    """The families that serve input kind ``kind``, in registry order.
+
+    >>> models_for("image")
+    ('conv2d_vae', 'conv2d_vae_stem')
+    """
+    return tuple(key for key, spec in MODEL_REGISTRY.items() if kind in spec.kinds)
+
+
+TABULAR_MODELS: Final[tuple[str, ...]] = models_for("tabular")
+"""Model families ``streamvae train`` fits to feature vectors (``model.name``)."""
+KPI_MODELS: Final[tuple[str, ...]] = models_for("window")
+"""Model families ``streamvae train-kpi`` fits to KPI windows (``--model``)."""
+IMAGE_MODELS: Final[tuple[str, ...]] = models_for("image")
+"""Model families ``streamvae train-images`` fits to images (``--model``)."""
 
 
 def model_spec(key: str) -> ModelSpec:
@@ -94,7 +144,10 @@ def build_model(key: str, config: Any) -> BaseVAE:
 __all__ = [
     "CVAE",
     "DCVAE",
+    "IMAGE_MODELS",
+    "KPI_MODELS",
     "MODEL_REGISTRY",
+    "TABULAR_MODELS",
     "VAE",
     "BaseVAE",
     "ConditionalVAEConfig",
@@ -116,4 +169,5 @@ __all__ = [
     "importance_nll",
     "latent_noise",
     "model_spec",
+    "models_for",
 ]

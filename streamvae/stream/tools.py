@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streamvae.types import InboundMessage
+from streamvae.types import InboundMessage, OutboundMessage
 
 
 def produce_all(
@@ -24,6 +24,20 @@ def produce_all(
     count = 0
     for i, value in enumerate(values):
         producer.send(topic, value=value, key=key(i))
+        count += 1
+    producer.flush()
+    producer.close()
+    return count
+
+
+def produce_messages(bootstrap_servers: str, messages: Iterable[OutboundMessage]) -> int:
+    """Send each message (its topic, value, key and headers) and flush; returns how many."""
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap_servers, linger_ms=5, max_request_size=33_554_432
+    )
+    count = 0
+    for m in messages:
+        producer.send(m.topic, m.value, m.key, list(m.headers), m.partition)
         count += 1
     producer.flush()
     producer.close()

@@ -15,11 +15,10 @@ from streamvae.thresholds.calibrate import (
     p_values,
     validated_scores,
 )
-from streamvae.thresholds.decide import classify
 from streamvae.thresholds.drift import DriftMonitor, DriftSnapshot, ks_statistic, psi
 from streamvae.thresholds.hygiene import Admitted, AlertGate, HygienePolicy, bounded_key
 from streamvae.thresholds.labels import PRCurve, calibrate_for_target, precision_recall_curve
-from streamvae.thresholds.segments import (
+from streamvae.thresholds.sets import (
     DEFAULT_BANDS,
     Decisions,
     ThresholdSet,
@@ -52,7 +51,6 @@ __all__ = [
     "calibrate_set",
     "check_bands",
     "check_fpr",
-    "classify",
     "conformal_quantile",
     "fpr_for_alert_budget",
     "ks_statistic",

@@ -15,7 +15,7 @@ from streamvae.thresholds.calibrate import (
     calibrate_percentile,
     validated_scores,
 )
-from streamvae.thresholds.segments import (
+from streamvae.thresholds.sets import (
     DEFAULT_BANDS,
     SeverityBands,
     ThresholdSet,

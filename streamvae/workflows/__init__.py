@@ -1,1 +1,1 @@
-"""Workflows that combine the layers: train, calibrate, evaluate, promote, demo."""
+"""Operator workflows over the layers: train, calibrate, evaluate, score, promote."""

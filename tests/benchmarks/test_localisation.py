@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from streamvae.workflows.localisation import LocalisationSettings, run_localisation, table
+from streamvae.bench.localisation import LocalisationSettings, run_localisation, table
 from tests.benchmarks.harness import write_json
 
 PAPER = (

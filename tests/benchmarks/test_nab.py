@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamvae.data.nab import load_nab
-from streamvae.workflows.nab import (
+from streamvae.bench.nab import (
     FileResult,
     NabSettings,
     diagnose,
@@ -25,6 +24,7 @@ from streamvae.workflows.nab import (
     format_diagnosis,
     format_report,
 )
+from streamvae.data.nab import load_nab
 
 SCOREBOARD = (
     "NAB scoreboard (standard profile, full corpus): Numenta HTM 70.5, CAD OSE 69.9, "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamvae.workflows.demo_images import ImageDemoSettings, run_image_demo
+from streamvae.demos.images import ImageDemoSettings, run_image_demo
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mlflow, pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamvae.workflows.demo_kpi import KpiDemoSettings, run_kpi_demo, synthetic_series
+from streamvae.demos.kpi import KpiDemoSettings, run_kpi_demo, synthetic_series
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mlflow, pytest.mark.slow, pytest.mark.timeout(300)]
 

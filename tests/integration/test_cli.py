@@ -161,7 +161,8 @@ def test_every_result_prints_as_json_and_models_lists_the_registry(workdir):
         (["evaluate"], "needs MODEL_URI and DATA (or --nab DIR)"),
         (["evaluate", "m", "--nab", "."], "give no MODEL_URI or DATA"),
         (["evaluate", "--nab", "."], "is not a NAB directory"),
-        (["evaluate", "--nab", ".", "--nab-model", "ghost"], "bad --nab-model 'ghost'"),
+        (["bench", "nab", ".", "--model", "ghost"], "bad --model 'ghost'"),
+        (["bench", "nab", "."], "is not a NAB directory"),
         (["train-kpi", "missing.csv"], "KPI history 'missing.csv' does not exist"),
         (["calibrate", "models:/m@a", "missing.csv"], "data 'missing.csv' does not exist"),
         (["train", "--data", "missing.csv"], "data file 'missing.csv' does not exist"),
@@ -505,7 +506,7 @@ def test_a_28x28_image_model_trains_unpadded_and_evaluates_with_pixel_auroc(work
     assert code == 2 and "images are 1x16x16 (CxHxW), the model takes 1x28x28" in out, out
 
 
-def test_evaluate_nab_prints_profiles_and_writes_nab_results(workdir):
+def test_bench_nab_prints_profiles_and_writes_nab_results(workdir):
     from tests.factories import KPI_INTERVAL_MS, kpi_values
 
     data = workdir / "nab" / "synthetic"
@@ -521,7 +522,7 @@ def test_evaluate_nab_prints_profiles_and_writes_nab_results(workdir):
     windows = {"synthetic/spiky.csv": [[text[1190], text[1230]]]}
     (workdir / "nab" / "windows.json").write_text(json.dumps(windows))
     code, out = invoke(
-        "evaluate", "--nab", "nab", "--write-results", "results", "--nab-model", "vae",
+        "bench", "nab", "nab", "--write-results", "results", "--model", "vae",
         "--epochs", "10", "--ensemble", "1", "--diagnose", "--json",
     )  # fmt: skip
     assert code == 0, out

@@ -15,12 +15,12 @@ import numpy as np
 import orjson
 import pytest
 
+from streamvae.bench.nab import NabSettings, file_bundle, run_file
 from streamvae.bundle import save_bundle
 from streamvae.data.nab import load_nab
 from streamvae.scoring.nab import probationary_length
 from streamvae.stream.tools import produce_all
 from streamvae.thresholds import CalibrationSpec, calibrate_set
-from streamvae.workflows.nab import NabSettings, file_bundle, run_file
 from tests.integration.kafka_helpers import Topics, read_json, running_service, serve_settings
 
 FILE = "realAdExchange/exchange-3_cpm_results.csv"

@@ -100,8 +100,7 @@ def test_tabular_model_names_are_checked_when_settings_load(name, expected):
 
 
 def test_model_lists_cover_the_registry():
-    from streamvae.models import MODEL_REGISTRY
-    from streamvae.types import IMAGE_MODELS, KPI_MODELS, TABULAR_MODELS
+    from streamvae.models import IMAGE_MODELS, KPI_MODELS, MODEL_REGISTRY, TABULAR_MODELS
 
     assert set(TABULAR_MODELS) | set(KPI_MODELS) | set(IMAGE_MODELS) == set(MODEL_REGISTRY)
 

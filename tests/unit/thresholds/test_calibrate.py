@@ -9,9 +9,9 @@ from scipy import stats
 from streamvae.thresholds import (
     Bootstrap,
     Threshold,
+    ThresholdSet,
     calibrate_fpr,
     calibrate_percentile,
-    classify,
     conformal_quantile,
     fpr_for_alert_budget,
     min_calibration_size,
@@ -58,12 +58,17 @@ def test_ties_at_the_threshold_do_not_alert():
     thr = calibrate_percentile(np.ones(200), 99.0, score_kind="neg_elbo")
     assert thr.value == 1.0
     assert thr.empirical_alert_rate == 0.0
-    assert not classify(np.ones(5), thr.value).any()
+    thresholds = ThresholdSet(default=thr, reference={"": np.ones(200)})
+    assert (thresholds.decide(np.ones(5)).severities == "").all()
 
 
-def test_classify_is_strictly_greater():
-    assert classify([0.999, 1.0, 1.001], 1.0).tolist() == [False, False, True]
-    assert classify([0.0, 1e-12], 0.0).tolist() == [False, True], "a 0.0 threshold is a real value"
+def test_a_score_alerts_only_strictly_above_its_threshold():
+    one = calibrate_percentile(np.ones(200), 99.0, score_kind="neg_elbo")
+    decided = ThresholdSet(default=one).decide(np.array([0.999, 1.0, 1.001]))
+    assert (decided.severities != "").tolist() == [False, False, True]
+    zero = calibrate_percentile(np.zeros(200), 99.0, score_kind="neg_elbo")
+    decided = ThresholdSet(default=zero).decide(np.array([0.0, 1e-12]))
+    assert (decided.severities != "").tolist() == [False, True], "a 0.0 threshold is real"
 
 
 def test_conformal_quantile_is_the_ceil_n_plus_1_order_statistic():

@@ -13,7 +13,6 @@ letters come back from their topics.
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,20 +23,24 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from streamvae.config import KafkaSettings, ServeSettings, TrackingSettings
 from streamvae.data.nab import load_nab
-from streamvae.stream.admin import ensure_topics
-from streamvae.stream.embedded import EmbeddedBroker, free_port
+from streamvae.demos.harness import (
+    DemoTopics,
+    background_service,
+    demo_tracking,
+    embedded,
+    linger,
+    serve_settings,
+)
 from streamvae.stream.tools import produce_all, read_topic
 from streamvae.training import TrainingCallback
 from streamvae.types import InboundMessage, RunStats
-from streamvae.workflows.demo import background_service, linger
 from streamvae.workflows.kpi import KpiSettings, train_and_register
 
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "streamvae-demo-kpi"
-INPUT, ALERTS, SCORES, DEAD = "demo-kpi", "demo-kpi-alerts", "demo-kpi-scores", "demo-kpi-dead"
+TOPICS = DemoTopics.named("demo-kpi")
 NAB_FILES = (
     "artificialWithAnomaly/art_daily_jumpsup.csv",
     "realAWSCloudwatch/ec2_cpu_utilization_825cc2.csv",
@@ -166,10 +169,8 @@ def run_kpi_demo(
     if not series:
         msg = f"none of the demo's NAB files {list(NAB_FILES)} is under {cfg.nab_dir}"
         raise ValueError(msg)
-    with tempfile.TemporaryDirectory(prefix="streamvae-demo-kpi-") as tmp, EmbeddedBroker() as b:
-        say(f"embedded Kafka-protocol broker on {b.bootstrap_servers}")
-        work = cfg.work_dir or Path(tmp)
-        return _run(cfg, series, source, work, b.bootstrap_servers, callbacks or [], say)
+    with embedded("streamvae-demo-kpi", cfg.work_dir, say) as (bootstrap, work):
+        return _run(cfg, series, source, work, bootstrap, callbacks or [], say)
 
 
 def _run(
@@ -180,34 +181,26 @@ def _run(
     history = {s.name: (s.ts_ms[: cut[s.name]], s.values[: cut[s.name]]) for s in series}
     say(f"training {cfg.model} on the first {cfg.history_fraction:.0%} of {len(series)} "
         f"series from {source}")  # fmt: skip
-    tracking = TrackingSettings(
-        work_dir=str(work), registered_model=MODEL_NAME, alias="champion", experiment="demo-kpi"
-    )
+    tracking = demo_tracking(work, MODEL_NAME, "demo-kpi")
     settings = KpiSettings(
         model=cfg.model, window_len=cfg.window_len, epochs=cfg.epochs, seed=cfg.seed,
         percentile=cfg.percentile, device="cpu",
     )  # fmt: skip
     outcome = train_and_register(history, settings, tracking, callbacks, log=say)
     say(f"registered {MODEL_NAME} v{outcome.version} as @champion")
-    kafka = KafkaSettings(
-        bootstrap_servers=bootstrap, input_topic=INPUT, alert_topic=ALERTS, dead_letter_topic=DEAD,
-        score_topic=SCORES, group_id="streamvae-demo-kpi", session_timeout_ms=2000,
-        heartbeat_interval_ms=500,
-    )  # fmt: skip
-    ensure_topics(kafka, (INPUT, ALERTS, SCORES, DEAD), partitions=cfg.partitions)
-    serve = ServeSettings(
-        model_uri=f"models:/{MODEL_NAME}@champion", kafka=kafka, tracking=tracking,
-        metrics_port=free_port(), poll_timeout_ms=50,
-    )  # fmt: skip
+    serve = serve_settings(bootstrap, TOPICS, tracking, partitions=cfg.partitions)
     items = _messages(series, cut, cfg.max_points)
     late = items[len(items) // 2]  # a repeated point: comes back as a dead letter
     with background_service(serve) as (service, stats):
-        say(f"streaming {len(items)} points (one per message, keyed by series) into {INPUT!r}")
+        say(f"streaming {len(items)} points (one per message, keyed by series) "
+            f"into {TOPICS.input!r}")  # fmt: skip
         started = time.monotonic()
         keys = [k for _, k, _ in items] + [late[1]]
-        produce_all(bootstrap, INPUT, [v for _, _, v in items] + [late[2]], key=lambda i: keys[i])
+        produce_all(
+            bootstrap, TOPICS.input, [v for _, _, v in items] + [late[2]], key=lambda i: keys[i]
+        )
         scores = read_topic(
-            bootstrap, SCORES, partitions=cfg.partitions, expected=len(items), timeout_s=120
+            bootstrap, TOPICS.scores, partitions=cfg.partitions, expected=len(items), timeout_s=120
         )
         elapsed = time.monotonic() - started
         flagged = sum(
@@ -216,9 +209,11 @@ def _run(
             for m in scores
         )
         alerts = read_topic(
-            bootstrap, ALERTS, partitions=cfg.partitions, expected=flagged, timeout_s=30
+            bootstrap, TOPICS.alerts, partitions=cfg.partitions, expected=flagged, timeout_s=30
         )
-        dead = read_topic(bootstrap, DEAD, partitions=cfg.partitions, expected=1, timeout_s=10)
+        dead = read_topic(
+            bootstrap, TOPICS.dead, partitions=cfg.partitions, expected=1, timeout_s=10
+        )
         metrics_url = linger(service, cfg.linger_s, say)
     return _report(series, source, scores, alerts, dead, elapsed, serve.model_uri, metrics_url,
                    stats[0] if stats else RunStats())  # fmt: skip

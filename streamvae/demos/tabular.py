@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import logging
 import random
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,12 +13,17 @@ from typing import Any
 import numpy as np
 import orjson
 
-from streamvae.config import KafkaSettings, ServeSettings, TrackingSettings, TrainSettings
+from streamvae.config import TrainSettings
 from streamvae.data import Table, load_builtin, novelty_split
+from streamvae.demos.harness import (
+    DemoTopics,
+    background_service,
+    demo_tracking,
+    embedded,
+    linger,
+    serve_settings,
+)
 from streamvae.scoring import roc_auc
-from streamvae.service import ScoringService
-from streamvae.stream.admin import ensure_topics
-from streamvae.stream.embedded import EmbeddedBroker, free_port
 from streamvae.stream.tools import produce_all, read_topic
 from streamvae.tracking import TrainOutcome
 from streamvae.training import TrainingCallback
@@ -31,7 +33,7 @@ from streamvae.workflows.train import train
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "streamvae-demo"
-INPUT, ALERTS, SCORES, DEAD = "demo-features", "demo-alerts", "demo-scores", "demo-dead-letters"
+TOPICS = DemoTopics.named("demo-features")
 BAD_MESSAGES = (
     b"{not json",
     b'{"id": "bad-1", "features": {"f00": 1.0}}',
@@ -84,8 +86,7 @@ def _train(
             "model": {"beta": cfg.beta},
             "training": {"epochs": cfg.epochs, "seed": cfg.seed},
             "calibration": {"percentile": cfg.percentile},
-            "tracking": {"work_dir": str(work), "registered_model": MODEL_NAME,
-                         "alias": "champion", "experiment": "streamvae-demo"},
+            "tracking": demo_tracking(work, MODEL_NAME, "streamvae-demo").model_dump(),
         }
     )  # fmt: skip
     return train(settings, callbacks, normals)
@@ -111,41 +112,14 @@ def _stamped(records: list[dict[str, Any]]) -> Iterator[bytes]:
     yield from BAD_MESSAGES
 
 
-@contextmanager
-def background_service(settings: ServeSettings) -> Iterator[tuple[ScoringService, list[RunStats]]]:
-    """The scoring service running in a thread once it owns partitions; stopped on exit.
-
-    Yields the service and the list its ``RunStats`` is appended to when the run ends.
-    """
-    with ScoringService(settings) as service:
-        stats: list[RunStats] = []
-        thread = threading.Thread(target=lambda: stats.append(service.run()), name="scoring")
-        thread.start()
-        service.assigned.wait(timeout=30)
-        try:
-            yield service, stats
-        finally:
-            service.stop()
-            thread.join(timeout=30)
-
-
-def linger(service: ScoringService, seconds: float, say: Callable[[str], None]) -> str:
-    """Keep ``/metrics`` up ``seconds`` for a look; returns the metrics URL."""
-    if seconds > 0:
-        say(f"metrics at {service.metrics_url} for {seconds:.0f} s")
-        time.sleep(seconds)
-    return service.metrics_url
-
-
 def run_demo(
     cfg: DemoSettings,
     callbacks: list[TrainingCallback] | None = None,
     say: Callable[[str], None] = logger.info,
 ) -> DemoReport:
     """Train, calibrate, register, serve and replay held-out records; report the results."""
-    with tempfile.TemporaryDirectory(prefix="streamvae-demo-") as tmp, EmbeddedBroker() as broker:
-        say(f"embedded Kafka-protocol broker on {broker.bootstrap_servers}")
-        return _run(cfg, cfg.work_dir or Path(tmp), broker.bootstrap_servers, callbacks or [], say)
+    with embedded("streamvae-demo", cfg.work_dir, say) as (bootstrap, work):
+        return _run(cfg, work, bootstrap, callbacks or [], say)
 
 
 def _run(
@@ -160,28 +134,21 @@ def _run(
     outcome = _train(normals, cfg, work, callbacks)
     threshold = outcome.threshold.default.value if outcome.threshold else float("nan")
     say(f"registered {MODEL_NAME} v{outcome.version} as @champion, threshold {threshold:.3f}")
-    kafka = KafkaSettings(
-        bootstrap_servers=bootstrap, input_topic=INPUT, alert_topic=ALERTS, dead_letter_topic=DEAD,
-        score_topic=SCORES, group_id="streamvae-demo", session_timeout_ms=2000,
-        heartbeat_interval_ms=500,
-    )  # fmt: skip
-    ensure_topics(kafka, (INPUT, ALERTS, SCORES, DEAD), partitions=cfg.partitions)
-    serve = ServeSettings(
-        model_uri=f"models:/{MODEL_NAME}@champion", kafka=kafka,
-        tracking=TrackingSettings(work_dir=str(work)), metrics_port=cfg.metrics_port or free_port(),
-        poll_timeout_ms=50,
-    )  # fmt: skip
+    tracking = demo_tracking(work, MODEL_NAME, "streamvae-demo")
+    serve = serve_settings(bootstrap, TOPICS, tracking, partitions=cfg.partitions)
+    if cfg.metrics_port:
+        serve = serve.model_copy(update={"metrics_port": cfg.metrics_port})
     records, labels = _records(table.subset(split.test), cfg.seed)
     with background_service(serve) as (service, stats):
         say(f"replaying {len(records)} held-out records ({sum(labels.values())} anomalies) "
-            f"and {len(BAD_MESSAGES)} malformed messages into {INPUT!r}")  # fmt: skip
-        produce_all(bootstrap, INPUT, _stamped(records))
+            f"and {len(BAD_MESSAGES)} malformed messages into {TOPICS.input!r}")  # fmt: skip
+        produce_all(bootstrap, TOPICS.input, _stamped(records))
         scores = read_topic(
-            bootstrap, SCORES, partitions=cfg.partitions, expected=len(records), timeout_s=60
+            bootstrap, TOPICS.scores, partitions=cfg.partitions, expected=len(records), timeout_s=60
         )
         n_flagged = sum(b'"severity":"normal"' not in (m.value or b"") for m in scores)
         alerts = read_topic(
-            bootstrap, ALERTS, partitions=cfg.partitions, expected=n_flagged, timeout_s=30
+            bootstrap, TOPICS.alerts, partitions=cfg.partitions, expected=n_flagged, timeout_s=30
         )
         metrics_url = linger(service, cfg.linger_s, say)
     return _report(outcome, serve.model_uri, scores, alerts, labels,

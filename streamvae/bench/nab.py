@@ -24,9 +24,9 @@ import numpy.typing as npt
 
 from streamvae.bundle import ModelBundle
 from streamvae.bundle.window import WindowDetector, WindowPreprocess
+from streamvae.data.kpi_features import SeriesScaler, calendar_features, infer_interval_ms
 from streamvae.data.nab import NabFile
 from streamvae.data.series_state import Push, WindowSpec, replay
-from streamvae.data.windows import SeriesScaler, calendar_features, infer_interval_ms
 from streamvae.models import build_model, config_from_dict, model_spec
 from streamvae.scoring.nab import NAB_PROFILES, CorpusScore, probationary_length, score_corpus
 from streamvae.scoring.stream_scores import StreamScoring

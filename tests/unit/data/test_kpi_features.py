@@ -1,4 +1,4 @@
-"""Pure window helpers: grid, sliding windows, calendar features, the series scaler, NAB files."""
+"""Pure KPI helpers: interval, calendar features, the series scaler, NAB files."""
 
 from __future__ import annotations
 
@@ -7,31 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from streamvae.data.nab import load_nab
-from streamvae.data.windows import (
+from streamvae.data.kpi_features import (
     SeriesScaler,
     calendar_features,
-    infer_interval_ms,
-    sliding_windows,
-    to_grid,
 )
+from streamvae.data.nab import load_nab
 from streamvae.errors import DataError
-
-
-def test_grid_marks_missing_slots_and_drops_duplicates():
-    ts = np.array([0, 60, 120, 120, 300], np.int64) * 1000
-    grid = to_grid(ts, np.array([1.0, 2.0, 3.0, 9.0, 6.0]), infer_interval_ms(ts))
-    assert grid.values.tolist() == [1.0, 2.0, 3.0, 0.0, 0.0, 6.0]
-    assert grid.mask.tolist() == [True, True, True, False, False, True]
-    assert grid.duplicates == 1
-
-
-def test_sliding_windows_carry_their_masks():
-    mask = np.array([True, False, True, True])
-    w = sliding_windows(np.array([1.0, 7.0, 3.0, 4.0]), mask, 3)
-    assert w.values.tolist() == [[1.0, 0.0, 3.0], [0.0, 3.0, 4.0]]
-    assert w.mask.tolist() == [[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]]
-    assert sliding_windows(np.zeros(2), np.ones(2, bool), 3).values.shape == (0, 3)
 
 
 def test_calendar_features_follow_hour_and_weekday():

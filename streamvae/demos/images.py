@@ -12,31 +12,33 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import orjson
-from kafka import KafkaProducer
 
-from streamvae.config import KafkaSettings, ServeSettings, TrackingSettings
 from streamvae.data.images import builtin_digits, encode_npy, paste_anomalies
+from streamvae.demos.harness import (
+    DemoTopics,
+    background_service,
+    demo_tracking,
+    embedded,
+    linger,
+    serve_settings,
+)
 from streamvae.scoring import roc_auc
-from streamvae.stream.admin import ensure_topics
-from streamvae.stream.embedded import EmbeddedBroker, free_port
-from streamvae.stream.tools import read_topic
+from streamvae.stream.tools import produce_messages, read_topic
 from streamvae.training import TrainingCallback
-from streamvae.types import RunStats
-from streamvae.workflows.demo import background_service, linger
+from streamvae.types import OutboundMessage, RunStats
 from streamvae.workflows.images import ImageSettings, train_and_register
 
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "streamvae-demo-images"
-INPUT, ALERTS, SCORES, DEAD = "demo-img", "demo-img-alerts", "demo-img-scores", "demo-img-dead"
+TOPICS = DemoTopics.named("demo-img")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,10 +84,8 @@ def run_image_demo(
     say: Callable[[str], None] = logger.info,
 ) -> ImageDemoReport:
     """Train on normal digits, then stream held-out and corrupted ones through the service."""
-    with tempfile.TemporaryDirectory(prefix="streamvae-demo-img-") as tmp, EmbeddedBroker() as b:
-        say(f"embedded Kafka-protocol broker on {b.bootstrap_servers}")
-        work = cfg.work_dir or Path(tmp)
-        return _run(cfg, work, b.bootstrap_servers, callbacks or [], say)
+    with embedded("streamvae-demo-img", cfg.work_dir, say) as (bootstrap, work):
+        return _run(cfg, work, bootstrap, callbacks or [], say)
 
 
 def _stream(cfg: ImageDemoSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -109,36 +109,28 @@ def _run(
 ) -> ImageDemoReport:  # fmt: skip
     train, stream, labels, masks = _stream(cfg)
     say(f"training {cfg.model} on {len(train)} normal digits ({cfg.size}x{cfg.size})")
-    tracking = TrackingSettings(
-        work_dir=str(work), registered_model=MODEL_NAME, alias="champion", experiment="demo-img"
-    )
+    tracking = demo_tracking(work, MODEL_NAME, "demo-img")
     settings = ImageSettings(
         model=cfg.model, latent_dim=cfg.latent_dim, epochs=cfg.epochs, seed=cfg.seed,
         percentile=cfg.percentile, device="auto", learning_rate=2e-3,
     )  # fmt: skip
     outcome = train_and_register(train, settings, tracking, callbacks, log=say)
     say(f"registered {MODEL_NAME} v{outcome.version} as @champion")
-    kafka = KafkaSettings(
-        bootstrap_servers=bootstrap, input_topic=INPUT, alert_topic=ALERTS, dead_letter_topic=DEAD,
-        score_topic=SCORES, group_id="streamvae-demo-img", session_timeout_ms=2000,
-        heartbeat_interval_ms=500,
-    )  # fmt: skip
-    ensure_topics(kafka, (INPUT, ALERTS, SCORES, DEAD), partitions=1)
-    serve = ServeSettings(
-        model_uri=f"models:/{MODEL_NAME}@champion", kafka=kafka, tracking=tracking,
-        metrics_port=free_port(), poll_timeout_ms=50, image_maps=cfg.maps,
-        max_message_bytes=8_388_608,
-    )  # fmt: skip
+    serve = serve_settings(
+        bootstrap, TOPICS, tracking, partitions=1, image_maps=cfg.maps, max_message_bytes=8_388_608
+    )
     with background_service(serve) as (service, stats):
-        say(f"streaming {len(stream)} images in batches of {cfg.batch_size} into {INPUT!r}")
+        say(f"streaming {len(stream)} images in batches of {cfg.batch_size} into {TOPICS.input!r}")
         started = time.monotonic()
-        _produce(bootstrap, stream, cfg.batch_size)
+        produce_messages(bootstrap, _batches(stream, cfg.batch_size))
         # the streamed images, and the sound image of the batch with a NaN one
-        scores = read_topic(bootstrap, SCORES, partitions=1, expected=len(stream) + 1,
+        scores = read_topic(bootstrap, TOPICS.scores, partitions=1, expected=len(stream) + 1,
                             timeout_s=180)  # fmt: skip
         elapsed = time.monotonic() - started
-        alerts = read_topic(bootstrap, ALERTS, partitions=1, expected=len(stream), timeout_s=5)
-        dead = read_topic(bootstrap, DEAD, partitions=1, expected=2, timeout_s=10)
+        alerts = read_topic(
+            bootstrap, TOPICS.alerts, partitions=1, expected=len(stream), timeout_s=5
+        )
+        dead = read_topic(bootstrap, TOPICS.dead, partitions=1, expected=2, timeout_s=10)
         metrics_url = linger(service, cfg.linger_s, say)
     records = (orjson.loads(m.value or b"{}") for m in scores)
     by_id = {r["id"]: r for r in records if str(r.get("id")).startswith("img-")}
@@ -161,21 +153,19 @@ def _run(
     )  # fmt: skip
 
 
-def _produce(bootstrap: str, stream: np.ndarray, batch_size: int) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, max_request_size=16_777_216, linger_ms=5)
-    npy = [("content-type", b"application/x-npy")]
+def _batches(stream: np.ndarray, batch_size: int) -> Iterator[OutboundMessage]:
+    """The stream as ``.npy`` batches, then a batch with a NaN image and one that is no array."""
+    npy = ("content-type", b"application/x-npy")
     for start in range(0, len(stream), batch_size):
         batch = np.round(stream[start : start + batch_size] * 255).astype(np.uint8)
-        ids = [f"img-{i}" for i in range(start, start + len(batch))]
-        producer.send(
-            INPUT, encode_npy(batch), b"camera-1", [*npy, ("ids", json.dumps(ids).encode())]
-        )
+        ids = json.dumps([f"img-{i}" for i in range(start, start + len(batch))]).encode()
+        yield OutboundMessage(TOPICS.input, encode_npy(batch), b"camera-1", (npy, ("ids", ids)))
     broken = np.full((2, *stream.shape[1:]), 0.5, np.float32)
     broken[1, 0, 0, 0] = np.nan  # one bad image: dead-lettered alone
-    producer.send(INPUT, encode_npy(broken), b"camera-1", [*npy, ("ids", b'["nan-0", "nan-1"]')])
-    producer.send(INPUT, b"not an array", b"camera-1", npy)  # a bad batch: dead-lettered whole
-    producer.flush()
-    producer.close()
+    yield OutboundMessage(
+        TOPICS.input, encode_npy(broken), b"camera-1", (npy, ("ids", b'["nan-0", "nan-1"]'))
+    )
+    yield OutboundMessage(TOPICS.input, b"not an array", b"camera-1", (npy,))  # dead-lettered whole
 
 
 def _box_hits(alert: dict[str, object], mask: np.ndarray) -> bool:

@@ -1,0 +1,1 @@
+"""Benchmark code: the NAB corpus, the model-family experiments, pixel localisation."""
