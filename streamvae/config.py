@@ -24,7 +24,6 @@ from pydantic import (
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from streamvae.errors import ConfigError, did_you_mean
-from streamvae.models import IMAGE_MODELS, KPI_MODELS, TABULAR_MODELS
 from streamvae.thresholds import (
     DEFAULT_BANDS,
     Bootstrap,
@@ -32,7 +31,7 @@ from streamvae.thresholds import (
     check_bands,
     fpr_for_alert_budget,
 )
-from streamvae.types import ScoreKind
+from streamvae.types import IMAGE_MODELS, KPI_MODELS, TABULAR_MODELS, ScoreKind
 
 
 def unknown_model_message(name: str, kind: str, allowed: tuple[str, ...]) -> str:

@@ -138,3 +138,35 @@ class RunStats:
     unscored: dict[str, int] = field(default_factory=dict)  # KPI points not scored, by status
     elapsed_s: float = 0.0
     active_s: float = 0.0  # from the first message received to the end (no group join)
+
+
+MODEL_KINDS: dict[str, frozenset[str]] = {
+    "vae": frozenset({"tabular", "window"}),
+    "sparse_vae": frozenset({"tabular", "window"}),
+    "cvae": frozenset({"tabular", "window"}),
+    "dcvae": frozenset({"tabular", "window"}),
+    "conv1d_vae": frozenset({"window"}),
+    "conv1d_cvae": frozenset({"window"}),
+    "conv2d_vae": frozenset({"image"}),
+    "conv2d_vae_stem": frozenset({"image"}),
+}
+"""The input kinds each registered model family serves (``ModelSpec.kinds`` reads it here,
+where the command line can list families without importing torch; a contract test checks
+that it names exactly ``MODEL_REGISTRY``'s families)."""
+
+
+def models_for(kind: str) -> tuple[str, ...]:
+    """The model families that serve input kind ``kind``, in registry order.
+
+    >>> models_for("image")
+    ('conv2d_vae', 'conv2d_vae_stem')
+    """
+    return tuple(name for name, kinds in MODEL_KINDS.items() if kind in kinds)
+
+
+TABULAR_MODELS: tuple[str, ...] = models_for("tabular")
+"""Model families ``streamvae train`` fits to feature vectors (``model.name``)."""
+KPI_MODELS: tuple[str, ...] = models_for("window")
+"""Model families ``streamvae train-kpi`` fits to KPI windows (``--model``)."""
+IMAGE_MODELS: tuple[str, ...] = models_for("image")
+"""Model families ``streamvae train-images`` fits to images (``--model``)."""

@@ -69,8 +69,8 @@ def evaluate(
     if nab is not None:
         if model_uri is not None or data is not None:
             fail("--nab trains one model per file: give no MODEL_URI or DATA with it")
-        err_console.print("evaluate --nab is deprecated: use `streamvae bench nab DIR`")
         run_nab(nab, None, "dcvae", 32, 1, 100, 0, False, as_json)
+        err_console.print("note: evaluate --nab is deprecated, use `streamvae bench nab DIR`")
         return
     if model_uri is None or data is None:
         fail("evaluate needs MODEL_URI and DATA (or --nab DIR)")

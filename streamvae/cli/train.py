@@ -29,7 +29,7 @@ from streamvae.cli.common import (
     tracking_settings,
 )
 from streamvae.config import TrainSettings, load_settings, unknown_model_message
-from streamvae.models import IMAGE_MODELS, KPI_MODELS
+from streamvae.types import IMAGE_MODELS, KPI_MODELS
 
 
 @app.command()

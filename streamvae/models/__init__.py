@@ -12,6 +12,7 @@ from streamvae.models.conv2d import Conv2dStemVAEConfig, Conv2dVAE, Conv2dVAECon
 from streamvae.models.likelihood import ImportanceEstimate, importance_nll, latent_noise
 from streamvae.models.sparse import SparseVAE
 from streamvae.models.vae import VAE, VAEConfig
+from streamvae.types import IMAGE_MODELS, KPI_MODELS, MODEL_KINDS, TABULAR_MODELS, models_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +24,8 @@ class ModelSpec:
         model_cls: the network.
         summary: one line for people.
         kinds: the input kinds it fits (``tabular``, ``window``, ``image``: the keys of
-            ``streamvae.bundle.INPUT_KINDS``).
+            ``streamvae.bundle.INPUT_KINDS``), as ``streamvae.types.MODEL_KINDS`` lists them
+            for the command line (which names families without importing torch).
     """
 
     config_cls: type[Any]
@@ -42,68 +44,51 @@ MODEL_REGISTRY: Final[dict[str, ModelSpec]] = {
         VAEConfig,
         VAE,
         "Gaussian VAE / beta-VAE with MLP encoder and decoder; learn_variance: trained gamma",
-        frozenset({"tabular", "window"}),
+        MODEL_KINDS["vae"],
     ),
     "sparse_vae": ModelSpec(
         VAEConfig,
         SparseVAE,
         "Sparse VAE: variational-dropout latent, pruned dimensions",
-        frozenset({"tabular", "window"}),
+        MODEL_KINDS["sparse_vae"],
     ),
     "cvae": ModelSpec(
         ConditionalVAEConfig,
         CVAE,
         "conditional VAE on the record's context",
-        frozenset({"tabular", "window"}),
+        MODEL_KINDS["cvae"],
     ),
     "dcvae": ModelSpec(
         ConditionalVAEConfig,
         DCVAE,
         "disentangled CVAE: learned conditional prior r(z_i | c)",
-        frozenset({"tabular", "window"}),
+        MODEL_KINDS["dcvae"],
     ),
     "conv1d_vae": ModelSpec(
         Conv1dVAEConfig,
         Conv1dVAE,
         "KPI windows: 1-D convolutional encoder and decoder",
-        frozenset({"window"}),
+        MODEL_KINDS["conv1d_vae"],
     ),
     "conv1d_cvae": ModelSpec(
         Conv1dVAEConfig,
         Conv1dCVAE,
         "KPI windows: 1-D convolutional CVAE (e.g. calendar)",
-        frozenset({"window"}),
+        MODEL_KINDS["conv1d_cvae"],
     ),
     "conv2d_vae": ModelSpec(
         Conv2dVAEConfig,
         Conv2dVAE,
         "images: fully convolutional 16-32-64-256 (localisation)",
-        frozenset({"image"}),
+        MODEL_KINDS["conv2d_vae"],
     ),
     "conv2d_vae_stem": ModelSpec(
         Conv2dStemVAEConfig,
         Conv2dVAE,
         "images: 64-128-256 encoder, linear stem decoder",
-        frozenset({"image"}),
+        MODEL_KINDS["conv2d_vae_stem"],
     ),
 }
-
-
-def models_for(kind: str) -> tuple[str, ...]:
-    """The families that serve input kind ``kind``, in registry order.
-
-    >>> models_for("image")
-    ('conv2d_vae', 'conv2d_vae_stem')
-    """
-    return tuple(key for key, spec in MODEL_REGISTRY.items() if kind in spec.kinds)
-
-
-TABULAR_MODELS: Final[tuple[str, ...]] = models_for("tabular")
-"""Model families ``streamvae train`` fits to feature vectors (``model.name``)."""
-KPI_MODELS: Final[tuple[str, ...]] = models_for("window")
-"""Model families ``streamvae train-kpi`` fits to KPI windows (``--model``)."""
-IMAGE_MODELS: Final[tuple[str, ...]] = models_for("image")
-"""Model families ``streamvae train-images`` fits to images (``--model``)."""
 
 
 def model_spec(key: str) -> ModelSpec:

@@ -20,7 +20,6 @@ import mlflow
 import numpy as np
 import numpy.typing as npt
 
-from streamvae.bundle import ModelBundle, save_bundle
 from streamvae.config import TrackingSettings
 from streamvae.reports import CalibrationReport, report_stem, threshold_facts
 from streamvae.thresholds import ThresholdSet
@@ -34,10 +33,12 @@ from streamvae.tracking.store import (
     set_alias,
     tracked_run,
 )
-from streamvae.training import FitResult, TrainingCallback
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:  # pragma: no cover - torch loads only when training runs
     from mlflow.models import ModelSignature
+
+    from streamvae.bundle import ModelBundle
+    from streamvae.training import FitResult, TrainingCallback
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,8 @@ def train_in_run(
     ``train`` receives the callbacks to pass to ``fit`` (MLflow's per-epoch logging first,
     then ``callbacks``). ``signature`` and ``input_example`` describe the pyfunc's input.
     """
+    from streamvae.bundle import save_bundle
+
     started = time.monotonic()
     uri = configure(tracking)
     experiment_id = ensure_experiment(tracking)

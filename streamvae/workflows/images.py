@@ -17,13 +17,13 @@ from streamvae.bundle.image import ImageDetector, ImagePreprocess
 from streamvae.config import TrackingSettings, unknown_model_message
 from streamvae.data.images import F32, ImageShape, LabelledImages
 from streamvae.errors import DataError
-from streamvae.models import IMAGE_MODELS, build_model, config_from_dict
+from streamvae.models import build_model, config_from_dict
 from streamvae.scoring import DetectionReport, detection_report
 from streamvae.scoring.maps import MAP_KINDS, MapKind, pixel_auroc
 from streamvae.thresholds import CalibrationSpec, ThresholdSet, calibrate_set
 from streamvae.tracking import Trained, TrainOutcome, train_in_run
 from streamvae.training import TrainConfig, TrainingCallback, fit
-from streamvae.types import NEIGHBOUR_SCORE_KINDS, SCORE_KINDS, ScoreKind
+from streamvae.types import IMAGE_MODELS, NEIGHBOUR_SCORE_KINDS, SCORE_KINDS, ScoreKind
 
 AUTO_EPOCHS = 50
 """The epoch limit of the automatic budget on a large set of images."""

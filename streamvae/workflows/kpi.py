@@ -26,12 +26,12 @@ from streamvae.config import TrackingSettings, unknown_model_message
 from streamvae.data.kpi_features import SeriesScaler, calendar_features, infer_interval_ms
 from streamvae.data.series_state import WindowSpec, replay
 from streamvae.errors import DataError
-from streamvae.models import KPI_MODELS, build_model, config_from_dict, model_spec
+from streamvae.models import build_model, config_from_dict, model_spec
 from streamvae.scoring.stream_scores import StreamScoring
 from streamvae.thresholds import CalibrationSpec, calibrate_set
 from streamvae.tracking import Trained, TrainOutcome, point_signature, train_in_run
 from streamvae.training import TrainConfig, TrainingCallback, fit
-from streamvae.types import WINDOW_SCORE_KINDS, ScoreKind
+from streamvae.types import KPI_MODELS, WINDOW_SCORE_KINDS, ScoreKind
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]

@@ -72,7 +72,7 @@ def _table_for(bundle: ModelBundle, path: str | Path, label_column: str) -> Tabl
         msg = "this is an image model: it reads images (an .npz or image folders), not rows"
         raise DataError(msg)
     if not isinstance(preprocess, TabularPreprocess):
-        msg = "this is a KPI window model: evaluate it with `streamvae evaluate --nab`"
+        msg = "this is a KPI window model: benchmark it with `streamvae bench nab`"
         raise DataError(msg)
     names = preprocess.schema.names
     context = preprocess.context

@@ -1,6 +1,6 @@
 """NAB scores of streamvae on the NAB files in ../shared/data/nab (prints the table, writes JSON).
 
-The same detector and defaults as ``streamvae evaluate --nab`` (a dCVAE on calendar features
+The same detector and defaults as ``streamvae bench nab`` (a dCVAE on calendar features
 learns from each file's probationary part; the ``stream`` score, as ``serve`` computes it),
 for seeds 0, 10 and 20, with points per second per file and for the whole run (training
 included) and the per-file diagnosis of seed 0.

@@ -1,4 +1,4 @@
-"""What `evaluate --nab` measures is what `serve` does: a real NAB series through the broker.
+"""What `bench nab` measures is what `serve` does: a real NAB series through the broker.
 
 The series is produced to the input topic in file order (keyed by its name, so one
 partition keeps its order); the service loads the bundle NAB trains for the file and

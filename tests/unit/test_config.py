@@ -100,9 +100,13 @@ def test_tabular_model_names_are_checked_when_settings_load(name, expected):
 
 
 def test_model_lists_cover_the_registry():
-    from streamvae.models import IMAGE_MODELS, KPI_MODELS, MODEL_REGISTRY, TABULAR_MODELS
+    from streamvae.models import MODEL_REGISTRY
+    from streamvae.types import IMAGE_MODELS, KPI_MODELS, MODEL_KINDS, TABULAR_MODELS
 
     assert set(TABULAR_MODELS) | set(KPI_MODELS) | set(IMAGE_MODELS) == set(MODEL_REGISTRY)
+    assert list(MODEL_KINDS) == list(MODEL_REGISTRY), "the torch-free list names every family"
+    for name, spec in MODEL_REGISTRY.items():
+        assert spec.kinds == MODEL_KINDS[name]
 
 
 def test_errors_name_the_option_the_user_typed_not_the_field():
