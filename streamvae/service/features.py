@@ -91,27 +91,22 @@ class FeatureScored:
         if not rows:
             return []
         idx = np.asarray(rows, np.intp)
-        top_idx, top_share = top_contributions(
-            self.scored.scores.per_feature[idx], self.top_features
-        )
+        top, shares = top_contributions(self.scored.scores.per_feature[idx], self.top_features)
+        # one conversion per column, not a numpy scalar per field
+        values = np.take_along_axis(self.matrix[[self.kept[r] for r in rows]], top, axis=1)
+        expected = np.take_along_axis(self.scored.expected[idx], top, axis=1)
         names = self.schema.names
-        out: list[dict[str, Any] | None] = []
-        for row, features, shares in zip(rows, top_idx, top_share, strict=True):
-            values, expected = self.matrix[self.kept[row]], self.scored.expected[row]
-            out.append(
-                {
-                    "top_features": [
-                        {
-                            "feature": names[i],
-                            "value": float(values[i]),
-                            "expected": float(expected[i]),
-                            "contribution": round(float(share), 4),
-                        }
-                        for i, share in zip(features, shares, strict=True)
-                    ]
-                }
-            )
-        return out
+        lists = (top.tolist(), shares.tolist(), values.tolist(), expected.tolist())
+        columns = zip(*lists, strict=True)
+        return [
+            {
+                "top_features": [
+                    {"feature": names[i], "value": v, "expected": e, "contribution": round(c, 4)}
+                    for i, c, v, e in zip(*row, strict=True)
+                ]
+            }
+            for row in columns
+        ]
 
 
 class FeatureInput:

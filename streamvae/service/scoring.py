@@ -34,6 +34,7 @@ from streamvae.stream.codecs import encode_json
 from streamvae.thresholds import (
     Admitted,
     AlertGate,
+    Decisions,
     DriftMonitor,
     DriftSnapshot,
     HygienePolicy,
@@ -238,55 +239,72 @@ class ScoringPipeline:
         )
         outcome.event_ts_ms = rows.event_ts
         verdicts = self._gate(rows, severities) if self.gate.policy.active else {}
-        score_topic = self.config.score_topic
-        # records only where something is sent: every row with a score topic, else only
-        # the flagged ones (the common case: about 1 % of rows)
-        wanted = (
-            list(range(score.size)) if score_topic is not None else np.flatnonzero(flagged).tolist()
-        )
-        if not wanted:
-            return
+        flagged_rows: list[int] = np.flatnonzero(flagged).tolist()
+        if self.config.score_topic is None and not flagged_rows:
+            return  # the common batch: nothing to send
+        # the alerts the gate lets through, explained in one call (a map costs a pass)
+        alerting = [
+            r for r in flagged_rows if (v := verdicts.get(r)) is None or v.verdict == "alert"
+        ]
+        explanations = rows.explain(alerting, outcome) if alerting else []
+        self._send(rows, decided, verdicts, dict(zip(alerting, explanations, strict=True)),
+                   flagged_rows, outcome, now_ms)  # fmt: skip
+
+    def _send(
+        self,
+        rows: ScoredRows,
+        decided: Decisions,
+        verdicts: dict[int, Admitted],
+        explanations: dict[int, dict[str, Any] | None],
+        flagged_rows: list[int],
+        outcome: BatchOutcome,
+        now_ms: int,
+    ) -> None:
+        """Build each score record once; send it to the score topic and, alerting, as an alert.
+
+        Records only where something is sent: every row with a score topic, else only the
+        flagged ones (the common case: about 1 % of rows). Values go through one ``tolist``
+        per column, not a numpy scalar per field.
+        """
+        score_topic, alert_topic = self.config.score_topic, self.config.alert_topic
+        wanted = list(range(rows.score.size)) if score_topic is not None else flagged_rows
         idx = np.asarray(wanted, np.intp)
-        values = score[idx].tolist()
+        values = rows.score[idx].tolist()
         thresholds = decided.thresholds[idx].tolist()
         p_values = decided.p_values[idx].tolist()
-        levels = severities[idx].tolist()
-        parts = {name: part[idx].tolist() for name, part in rows.components.items()}
-        model = {"name": self.model.name, "version": self.model.version}
-        kind = self._detector.bundle.score_kind
-        records: list[tuple[int, dict[str, Any], bool]] = []
+        levels = decided.severities[idx].tolist()
+        names = tuple(rows.components)
+        parts = list(zip(*(part[idx].tolist() for part in rows.components.values()), strict=True))
+        shared = {
+            "model": {"name": self.model.name, "version": self.model.version},
+            "score_kind": self._detector.bundle.score_kind,
+        }
+        segments = rows.segments
+        send = outcome.outbound.append
         for j, row in enumerate(wanted):
+            record = rows.head(row)
+            record["scored_at"] = now_ms
+            record.update(shared)
+            record["score"] = values[j]
+            record["threshold"] = thresholds[j]
             p_value = p_values[j]
-            record = {
-                **rows.head(row),
-                "scored_at": now_ms,
-                "model": model,
-                "score_kind": kind,
-                "score": values[j],
-                "threshold": thresholds[j],
-                "p_value": None if math.isnan(p_value) else p_value,
-                "severity": levels[j] or "normal",
-                "components": {name: column[j] for name, column in parts.items()},
-            }
-            if rows.segments is not None:
-                record["segment"] = rows.segments[row]
-            emit = apply_verdict(record, verdicts.get(row), outcome)
-            records.append((row, record, bool(levels[j]) and emit))
-        alerting = [row for row, _, alert in records if alert]
-        explanations = dict(zip(alerting, rows.explain(alerting, outcome), strict=True))
-        for row, record, alert in records:
+            record["p_value"] = None if math.isnan(p_value) else p_value
+            record["severity"] = levels[j] or "normal"
+            record["components"] = dict(zip(names, parts[j], strict=True))
+            if segments is not None:
+                record["segment"] = segments[row]
+            verdict = verdicts.get(row)
+            if verdict is not None:
+                apply_verdict(record, verdict, outcome)
             key = rows.out_key(row, record)
             if score_topic is not None:
-                outcome.outbound.append(OutboundMessage(score_topic, encode_json(record), key))
-            if alert:
+                send(OutboundMessage(score_topic, encode_json(record), key))
+            if row in explanations:
                 explanation = explanations[row]
-                alert_record = (
-                    record if explanation is None else record | {"explanation": explanation}
-                )
+                if explanation is not None:
+                    record["explanation"] = explanation
                 outcome.alerts[record["severity"]] += 1
-                outcome.outbound.append(
-                    OutboundMessage(self.config.alert_topic, encode_json(alert_record), key)
-                )
+                send(OutboundMessage(alert_topic, encode_json(record), key))
 
     def _gate(self, rows: ScoredRows, severities: npt.NDArray[np.str_]) -> dict[int, Admitted]:
         """The alert gate's verdict per flagged row, by the row's key and event time.
