@@ -10,20 +10,21 @@ execute every notebook in seconds; the committed notebooks hold full-run outputs
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
-from streamvae.bundle import ModelBundle, TabularDetector, TabularPreprocess
+from streamvae.bundle import TabularDetector, TabularPreprocess
 from streamvae.data import ContextSchema, FeatureSchema, StandardScaler, load_builtin
 from streamvae.data.splits import novelty_split
-from streamvae.models import build_model, config_from_dict, model_spec
+from streamvae.models import config_from_dict, model_spec
 from streamvae.scoring import diagnose, roc_auc
-from streamvae.training import BetaSchedule, TrainConfig, fit
+from streamvae.training import BetaSchedule, TrainConfig
 from streamvae.types import ScoreKind
+from streamvae.workflows.fitting import fit_bundle
 
 F32 = npt.NDArray[np.float32]
 
@@ -170,18 +171,14 @@ def run(
         epochs=epochs, patience=20, seed=seed, device="cpu", batch_size=64,
         beta_schedule=schedule or BetaSchedule(),
     )  # fmt: skip
-    net, result = fit(
-        lambda: build_model(family, config),
-        scaler.transform(split.x_train),
-        train_config,
-        cond=split.c_train if conditional else None,
-    )
     names = tuple(f"f{i}" for i in range(split.x_train.shape[1]))
     preprocess = TabularPreprocess(FeatureSchema(names), scaler, context)
-    bundle = ModelBundle(
-        family, asdict(config), net.state_dict(), preprocess, is_samples=max(is_samples, 1)
-    )
+    bundle, result = fit_bundle(
+        family, config, scaler.transform(split.x_train), train_config, preprocess, "neg_elbo",
+        cond=split.c_train if conditional else None, is_samples=max(is_samples, 1),
+    )  # fmt: skip
     detector = TabularDetector(bundle)
+    net = detector.model
     c_test = split.c_test if conditional else None
     scored = detector.score(split.x_test, c_test, sampled=is_samples > 0).scores
     kinds = list(scored.available())

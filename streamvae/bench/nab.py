@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,10 +27,11 @@ from streamvae.bundle.window import WindowDetector, WindowPreprocess
 from streamvae.data.kpi_features import SeriesScaler, calendar_features, infer_interval_ms
 from streamvae.data.nab import NabFile
 from streamvae.data.series_state import Push, WindowSpec, replay
-from streamvae.models import build_model, config_from_dict, model_spec
+from streamvae.models import config_from_dict, model_spec
 from streamvae.scoring.nab import NAB_PROFILES, CorpusScore, probationary_length, score_corpus
 from streamvae.scoring.stream_scores import StreamScoring
-from streamvae.training import TrainConfig, fit
+from streamvae.training import TrainConfig
+from streamvae.workflows.fitting import fit_bundle
 
 F64 = npt.NDArray[np.float64]
 
@@ -204,17 +205,10 @@ def file_bundle(
         missing_injection=settings.missing_injection,
         hide_last=settings.train_hide_last,
     )
-    model, result = fit(
-        lambda: build_model(settings.model, config), values, train, cond=cond, mask=mask32
-    )
-    bundle = ModelBundle(
-        settings.model,
-        asdict(config),
-        {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        preprocess,
-        "stream",
+    bundle, result = fit_bundle(
+        settings.model, config, values, train, preprocess, "stream", cond=cond, mask=mask32,
         meta={"kind": "kpi", "nab_file": file.name, "train_windows": int(learn.size)},
-    )
+    )  # fmt: skip
     return bundle, result.epochs_run
 
 

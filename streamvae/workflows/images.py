@@ -17,13 +17,14 @@ from streamvae.bundle.image import ImageDetector, ImagePreprocess
 from streamvae.config import TrackingSettings, unknown_model_message
 from streamvae.data.images import F32, ImageShape, LabelledImages
 from streamvae.errors import DataError
-from streamvae.models import build_model, config_from_dict
+from streamvae.models import config_from_dict
 from streamvae.scoring import DetectionReport, detection_report
 from streamvae.scoring.maps import MAP_KINDS, MapKind, pixel_auroc
 from streamvae.thresholds import CalibrationSpec, ThresholdSet, calibrate_set
 from streamvae.tracking import Trained, TrainOutcome, train_in_run
-from streamvae.training import TrainConfig, TrainingCallback, fit
+from streamvae.training import TrainConfig, TrainingCallback
 from streamvae.types import IMAGE_MODELS, NEIGHBOUR_SCORE_KINDS, SCORE_KINDS, ScoreKind
+from streamvae.workflows.fitting import fit_bundle
 
 AUTO_EPOCHS = 50
 """The epoch limit of the automatic budget on a large set of images."""
@@ -175,21 +176,14 @@ def train_images(
             "images, or score neg_elbo"
         )
         raise DataError(msg)
-    model, result = fit(
-        lambda: build_model(settings.model, config), flat[learn], train_config,
-        callbacks,
+    bundle, result = fit_bundle(
+        settings.model, config, flat[learn], train_config, ImagePreprocess(shape),
+        "neg_elbo" if neighbour_kind else settings.score_kind,  # fused: once indexed below
+        callbacks=callbacks,
+        meta={"kind": "images", "train_images": len(learn), "calibration_images": len(cal)},
     )  # fmt: skip
     if log is not None:
         log(f"trained {settings.model} on {len(learn)} images ({result.epochs_run} epochs)")
-    bundle = ModelBundle(
-        settings.model,
-        asdict(config),
-        {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        ImagePreprocess(shape),
-        "neg_elbo" if neighbour_kind else settings.score_kind,  # fused: once indexed below
-        meta={"kind": "images", "train_images": len(learn), "calibration_images": len(cal),
-              "best_epoch": result.best_epoch, "epochs_run": result.epochs_run},
-    )  # fmt: skip
     if neighbour_kind:
         # three disjoint roles, as for feature vectors: the index holds the images trained
         # on, the tails are fitted on the early-stopping images (never trained on, not in

@@ -26,12 +26,13 @@ from streamvae.config import TrackingSettings, unknown_model_message
 from streamvae.data.kpi_features import SeriesScaler, calendar_features, infer_interval_ms
 from streamvae.data.series_state import WindowSpec, replay
 from streamvae.errors import DataError
-from streamvae.models import build_model, config_from_dict, model_spec
+from streamvae.models import config_from_dict, model_spec
 from streamvae.scoring.stream_scores import StreamScoring
 from streamvae.thresholds import CalibrationSpec, calibrate_set
 from streamvae.tracking import Trained, TrainOutcome, point_signature, train_in_run
-from streamvae.training import TrainConfig, TrainingCallback, fit
+from streamvae.training import TrainConfig, TrainingCallback
 from streamvae.types import KPI_MODELS, WINDOW_SCORE_KINDS, ScoreKind
+from streamvae.workflows.fitting import fit_bundle
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -270,30 +271,18 @@ def train_kpi(
         hide_last=settings.hide_last,
         patience=20,
     )
-    model, result = fit(
-        lambda: build_model(settings.model, config),
-        x[learn],
-        train,
-        callbacks,
-        cond=None if cond is None else cond[learn],
-        mask=m[learn],
-    )
-    if log is not None:
-        log(f"trained {settings.model} on {int(learn.sum())} windows ({result.epochs_run} epochs)")
-    bundle = ModelBundle(
-        settings.model,
-        asdict(config),
-        {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        preprocess,
-        settings.score_kind,
+    bundle, result = fit_bundle(
+        settings.model, config, x[learn], train, preprocess, settings.score_kind,
+        callbacks=callbacks, cond=None if cond is None else cond[learn], mask=m[learn],
         meta={
             "kind": "kpi",
             "series": len(data),
             "train_windows": int(learn.sum()),
             "calibration_windows": int(win.calibrate.sum()),
-            "best_epoch": result.best_epoch,
         },
-    )
+    )  # fmt: skip
+    if log is not None:
+        log(f"trained {settings.model} on {int(learn.sum())} windows ({result.epochs_run} epochs)")
     detector = WindowDetector(bundle, device="cpu")
     cal_scores, cal_series = _calibration_scores(detector, win)
     field = None if settings.threshold_by == "all" else settings.threshold_by

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,7 +25,7 @@ from streamvae.data import (
 )
 from streamvae.data.splits import shuffled, split_fraction
 from streamvae.errors import ConfigError, DataError
-from streamvae.models import build_model, config_from_dict, model_spec
+from streamvae.models import config_from_dict, model_spec
 from streamvae.thresholds import (
     CalibrationSpec,
     ThresholdSet,
@@ -35,8 +34,9 @@ from streamvae.thresholds import (
     min_size_for_fpr,
 )
 from streamvae.tracking import Trained, TrainOutcome, feature_signature, flatten, train_in_run
-from streamvae.training import BetaSchedule, FitResult, TrainConfig, TrainingCallback, fit
+from streamvae.training import BetaSchedule, FitResult, TrainConfig, TrainingCallback
 from streamvae.types import NEIGHBOUR_SCORE_KINDS, ScoreKind
+from streamvae.workflows.fitting import fit_bundle
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -240,22 +240,14 @@ def build_bundle(settings: TrainSettings, table: Table, callbacks: list[Training
         train_config = train_config_of(settings.training)
     except (KeyError, ValueError) as exc:
         raise ConfigError(str(exc).strip("'\"")) from exc
-    model, result = fit(
-        lambda: build_model(m.name, model_config),
-        scaler.transform(x_train),
-        train_config,
-        callbacks,
+    bundle, result = fit_bundle(
+        m.name, model_config, scaler.transform(x_train), train_config, preprocess,
+        "neg_elbo" if fused else score_kind,  # fused: once indexed below
+        callbacks=callbacks,
         cond=None if raw_context is None else preprocess.condition(raw_context),
-    )
-    bundle = ModelBundle(
-        model_key=m.name,
-        model_config=asdict(model_config),
-        state_dict=model.state_dict(),
-        preprocess=preprocess,
-        score_kind="neg_elbo" if fused else score_kind,
-        meta={"trained_at": utc_now(), "n_train": int(x_train.shape[0]), "device": result.device},
+        meta={"trained_at": utc_now(), "n_train": int(x_train.shape[0])},
         is_samples=m.is_samples,
-    )
+    )  # fmt: skip
     if fused:
         try:
             bundle = with_fusion(
