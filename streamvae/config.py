@@ -99,6 +99,10 @@ class ModelSettings(BaseModel):
     neighbour_rows: int = Field(
         2048, ge=10, le=1_000_000, description="the most training rows the index keeps"
     )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the family's own hyper-parameters (ModelSpec.params), e.g. init_log_gamma",
+    )
 
     @field_validator("name")
     @classmethod

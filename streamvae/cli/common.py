@@ -35,6 +35,16 @@ logger = logging.getLogger("streamvae.cli")
 T = TypeVar("T")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file.")]
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        "-p",
+        help="A hyper-parameter of the model family: NAME=VALUE, the value in YAML "
+        "(repeatable), e.g. kernel_size=7 or channels=[8,16]; `streamvae models --families` "
+        "lists each family's.",
+    ),
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a setting: key.path=value (repeatable)."),
@@ -187,6 +197,22 @@ class ProgressBar:
         """Close the bar."""
         self._progress.update(self._task, total=self._progress.tasks[0].completed)
         self._progress.stop()
+
+
+def parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``--param NAME=VALUE`` items as a mapping (values read as YAML); exits on a bad one."""
+    import yaml
+
+    params: dict[str, Any] = {}
+    for item in items or ():
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            fail(f"bad --param {item!r}: use NAME=VALUE, e.g. kernel_size=7")
+        try:
+            params[name.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            fail(f"bad --param {item!r}: the value is not YAML")
+    return params
 
 
 def fit_facts(fit: FitResult | None) -> dict[str, object]:

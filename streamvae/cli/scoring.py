@@ -108,6 +108,14 @@ def models(
     name: Annotated[
         str | None, typer.Argument(help="One registered model (default: every model).")
     ] = None,
+    families: Annotated[
+        bool,
+        typer.Option(
+            "--families",
+            help="List the model families instead: the input kinds each serves and the "
+            "hyper-parameters --param / model.params may set.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     tracking_uri: TrackingOpt = None,
     work_dir: WorkDirOpt = Path(".streamvae"),
@@ -116,8 +124,13 @@ def models(
 
     Example: streamvae models
     Example: streamvae models fraud --json
+    Example: streamvae models --families
     """
     from rich.table import Table
+
+    if families:
+        _families(as_json)
+        return
 
     from streamvae.tracking import VersionListing, configure, list_versions  # MLflow, no torch
 
@@ -143,3 +156,26 @@ def models(
     console.print(table)
     if not listed:
         err_console.print("no registered models in this store")
+
+
+def _families(as_json: bool) -> None:
+    """The model families of the registry: input kinds, params, summary."""
+    from rich.table import Table
+
+    from streamvae.models import MODEL_REGISTRY
+
+    if as_json:
+        rows = [
+            {"family": key, "kinds": sorted(spec.kinds), "params": list(spec.params),
+             "summary": spec.summary}
+            for key, spec in MODEL_REGISTRY.items()
+        ]  # fmt: skip
+        console.print_json(json.dumps(rows))
+        return
+    table = Table(title="model families", title_justify="left")
+    for column in ("family", "input kinds", "params", "summary"):
+        table.add_column(column)
+    for key, spec in MODEL_REGISTRY.items():
+        kinds, params = ", ".join(sorted(spec.kinds)), ", ".join(spec.params)
+        table.add_row(key, kinds, params, spec.summary)
+    console.print(table)

@@ -12,6 +12,7 @@ from streamvae.cli.common import (
     DeviceOpt,
     JsonOpt,
     NewAliasOpt,
+    ParamOpt,
     ProgressBar,
     QuietOpt,
     SeedOpt,
@@ -26,6 +27,7 @@ from streamvae.cli.common import (
     fit_facts,
     guard,
     need_path,
+    parse_params,
     tracking_settings,
 )
 from streamvae.config import TrainSettings, load_settings, unknown_model_message
@@ -122,6 +124,7 @@ def train_kpi(
     ] = "stream",
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
+    param: ParamOpt = None,
     registered_model: Annotated[
         str, typer.Option(help="MLflow registered model name.")
     ] = "streamvae-kpi",
@@ -152,6 +155,7 @@ def train_kpi(
             score_kind=score_kind,  # type: ignore[arg-type]
             seed=seed,
             device=device,  # type: ignore[arg-type]
+            params=parse_params(param),
         )
     except (KeyError, ValueError) as exc:
         fail(str(exc.args[0]) if exc.args else str(exc))
@@ -233,6 +237,7 @@ def train_images(
     ] = "fused",
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
+    param: ParamOpt = None,
     registered_model: Annotated[
         str, typer.Option(help="MLflow registered model name.")
     ] = "streamvae-images",
@@ -259,6 +264,7 @@ def train_images(
             model=model, latent_dim=latent_dim, beta=beta, width=width,
             learn_variance=learn_variance, epochs=epochs, percentile=percentile,
             score_kind=score_kind, seed=seed, device=device,  # type: ignore[arg-type]
+            params=parse_params(param),
         )  # fmt: skip
     except (KeyError, ValueError) as exc:
         fail(str(exc.args[0]) if exc.args else str(exc))

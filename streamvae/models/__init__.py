@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Final
 
@@ -12,7 +13,7 @@ from streamvae.models.conv2d import Conv2dStemVAEConfig, Conv2dVAE, Conv2dVAECon
 from streamvae.models.likelihood import ImportanceEstimate, importance_nll, latent_noise
 from streamvae.models.sparse import SparseVAE
 from streamvae.models.vae import VAE, VAEConfig
-from streamvae.types import IMAGE_MODELS, KPI_MODELS, MODEL_KINDS, TABULAR_MODELS, models_for
+from streamvae.types import MODEL_KINDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,30 @@ class ModelSpec:
         """Whether the family needs the record's context as its condition."""
         return self.model_cls.conditional
 
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The hyper-parameters of its config that ``model.params`` / ``--param`` may set.
+
+        Everything but what the data fixes (``DERIVED_FIELDS``: the input's width, the
+        image's shape, the condition's shape).
+
+        >>> MODEL_REGISTRY["conv1d_vae"].params[-3:]
+        ('channels', 'kernel_size', 'embedding_dim')
+        """
+        return tuple(f.name for f in fields(self.config_cls) if f.name not in DERIVED_FIELDS)
+
+
+DERIVED_FIELDS: Final = frozenset(
+    {
+        "input_dim",
+        "cond_numeric",
+        "cond_categories",
+        "image_channels",
+        "image_height",
+        "image_width",
+    }
+)
+"""Config fields the data fixes (the input's width, the image's and the condition's shape)."""
 
 MODEL_REGISTRY: Final[dict[str, ModelSpec]] = {
     "vae": ModelSpec(
@@ -121,6 +146,29 @@ def config_from_dict(key: str, values: dict[str, Any]) -> Any:
     return spec.config_cls(**cleaned)
 
 
+def with_params(key: str, values: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """The config values of family ``key``: ``values`` plus its family-specific ``params``.
+
+    Raises:
+        ValueError: a param the data fixes, one the common settings already set (set that
+            setting instead), or one the family does not take (the message lists them).
+    """
+    fixed = sorted(set(params) & DERIVED_FIELDS)
+    if fixed:
+        msg = f"model params {fixed} are fixed by the data"
+        raise ValueError(msg)
+    both = sorted(set(params) & set(values))
+    if both:
+        msg = f"model params {both} have settings of their own: set those instead"
+        raise ValueError(msg)
+    allowed = model_spec(key).params
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        msg = f"model {key!r} takes no param {unknown}; its params: {list(allowed)}"
+        raise ValueError(msg)
+    return dict(values) | dict(params)
+
+
 def build_model(key: str, config: Any) -> BaseVAE:
     """Instantiate family ``key`` from its config dataclass."""
     return model_spec(key).model_cls(config)
@@ -129,10 +177,8 @@ def build_model(key: str, config: Any) -> BaseVAE:
 __all__ = [
     "CVAE",
     "DCVAE",
-    "IMAGE_MODELS",
-    "KPI_MODELS",
+    "DERIVED_FIELDS",
     "MODEL_REGISTRY",
-    "TABULAR_MODELS",
     "VAE",
     "BaseVAE",
     "ConditionalVAEConfig",
@@ -154,5 +200,5 @@ __all__ = [
     "importance_nll",
     "latent_noise",
     "model_spec",
-    "models_for",
+    "with_params",
 ]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
-from typing import Literal
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -17,7 +17,7 @@ from streamvae.bundle.image import ImageDetector, ImagePreprocess
 from streamvae.config import TrackingSettings, unknown_model_message
 from streamvae.data.images import F32, ImageShape, LabelledImages
 from streamvae.errors import DataError
-from streamvae.models import config_from_dict
+from streamvae.models import config_from_dict, with_params
 from streamvae.scoring import DetectionReport, detection_report
 from streamvae.scoring.maps import MAP_KINDS, MapKind, pixel_auroc
 from streamvae.thresholds import CalibrationSpec, ThresholdSet, calibrate_set
@@ -66,6 +66,7 @@ class ImageSettings:
         neighbour_images: the most training images the neighbour index keeps.
         seed: training seed.
         device: ``auto``, ``cpu`` or ``cuda``.
+        params: the family's own hyper-parameters (``ModelSpec.params``, e.g. ``head``).
     """
 
     model: str = "conv2d_vae"
@@ -86,10 +87,12 @@ class ImageSettings:
     neighbour_images: int = 2048
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.model not in IMAGE_MODELS:
             raise ValueError(unknown_model_message(self.model, "image", IMAGE_MODELS))
+        model_values(self, ImageShape(1, 8, 8))  # a param the family does not take
         if not 0.0 < self.calibration_fraction < 1.0:
             msg = f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}"
             raise ValueError(msg)
@@ -131,6 +134,22 @@ def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[n_cal:]), np.sort(order[:n_cal])
 
 
+def model_values(settings: ImageSettings, shape: ImageShape) -> dict[str, Any]:
+    """The image model's config values: the image shape, the settings, the family's params.
+
+    Raises:
+        ValueError: a param the family does not take, or one with a setting of its own.
+    """
+    values: dict[str, Any] = {
+        "image_channels": shape.channels, "image_height": shape.height,
+        "image_width": shape.width, "latent_dim": settings.latent_dim, "width": settings.width,
+        "beta": settings.beta, "learn_variance": settings.learn_variance,
+    }  # fmt: skip
+    if settings.channels is not None:
+        values["channels"] = settings.channels
+    return with_params(settings.model, values, settings.params)
+
+
 def train_images(
     images: F32,
     settings: ImageSettings,
@@ -153,15 +172,8 @@ def train_images(
         msg = f"need at least 10 images shaped (N, C, H, W), got {images.shape}"
         raise DataError(msg)
     shape = ImageShape(*images.shape[1:])
-    values: dict[str, object] = {
-        "image_channels": shape.channels, "image_height": shape.height,
-        "image_width": shape.width, "latent_dim": settings.latent_dim, "width": settings.width,
-        "beta": settings.beta, "learn_variance": settings.learn_variance,
-    }  # fmt: skip
-    if settings.channels is not None:
-        values["channels"] = settings.channels
     try:
-        config = config_from_dict(settings.model, values)
+        config = config_from_dict(settings.model, model_values(settings, shape))
     except ValueError as exc:
         raise DataError(str(exc)) from exc
     flat = images.reshape(len(images), -1)

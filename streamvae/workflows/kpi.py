@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -23,10 +23,15 @@ import polars as pl
 from streamvae.bundle import ModelBundle
 from streamvae.bundle.window import WindowDetector, WindowPreprocess
 from streamvae.config import TrackingSettings, unknown_model_message
-from streamvae.data.kpi_features import SeriesScaler, calendar_features, infer_interval_ms
+from streamvae.data.kpi_features import (
+    CALENDAR_FEATURES,
+    SeriesScaler,
+    calendar_features,
+    infer_interval_ms,
+)
 from streamvae.data.series_state import WindowSpec, replay
 from streamvae.errors import DataError
-from streamvae.models import config_from_dict, model_spec
+from streamvae.models import config_from_dict, model_spec, with_params
 from streamvae.scoring.stream_scores import StreamScoring
 from streamvae.thresholds import CalibrationSpec, calibrate_set
 from streamvae.tracking import Trained, TrainOutcome, point_signature, train_in_run
@@ -68,6 +73,8 @@ class KpiSettings:
         stream: the ``stream`` score's settings.
         seed: training seed.
         device: ``auto``, ``cpu`` or ``cuda``.
+        params: the family's own hyper-parameters (``ModelSpec.params``, e.g. conv1d_vae's
+            ``kernel_size``).
     """
 
     model: str = "vae"
@@ -88,10 +95,14 @@ class KpiSettings:
     stream: StreamScoring = field(default_factory=StreamScoring)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.model not in KPI_MODELS:
             raise ValueError(unknown_model_message(self.model, "KPI", KPI_MODELS))
+        # a param the family does not take, or a value its config refuses (even kernel_size)
+        conditional = model_spec(self.model).conditional
+        config_from_dict(self.model, model_values(self, conditional=conditional))
         if not 0.0 < self.calibration_fraction < 1.0:
             msg = f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}"
             raise ValueError(msg)
@@ -215,6 +226,22 @@ def _scalers(data: Series, cuts: dict[str, int]) -> tuple[dict[str, SeriesScaler
     return scalers, fallback
 
 
+def model_values(settings: KpiSettings, *, conditional: bool) -> dict[str, Any]:
+    """The window model's config values: the window, the settings, the family's params.
+
+    Raises:
+        ValueError: a param the family does not take, or one with a setting of its own.
+    """
+    values: dict[str, Any] = {
+        "input_dim": settings.window_len,
+        "latent_dim": settings.latent_dim,
+        "hidden_dims": settings.hidden_dims,
+    }
+    if conditional:
+        values["cond_numeric"] = len(CALENDAR_FEATURES)
+    return with_params(settings.model, values, settings.params)
+
+
 def train_kpi(
     data: Series,
     settings: KpiSettings,
@@ -252,14 +279,7 @@ def train_kpi(
             f"{int(win.calibrate.sum())} (more history, or a smaller window_len)"
         )
         raise DataError(msg)
-    values: dict[str, object] = {
-        "input_dim": settings.window_len,
-        "latent_dim": settings.latent_dim,
-        "hidden_dims": settings.hidden_dims,
-    }
-    if conditional:
-        values["cond_numeric"] = 4
-    config = config_from_dict(settings.model, values)
+    config = config_from_dict(settings.model, model_values(settings, conditional=conditional))
     x, m = preprocess.scale(win.series, win.values, win.mask)
     cond = calendar_features(win.end_ts) if conditional else None
     train = TrainConfig(

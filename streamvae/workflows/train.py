@@ -25,7 +25,7 @@ from streamvae.data import (
 )
 from streamvae.data.splits import shuffled, split_fraction
 from streamvae.errors import ConfigError, DataError
-from streamvae.models import config_from_dict, model_spec
+from streamvae.models import config_from_dict, model_spec, with_params
 from streamvae.thresholds import (
     CalibrationSpec,
     ThresholdSet,
@@ -164,7 +164,7 @@ def _model_values(settings: TrainSettings, input_dim: int, context: ContextSchem
 ]:  # fmt: skip
     """The model family's config values from the settings (and the context's shape)."""
     m = settings.model
-    skip = set(SCORING_SETTINGS | {"name", "embedding_dim"})
+    skip = set(SCORING_SETTINGS | {"name", "embedding_dim", "params"})
     values: dict[str, Any] = m.model_dump(exclude=skip) | {"input_dim": input_dim}
     if context is not None:
         values |= {
@@ -172,7 +172,7 @@ def _model_values(settings: TrainSettings, input_dim: int, context: ContextSchem
             "cond_categories": context.cardinalities,
             "embedding_dim": m.embedding_dim,
         }
-    return values
+    return with_params(m.name, values, m.params)
 
 
 def _context_of(settings: TrainSettings, table: Table, train_rows: np.ndarray) -> tuple[

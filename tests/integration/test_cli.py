@@ -175,6 +175,16 @@ def test_every_result_prints_as_json_and_models_lists_the_registry(workdir):
         (["train-kpi", "x.csv", "--model", "conv2d_vae"], "(train it with train-images)"),
         (["train-images", "x.npz", "--score-kind", "last_point"], "not 'last_point'"),
         (["demo", "--kind", "video"], "bad --kind 'video'"),
+        (["train-kpi", "x.csv", "--param", "nonsense"], "bad --param 'nonsense'"),
+        (
+            ["train-kpi", "x.csv", "--model", "conv1d_vae", "--param", "kernel_size=6"],
+            "kernel_size must be an odd number",
+        ),
+        (["train-images", "x.npz", "--param", "kernel_size=3"], "takes no param"),
+        (
+            ["train", "-s", "data.builtin=cardio", "-s", "model.params={kernel_size: 3}"],
+            "model 'vae' takes no param ['kernel_size']",
+        ),
     ],
 )
 def test_user_errors_are_one_line_with_exit_code_2(workdir, args, message):
