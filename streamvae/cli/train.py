@@ -48,6 +48,9 @@ def train(
 ) -> None:
     """Train a VAE on normal data, calibrate its threshold on held-out normals, register it.
 
+    Data parallel: `torchrun --nproc-per-node N -m streamvae train ...` trains N processes
+    (gloo on CPUs, NCCL on GPUs), each on its shard; rank 0 logs, calibrates and registers.
+
     Example: streamvae train -c configs/tabular.yaml --data normal.csv --set training.epochs=50 --alias champion
     """
     extra: dict[str, Any] = {}
@@ -65,9 +68,16 @@ def train(
     settings = guard(lambda: load_settings(TrainSettings, config, set_ or [], extra, options))
     if settings.data.path is not None:
         need_path(settings.data.path, "data file")
+    from streamvae.training.distributed import process_group
     from streamvae.workflows.train import train as run_train
+    from streamvae.workflows.train import train_shard
 
-    outcome = guard(lambda: run_train(settings, [] if quiet or as_json else [ProgressBar()]))
+    # under torchrun every process trains its shard; rank 0 alone logs, calibrates, registers
+    with process_group(settings.training.device) as (rank, size):
+        if rank > 0:
+            guard(lambda: train_shard(settings))
+            return
+        outcome = guard(lambda: run_train(settings, [] if quiet or as_json else [ProgressBar()]))
     thr = outcome.threshold.default if outcome.threshold else None
     emit(
         "trained",
@@ -79,6 +89,7 @@ def train(
             "alias": outcome.alias or "-",
             **fit_facts(outcome.fit),
             "train / calibration rows": f"{outcome.n_train} / {outcome.n_calibration}",
+            **({"processes (torchrun)": size} if size > 1 else {}),
             "threshold": thr.value if thr else "not calibrated (no held-out rows)",
             "expected alerts per 1,000 normal": 1000 * thr.expected_alert_rate if thr else "-",
             "tracking uri": outcome.tracking_uri,

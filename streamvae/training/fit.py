@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -15,6 +15,7 @@ from torch import nn
 
 from streamvae.models import BaseVAE
 from streamvae.training.callbacks import CallbackList, TrainingCallback
+from streamvae.training.distributed import all_mean, shard, world
 from streamvae.training.schedules import BetaSchedule
 
 DeviceName = Literal["auto", "cpu", "cuda"]
@@ -195,10 +196,12 @@ def _run_epoch(
     generator: torch.Generator,
     epoch: int,
     total_epochs: int,
+    forward: nn.Module | None = None,
 ) -> dict[str, float]:
     """One pass over ``data``; trains when an optimizer is given, else evaluates.
 
-    ``total_epochs`` is the epoch limit the beta schedule's progress is measured against.
+    ``total_epochs`` is the epoch limit the beta schedule's progress is measured against;
+    ``forward`` runs the training forward pass (the model behind DDP), else the model.
     """
     training = optimizer is not None
     model.train(training)
@@ -219,7 +222,7 @@ def _run_epoch(
                 seen = batch.clone()
                 seen[hide.to(batch.device), -1] = 0.0
             with torch.autocast(device_type=batch.device.type, dtype=torch.bfloat16, enabled=amp):
-                out = model(seen, cond)
+                out = (forward if training and forward is not None else model)(seen, cond)
             if amp:  # the networks run in bfloat16; the ELBO terms are summed in float32
                 out = out.to_float()
             beta = None  # validation: the full beta, so epochs compare
@@ -241,6 +244,14 @@ def _run_epoch(
     if training:
         means["beta"] = beta_used  # the beta in force at the epoch's last step
     return means
+
+
+def _data_parallel(model: BaseVAE, device: str) -> nn.Module:
+    """``model`` behind ``DistributedDataParallel``: gradients averaged over the ranks."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [torch.device(device).index or 0] if device.startswith("cuda") else None
+    return DistributedDataParallel(model, device_ids=ids)
 
 
 def uses_mixed_precision(config: TrainConfig, device: str) -> bool:
@@ -301,9 +312,13 @@ def fit(
             None if mask is None else _tensor(mask[perm], device),
         )
         val, train = every.part(slice(None, n_val)), every.part(slice(n_val, None))
-        if train.x.shape[0] == 0:
+        rank, size = world()
+        if train.x.shape[0] < size:
             msg = f"val_fraction {config.val_fraction} leaves no training rows out of {x.shape[0]}"
             raise ValueError(msg)
+        if size > 1:  # data parallel: every rank has the same split, trains on its shard
+            train = train.part(shard(train.x.shape[0], rank, size))
+            val = val.part(shard(val.x.shape[0], rank, size))
         model = build().to(device)
         result = _fit_loop(model, train, val, config, events, generator, str(device))
     result.val_rows = np.sort(perm[:n_val]).astype(np.intp)
@@ -328,16 +343,22 @@ def _fit_loop(
     )
     result = FitResult(best_epoch=0, epochs_run=0, stopped_early=False, device=device)
     best_loss, best_state, waited = math.inf, None, 0
-    epochs, patience = epoch_budget(config, train_data.x.shape[0])
+    _, size = world()
+    # the budget of the whole data set; each of the ``size`` ranks takes its share of every
+    # batch, so the optimiser steps, and the global batch, are those of one process
+    epochs, patience = epoch_budget(config, train_data.x.shape[0] * size)
+    local = config if size == 1 else replace(config, batch_size=max(1, config.batch_size // size))
+    forward = _data_parallel(model, device) if size > 1 else model
     events.on_train_start(epochs)
     for epoch in range(epochs):
-        train = _run_epoch(model, train_data, config, optimizer, generator, epoch, epochs)
+        train = _run_epoch(model, train_data, local, optimizer, generator, epoch, epochs, forward)
+        train = all_mean(train)
         metrics = {f"train_{k}": v for k, v in train.items() if k != "beta"}
         metrics["beta"] = train["beta"]
         metrics.update(model.training_metrics())
         monitored = train["recon_nll"] + model.beta * train["kl"]  # at the full beta
         if val_data.x.shape[0]:
-            val = _run_epoch(model, val_data, config, None, generator, epoch, epochs)
+            val = all_mean(_run_epoch(model, val_data, local, None, generator, epoch, epochs))
             metrics.update({f"val_{k}": v for k, v in val.items()})
             monitored = val["loss"]
         if not math.isfinite(monitored):

@@ -35,6 +35,7 @@ from streamvae.thresholds import (
 )
 from streamvae.tracking import Trained, TrainOutcome, feature_signature, flatten, train_in_run
 from streamvae.training import BetaSchedule, FitResult, TrainConfig, TrainingCallback
+from streamvae.training.distributed import world
 from streamvae.types import NEIGHBOUR_SCORE_KINDS, ScoreKind
 from streamvae.workflows.fitting import fit_bundle
 
@@ -276,14 +277,29 @@ def train(
         ConfigError, DataError: bad settings or data.
     """
     data = load_training_table(settings) if table is None else table
+    params = flatten(settings.model_dump(mode="json", exclude={"tracking"}))
+    _, size = world()
+    if size > 1:
+        params["distributed.world_size"] = size
     return train_in_run(
         lambda cbs: train_tabular(settings, data, cbs),
-        flatten(settings.model_dump(mode="json", exclude={"tracking"})),
+        params,
         settings.tracking,
         callbacks,
         signature=feature_signature(data.names, explained=min(3, len(data.names))),
         input_example=_input_example(data),
     )
+
+
+def train_shard(settings: TrainSettings, table: Table | None = None) -> None:
+    """A rank other than 0 of a distributed run (``torchrun``): fit alongside rank 0.
+
+    Every rank reads the data and draws the same seeded split; the fit trains each on its
+    shard of the rows and keeps their weights equal. Rank 0 (:func:`train`) alone logs,
+    calibrates and registers; this rank's bundle is dropped.
+    """
+    data = load_training_table(settings) if table is None else table
+    build_bundle(settings, data, [])
 
 
 def train_tabular(
