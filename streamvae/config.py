@@ -74,6 +74,12 @@ class DataSettings(BaseModel):
     normal_only: bool = True
     calibration_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     seed: int = 0
+    streaming: bool = Field(
+        False,
+        description="read data.path (Parquet) batch by batch: data larger than memory "
+        "(a directory or glob of Parquet files always is)",
+    )
+    batch_rows: int = Field(65_536, ge=1, description="streaming: rows read at a time")
 
 
 class ModelSettings(BaseModel):

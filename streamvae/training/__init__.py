@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from streamvae.training.callbacks import CallbackList, TrainingCallback
-from streamvae.training.fit import FitResult, TrainConfig, epoch_budget, fit, resolve_device
+from streamvae.training.fit import (
+    FitResult,
+    TrainConfig,
+    epoch_budget,
+    fit,
+    fit_stream,
+    resolve_device,
+)
 from streamvae.training.schedules import BetaSchedule
 
 __all__ = [
@@ -14,5 +21,6 @@ __all__ = [
     "TrainingCallback",
     "epoch_budget",
     "fit",
+    "fit_stream",
     "resolve_device",
 ]

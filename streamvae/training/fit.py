@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Literal, NamedTuple
 
@@ -380,3 +380,98 @@ def _fit_loop(
     model.eval()
     events.on_train_end(result.best_epoch, result.stopped_early)
     return result
+
+
+def fit_stream(
+    build: Callable[[], BaseVAE],
+    batches: Callable[[int], Iterable[npt.NDArray[np.float32]]],
+    n_train: int,
+    val: npt.NDArray[np.float32],
+    config: TrainConfig,
+    callbacks: list[TrainingCallback] | None = None,
+) -> tuple[BaseVAE, FitResult]:
+    """:func:`fit` for data that does not fit in memory: mini-batches come from a stream.
+
+    ``batches(epoch)`` yields the epoch's shuffled mini-batches of scaled training rows
+    (``n_train`` in all: it sets the step budget and the beta schedule's progress); ``val``
+    is the in-memory early-stopping sample. Same seeding, budget, early stopping and
+    metrics as :func:`fit` (no condition, no missing values: feature vectors).
+
+    Raises:
+        ValueError: no training rows, or a diverging loss.
+    """
+    if n_train < 1:
+        msg = "no training rows in the stream"
+        raise ValueError(msg)
+    device = resolve_device(config.device)
+    events = CallbackList(callbacks or [])
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        generator = torch.Generator().manual_seed(config.seed)
+        model = build().to(device)
+        val_data = _Data(_tensor(val, device), None, None)
+        optimizer = torch.optim.Adam(
+            model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        result = FitResult(best_epoch=0, epochs_run=0, stopped_early=False, device=str(device))
+        best_loss, best_state, waited = math.inf, None, 0
+        epochs, patience = epoch_budget(config, n_train)
+        steps = max(1, math.ceil(n_train / config.batch_size))
+        events.on_train_start(epochs)
+        for epoch in range(epochs):
+            metrics = _stream_epoch(model, batches(epoch), config, optimizer, epoch, epochs, steps)
+            monitored = metrics["train_recon_nll"] + model.beta * metrics["train_kl"]
+            if val.shape[0]:
+                scores = _run_epoch(model, val_data, config, None, generator, epoch, epochs)
+                metrics.update({f"val_{k}": v for k, v in scores.items()})
+                monitored = scores["loss"]
+            if not math.isfinite(monitored):
+                msg = f"training diverged at epoch {epoch} (loss {monitored}); lower the rate"
+                raise ValueError(msg)
+            result.history.append(metrics)
+            result.epochs_run = epoch + 1
+            events.on_epoch_end(epoch, metrics)
+            if monitored < best_loss - config.min_delta:
+                best_loss, waited, result.best_epoch = monitored, 0, epoch
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                waited += 1
+                if patience and waited >= patience:
+                    result.stopped_early = True
+                    break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        model.eval()
+        events.on_train_end(result.best_epoch, result.stopped_early)
+    return model, result
+
+
+def _stream_epoch(
+    model: BaseVAE,
+    batches: Iterable[npt.NDArray[np.float32]],
+    config: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    epochs: int,
+    steps: int,
+) -> dict[str, float]:
+    """One pass of :func:`fit_stream` over the epoch's mini-batches; the epoch's metrics."""
+    model.train(True)
+    device = next(model.parameters()).device
+    totals, seen, step, beta = {"loss": 0.0, "recon_nll": 0.0, "kl": 0.0}, 0, 0, model.beta
+    for rows in batches:
+        batch = _tensor(rows, device)
+        beta = config.beta_schedule.factor((epoch + step / steps) / epochs) * model.beta
+        terms = model.loss(batch, model(batch, None), beta, None)
+        optimizer.zero_grad(set_to_none=True)
+        terms.loss.backward()  # type: ignore[no-untyped-call]
+        if config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        for key in totals:
+            totals[key] += float(getattr(terms, key).detach()) * batch.shape[0]
+        seen, step = seen + batch.shape[0], step + 1
+    metrics = {f"train_{k}": v / max(seen, 1) for k, v in totals.items()}
+    metrics["beta"] = beta
+    metrics.update(model.training_metrics())
+    return metrics

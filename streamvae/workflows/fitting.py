@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamvae.bundle import ModelBundle, Preprocess
-from streamvae.models import build_model
+from streamvae.models import BaseVAE, build_model
 from streamvae.training import FitResult, TrainConfig, TrainingCallback, fit
 from streamvae.types import ScoreKind
 
@@ -38,10 +38,24 @@ def fit_bundle(
     model, result = fit(
         lambda: build_model(family, config), inputs, train, callbacks, cond=cond, mask=mask
     )
+    bundle = bundle_of(family, config, model, result, preprocess, score_kind, meta, is_samples)
+    return bundle, result
+
+
+def bundle_of(
+    family: str,
+    config: Any,
+    model: BaseVAE,
+    result: FitResult,
+    preprocess: Preprocess,
+    score_kind: ScoreKind,
+    meta: Mapping[str, Any] | None = None,
+    is_samples: int = 64,
+) -> ModelBundle:
+    """The bundle of a trained model: CPU weights, provenance from the fit, then ``meta``."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     info = {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run}
-    bundle = ModelBundle(
+    return ModelBundle(
         family, asdict(config), state, preprocess, score_kind,
         meta=info | {"device": result.device} | dict(meta or {}), is_samples=is_samples,
     )  # fmt: skip
-    return bundle, result

@@ -276,9 +276,22 @@ def train(
     Raises:
         ConfigError, DataError: bad settings or data.
     """
-    data = load_training_table(settings) if table is None else table
     params = flatten(settings.model_dump(mode="json", exclude={"tracking"}))
+    from streamvae.workflows.train_stream import is_streaming, open_rows, train_streamed
+
     _, size = world()
+    if table is None and is_streaming(settings):  # Parquet larger than memory
+        if size > 1:
+            msg = "torchrun trains data that fits in memory; streamed Parquet: one process"
+            raise ConfigError(msg)
+        rows = open_rows(settings)
+        head, _ = next(rows.batches())
+        return train_in_run(
+            lambda cbs: train_streamed(settings, rows, cbs), params, settings.tracking,
+            callbacks, signature=feature_signature(rows.names, explained=min(3, len(rows.names))),
+            input_example=_input_example(Table(head, rows.names)),
+        )  # fmt: skip
+    data = load_training_table(settings) if table is None else table
     if size > 1:
         params["distributed.world_size"] = size
     return train_in_run(
