@@ -15,8 +15,8 @@ few capped samples. Passes over the data:
    (``SHUFFLE_ROWS``); early stopping on the in-memory early-stopping sample. With
    ``training.epochs`` unset the budget is ``STREAM_STEPS`` optimiser steps (at least one
    epoch, at most 100): a billion-row file is not read 100 times.
-3. **Calibration**: the calibration rows are scored batch by batch; the threshold is
-   calibrated on a stable sample of at most ``CALIBRATION_SCORES`` of them.
+3. **Calibration**: the threshold is calibrated on the scores of a stable sample of at most
+   ``CALIBRATION_SCORES`` calibration rows (those of smallest hash), scored batch by batch.
 """
 
 from __future__ import annotations
@@ -121,11 +121,17 @@ class _Split:
             yield scaler.transform(x[row_fraction(x, self.seed) >= self.val_end])
 
     def calibration_rows(self, rows: ParquetRows) -> Iterator[tuple[F32, npt.NDArray[np.float64]]]:
-        """The raw calibration rows of each read batch, with their row numbers."""
+        """The raw calibration rows of each read batch that may enter the kept sample.
+
+        The threshold is fitted on the ``CALIBRATION_SCORES`` rows of smallest hash; a row
+        hashed above ``1.1 x`` that share of the calibration band cannot be one of them
+        (but by a chance too small to matter), so it is not scored at all.
+        """
+        share = min(1.0, 1.1 * CALIBRATION_SCORES / max(self.n_cal, 1))
         for x, y in rows.batches():
             x = self._kept(x, y)
             f = row_fraction(x, self.seed)
-            cal = f < self.cal
+            cal = f < self.cal * share
             yield x[cal], f[cal]
 
 
@@ -169,7 +175,7 @@ def train_streamed(
         for x, f in split.calibration_rows(rows):
             if x.shape[0]:
                 scores.add(detector.select(detector.score(x)), f)
-                n_cal += x.shape[0]
+        n_cal = split.n_cal
         kept = scores.result().astype(np.float64)
         if kept.size:
             thresholds, _ = calibrate_scores(kept, _spec(settings), bundle.score_kind)
