@@ -277,13 +277,17 @@ def train(
         ConfigError, DataError: bad settings or data.
     """
     params = flatten(settings.model_dump(mode="json", exclude={"tracking"}))
-    from streamvae.workflows.train_stream import is_streaming, open_rows, train_streamed
+    from streamvae.workflows.train_stream import (
+        ONE_PROCESS,
+        is_streaming,
+        open_rows,
+        train_streamed,
+    )
 
     _, size = world()
     if table is None and is_streaming(settings):  # Parquet larger than memory
         if size > 1:
-            msg = "torchrun trains data that fits in memory; streamed Parquet: one process"
-            raise ConfigError(msg)
+            raise ConfigError(ONE_PROCESS)
         rows = open_rows(settings)
         head, _ = next(rows.batches())
         return train_in_run(
@@ -311,6 +315,10 @@ def train_shard(settings: TrainSettings, table: Table | None = None) -> None:
     shard of the rows and keeps their weights equal. Rank 0 (:func:`train`) alone logs,
     calibrates and registers; this rank's bundle is dropped.
     """
+    from streamvae.workflows.train_stream import ONE_PROCESS, is_streaming
+
+    if table is None and is_streaming(settings):
+        raise ConfigError(ONE_PROCESS)
     data = load_training_table(settings) if table is None else table
     build_bundle(settings, data, [])
 

@@ -68,6 +68,7 @@ SHUFFLE_ROWS = 262_144
 """Rows of the shuffle buffer."""
 STREAM_STEPS = 50_000
 """Optimiser steps of the automatic budget on streamed data."""
+ONE_PROCESS = "torchrun trains data that fits in memory; streamed Parquet trains in one process"
 
 
 def is_streaming(settings: TrainSettings) -> bool:
