@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: install demo test lint unit bench clean prometheus
+.PHONY: install demo test lint unit bench clean prometheus spark
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,15 @@ prometheus:
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || \
 		echo "promtool not installed: the Prometheus rule tests will skip"
 
-test: lint prometheus
+# PySpark (the spark extra) and a Java runtime for the Spark backfill test: Java from Debian's
+# packages when absent and apt-get can run (as root); elsewhere the Spark test skips
+spark: install
+	$(PIP) install -q -e ".[embedded,dev,spark]"
+	@command -v java >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends default-jre-headless >/dev/null; } || \
+		echo "java not installed: the Spark test will skip"
+
+test: lint prometheus spark
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: install
