@@ -66,8 +66,9 @@ def train(
     options = {"data.path": "--data", "tracking.alias": "--alias"}
     options["tracking.tracking_uri"] = "--tracking-uri"
     settings = guard(lambda: load_settings(TrainSettings, config, set_ or [], extra, options))
-    if settings.data.path is not None:
-        need_path(settings.data.path, "data file")
+    path = settings.data.path
+    if path is not None and not any(c in path for c in "*?["):  # a glob is checked on read
+        need_path(path, "data file")
     from streamvae.training.distributed import process_group
     from streamvae.workflows.train import train as run_train
     from streamvae.workflows.train import train_shard

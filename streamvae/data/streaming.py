@@ -77,10 +77,15 @@ class ParquetRows:
         """The numeric columns of ``source`` (all but the label, or ``feature_columns``).
 
         Raises:
-            DataError: no files, a missing column, or no numeric feature column.
+            DataError: no files, files that are not Parquet, a missing column, or no numeric
+                feature column.
         """
         files = tuple(parquet_files(source))
-        schema = pl.scan_parquet(list(files)).collect_schema()
+        try:
+            schema = pl.scan_parquet(list(files)).collect_schema()
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            msg = f"cannot read {files[0]!r} (and {len(files) - 1} more) as Parquet: {exc}"
+            raise DataError(msg) from exc
         label = label_column if label_column in schema else None
         if feature_columns is not None:
             missing = [c for c in feature_columns if c not in schema]

@@ -2,9 +2,10 @@
 
 Keyed like ``streamvae.bundle.INPUT_KINDS`` (the bundle's ``preprocess.json`` ``kind``); the
 contract tests check that both registries name the same kinds. A builder receives the
-kind's detector, the served model, the shared :class:`PipelineConfig`, the service settings
-and ``state_partitions`` (creates a state topic when missing and returns its partition
-count: for kinds that keep state).
+kind's detector, the shared :class:`PipelineConfig`, the service settings and
+``state_partitions`` (creates a state topic when missing and returns its partition count:
+for kinds that keep state) and returns the kind's :class:`KindInput`; the app wraps it in
+the one :class:`~streamvae.service.scoring.ScoringPipeline`.
 """
 
 from __future__ import annotations

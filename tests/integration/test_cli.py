@@ -176,6 +176,7 @@ def test_every_result_prints_as_json_and_models_lists_the_registry(workdir):
         (["train-images", "x.npz", "--score-kind", "last_point"], "not 'last_point'"),
         (["demo", "--kind", "video"], "bad --kind 'video'"),
         (["train-kpi", "x.csv", "--param", "nonsense"], "bad --param 'nonsense'"),
+        (["train", "--data", "none/*.parquet"], "no Parquet file at 'none/*.parquet'"),
         (
             ["train-kpi", "x.csv", "--model", "conv1d_vae", "--param", "kernel_size=6"],
             "kernel_size must be an odd number",

@@ -93,3 +93,6 @@ def test_parquet_rows_read_a_directory_or_glob_in_batches(tmp_path):
         parquet_files(tmp_path / "nothing")
     with pytest.raises(DataError, match=r"feature column\(s\) \['c'\]"):
         ParquetRows.open(parts, feature_columns=("a", "c"))
+    (tmp_path / "rows.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match="as Parquet"):
+        ParquetRows.open(str(tmp_path / "*.csv"))
