@@ -23,8 +23,9 @@ import polars as pl
 import pytest
 
 from streamvae.bundle import TabularDetector
+from streamvae.config import TrackingSettings
 from streamvae.scoring import roc_auc
-from streamvae.tracking import load_resolved, resolve
+from streamvae.tracking import configure, load_resolved, resolve
 from tests.benchmarks.harness import write_json
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.timeout(7200)]
@@ -86,9 +87,7 @@ def _train(data: Path, store: Path, name: str) -> dict[str, float]:
 
 
 def _auroc(store: Path, name: str, test: np.ndarray, labels: np.ndarray, work: Path) -> float:
-    import mlflow
-
-    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
+    configure(TrackingSettings(tracking_uri=f"sqlite:///{store / 'mlflow.db'}"))
     detector = TabularDetector(load_resolved(resolve(f"models:/{name}/1", work / name)))
     return roc_auc(labels, detector.select(detector.score(test)))
 

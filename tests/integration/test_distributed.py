@@ -19,8 +19,9 @@ import polars as pl
 import pytest
 
 from streamvae.bundle import TabularDetector
+from streamvae.config import TrackingSettings
 from streamvae.scoring import roc_auc
-from streamvae.tracking import load_resolved, resolve
+from streamvae.tracking import configure, load_resolved, resolve
 from tests.factories import feature_names, make_anomalies, make_normal
 
 pytestmark = [pytest.mark.mlflow, pytest.mark.timeout(600)]
@@ -58,14 +59,16 @@ def test_two_gloo_processes_train_like_one_and_only_rank_0_registers(tmp_path):
         stores[processes] = store
         out = _train(tmp_path / "train.csv", store, processes)
         assert ("processes (torchrun)" in out) == (processes > 1)
-        mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
+        # both URIs: an earlier test may have set a registry URI for the process
+        configure(TrackingSettings(tracking_uri=f"sqlite:///{store / 'mlflow.db'}"))
         bundle = load_resolved(resolve("models:/streamvae-tabular/1", tmp_path / f"b{processes}"))
         detector = TabularDetector(bundle)
         aurocs[processes] = roc_auc(labels, detector.select(detector.score(test)))
         (only,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
         val_loss[processes] = only.data.metrics["best_val_loss"]
 
-    client = mlflow.MlflowClient(f"sqlite:///{stores[2] / 'mlflow.db'}")
+    uri = f"sqlite:///{stores[2] / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri, registry_uri=uri)
     versions = client.search_model_versions("name='streamvae-tabular'")
     assert len(versions) == 1, "rank 0 alone registers"
     run = client.get_run(versions[0].run_id)
