@@ -231,11 +231,7 @@ def _run_epoch(
                 beta = beta_used = config.beta_schedule.factor(progress) * model.beta
             terms = model.loss(batch, out, beta, mask)
             if optimizer is not None:
-                optimizer.zero_grad(set_to_none=True)
-                terms.loss.backward()  # type: ignore[no-untyped-call]
-                if config.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
+                _step(model, terms.loss, optimizer, config.grad_clip)
             weight = batch.shape[0]
             totals["loss"] += float(terms.loss.detach()) * weight
             totals["recon_nll"] += float(terms.recon_nll.detach()) * weight
@@ -338,29 +334,75 @@ def _fit_loop(
     generator: torch.Generator,
     device: str,
 ) -> FitResult:
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
-    result = FitResult(best_epoch=0, epochs_run=0, stopped_early=False, device=device)
-    best_loss, best_state, waited = math.inf, None, 0
+    optimizer = _optimizer(model, config)
     _, size = world()
     # the budget of the whole data set; each of the ``size`` ranks takes its share of every
     # batch, so the optimiser steps, and the global batch, are those of one process
     epochs, patience = epoch_budget(config, train_data.x.shape[0] * size)
     local = config if size == 1 else replace(config, batch_size=max(1, config.batch_size // size))
     forward = _data_parallel(model, device) if size > 1 else model
-    events.on_train_start(epochs)
-    for epoch in range(epochs):
+
+    def epoch_metrics(epoch: int) -> dict[str, float]:
         train = _run_epoch(model, train_data, local, optimizer, generator, epoch, epochs, forward)
-        train = all_mean(train)
-        metrics = {f"train_{k}": v for k, v in train.items() if k != "beta"}
-        metrics["beta"] = train["beta"]
-        metrics.update(model.training_metrics())
-        monitored = train["recon_nll"] + model.beta * train["kl"]  # at the full beta
+        metrics = _train_metrics(model, all_mean(train))
         if val_data.x.shape[0]:
             val = all_mean(_run_epoch(model, val_data, local, None, generator, epoch, epochs))
             metrics.update({f"val_{k}": v for k, v in val.items()})
-            monitored = val["loss"]
+        return metrics
+
+    return _early_stopping(model, epoch_metrics, epochs, patience, config, events, device)
+
+
+def _optimizer(model: BaseVAE, config: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+
+
+def _step(
+    model: BaseVAE, loss: torch.Tensor, optimizer: torch.optim.Optimizer, grad_clip: float
+) -> None:
+    """One optimiser step on ``loss`` (gradients clipped to ``grad_clip`` when above 0)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+
+
+def _train_metrics(model: BaseVAE, train: dict[str, float]) -> dict[str, float]:
+    """An epoch's training means as logged: ``train_*``, the beta in force, the model's own."""
+    metrics = {f"train_{k}": v for k, v in train.items() if k != "beta"}
+    metrics["beta"] = train["beta"]
+    metrics.update(model.training_metrics())
+    return metrics
+
+
+def _early_stopping(
+    model: BaseVAE,
+    epoch_metrics: Callable[[int], dict[str, float]],
+    epochs: int,
+    patience: int,
+    config: TrainConfig,
+    events: CallbackList,
+    device: str,
+) -> FitResult:
+    """Run ``epoch_metrics`` epoch after epoch; keep the best weights; stop on patience.
+
+    The monitored loss is the validation loss when the epoch has one, else the training
+    loss at the full beta. The model ends with its best weights, in eval mode.
+
+    Raises:
+        ValueError: a non-finite monitored loss (the training diverged).
+    """
+    result = FitResult(best_epoch=0, epochs_run=0, stopped_early=False, device=device)
+    best_loss, best_state, waited = math.inf, None, 0
+    events.on_train_start(epochs)
+    for epoch in range(epochs):
+        metrics = epoch_metrics(epoch)
+        monitored = metrics.get(
+            "val_loss", metrics["train_recon_nll"] + model.beta * metrics["train_kl"]
+        )
         if not math.isfinite(monitored):
             msg = f"training diverged at epoch {epoch} (loss {monitored}); lower the learning rate"
             raise ValueError(msg)
@@ -410,39 +452,20 @@ def fit_stream(
         generator = torch.Generator().manual_seed(config.seed)
         model = build().to(device)
         val_data = _Data(_tensor(val, device), None, None)
-        optimizer = torch.optim.Adam(
-            model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-        )
-        result = FitResult(best_epoch=0, epochs_run=0, stopped_early=False, device=str(device))
-        best_loss, best_state, waited = math.inf, None, 0
+        optimizer = _optimizer(model, config)
         epochs, patience = epoch_budget(config, n_train)
         steps = max(1, math.ceil(n_train / config.batch_size))
-        events.on_train_start(epochs)
-        for epoch in range(epochs):
+
+        def epoch_metrics(epoch: int) -> dict[str, float]:
             metrics = _stream_epoch(model, batches(epoch), config, optimizer, epoch, epochs, steps)
-            monitored = metrics["train_recon_nll"] + model.beta * metrics["train_kl"]
             if val.shape[0]:
                 scores = _run_epoch(model, val_data, config, None, generator, epoch, epochs)
                 metrics.update({f"val_{k}": v for k, v in scores.items()})
-                monitored = scores["loss"]
-            if not math.isfinite(monitored):
-                msg = f"training diverged at epoch {epoch} (loss {monitored}); lower the rate"
-                raise ValueError(msg)
-            result.history.append(metrics)
-            result.epochs_run = epoch + 1
-            events.on_epoch_end(epoch, metrics)
-            if monitored < best_loss - config.min_delta:
-                best_loss, waited, result.best_epoch = monitored, 0, epoch
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                waited += 1
-                if patience and waited >= patience:
-                    result.stopped_early = True
-                    break
-        if best_state is not None:
-            model.load_state_dict(best_state)
-        model.eval()
-        events.on_train_end(result.best_epoch, result.stopped_early)
+            return metrics
+
+        result = _early_stopping(
+            model, epoch_metrics, epochs, patience, config, events, str(device)
+        )
     return model, result
 
 
@@ -463,15 +486,9 @@ def _stream_epoch(
         batch = _tensor(rows, device)
         beta = config.beta_schedule.factor((epoch + step / steps) / epochs) * model.beta
         terms = model.loss(batch, model(batch, None), beta, None)
-        optimizer.zero_grad(set_to_none=True)
-        terms.loss.backward()  # type: ignore[no-untyped-call]
-        if config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        _step(model, terms.loss, optimizer, config.grad_clip)
         for key in totals:
             totals[key] += float(getattr(terms, key).detach()) * batch.shape[0]
         seen, step = seen + batch.shape[0], step + 1
-    metrics = {f"train_{k}": v / max(seen, 1) for k, v in totals.items()}
-    metrics["beta"] = beta
-    metrics.update(model.training_metrics())
-    return metrics
+    means = {k: v / max(seen, 1) for k, v in totals.items()}
+    return _train_metrics(model, means | {"beta": beta})
