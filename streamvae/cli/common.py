@@ -20,6 +20,7 @@ from streamvae.config import TrackingSettings
 from streamvae.errors import StreamVAEError
 
 if TYPE_CHECKING:  # pragma: no cover - torch loads only when a command needs it
+    from streamvae.tracking import TrainOutcome
     from streamvae.training import FitResult
 
 app = typer.Typer(
@@ -213,6 +214,20 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
         except yaml.YAMLError:
             fail(f"bad --param {item!r}: the value is not YAML")
     return params
+
+
+def trained_facts(outcome: TrainOutcome, **middle: object) -> dict[str, object]:
+    """What every ``train*`` command prints: the run and version, ``middle``, where it went."""
+    version = f"{outcome.registered_model} v{outcome.version}" if outcome.version else None
+    return {
+        "run id": outcome.run_id,
+        "model": version or outcome.model_uri,
+        "alias": outcome.alias or "-",
+        **middle,
+        "tracking uri": outcome.tracking_uri,
+        "calibration report": outcome.report or "-",
+        "seconds": round(outcome.seconds, 1),
+    }
 
 
 def fit_facts(fit: FitResult | None) -> dict[str, object]:

@@ -29,6 +29,7 @@ from streamvae.cli.common import (
     need_path,
     parse_params,
     tracking_settings,
+    trained_facts,
 )
 from streamvae.config import TrainSettings, load_settings, unknown_model_message
 from streamvae.types import IMAGE_MODELS, KPI_MODELS
@@ -66,8 +67,10 @@ def train(
     options = {"data.path": "--data", "tracking.alias": "--alias"}
     options["tracking.tracking_uri"] = "--tracking-uri"
     settings = guard(lambda: load_settings(TrainSettings, config, set_ or [], extra, options))
+    from streamvae.data.streaming import is_glob
+
     path = settings.data.path
-    if path is not None and not any(c in path for c in "*?["):  # a glob is checked on read
+    if path is not None and not is_glob(path):  # a glob is checked when read
         need_path(path, "data file")
     from streamvae.training.distributed import process_group
     from streamvae.workflows.train import train as run_train
@@ -80,25 +83,14 @@ def train(
             return
         outcome = guard(lambda: run_train(settings, [] if quiet or as_json else [ProgressBar()]))
     thr = outcome.threshold.default if outcome.threshold else None
-    emit(
-        "trained",
-        {
-            "run id": outcome.run_id,
-            "model": f"{outcome.registered_model} v{outcome.version}"
-            if outcome.version
-            else outcome.model_uri,
-            "alias": outcome.alias or "-",
-            **fit_facts(outcome.fit),
-            "train / calibration rows": f"{outcome.n_train} / {outcome.n_calibration}",
-            **({"processes (torchrun)": size} if size > 1 else {}),
-            "threshold": thr.value if thr else "not calibrated (no held-out rows)",
-            "expected alerts per 1,000 normal": 1000 * thr.expected_alert_rate if thr else "-",
-            "tracking uri": outcome.tracking_uri,
-            "calibration report": outcome.report or "-",
-            "seconds": round(outcome.seconds, 1),
-        },
-        as_json=as_json,
-    )
+    facts = {
+        **fit_facts(outcome.fit),
+        "train / calibration rows": f"{outcome.n_train} / {outcome.n_calibration}",
+        **({"processes (torchrun)": size} if size > 1 else {}),
+        "threshold": thr.value if thr else "not calibrated (no held-out rows)",
+        "expected alerts per 1,000 normal": 1000 * thr.expected_alert_rate if thr else "-",
+    }
+    emit("trained", trained_facts(outcome, **facts), as_json=as_json)
 
 
 @app.command("train-kpi")
@@ -191,27 +183,15 @@ def train_kpi(
         )
     )
     thresholds = outcome.bundle.threshold
-    emit(
-        "trained (KPI)",
-        {
-            "run id": outcome.run_id,
-            "model": f"{outcome.registered_model} v{outcome.version}"
-            if outcome.version
-            else outcome.model_uri,
-            "alias": outcome.alias or "-",
-            "series": outcome.bundle.meta["series"],
-            "train / calibration windows": f"{outcome.bundle.meta['train_windows']} / "
-            f"{outcome.bundle.meta['calibration_windows']}",
-            "thresholds": "-"
-            if thresholds is None
-            else f"{len(thresholds.segments)} per {thresholds.segment_field or 'all'} "
-            f"+ default {thresholds.default.value:.4g}",
-            "tracking uri": outcome.tracking_uri,
-            "calibration report": outcome.report or "-",
-            "seconds": round(outcome.seconds, 1),
-        },
-        as_json=as_json,
-    )
+    facts = {
+        "series": outcome.bundle.meta["series"],
+        "train / calibration windows": f"{outcome.n_train} / {outcome.n_calibration}",
+        "thresholds": "-"
+        if thresholds is None
+        else f"{len(thresholds.segments)} per {thresholds.segment_field or 'all'} "
+        f"+ default {thresholds.default.value:.4g}",
+    }
+    emit("trained (KPI)", trained_facts(outcome, **facts), as_json=as_json)
 
 
 @app.command("train-images")
@@ -294,24 +274,12 @@ def train_images(
     thresholds = outcome.bundle.threshold
     preprocess = outcome.bundle.preprocess
     pixel = preprocess.pixel_thresholds if isinstance(preprocess, ImagePreprocess) else {}
-    emit(
-        "trained (images)",
-        {
-            "run id": outcome.run_id,
-            "model": f"{outcome.registered_model} v{outcome.version}"
-            if outcome.version
-            else outcome.model_uri,
-            "alias": outcome.alias or "-",
-            "images (C, H, W)": f"{len(images)} x {tuple(images.shape[1:])}",
-            "train / calibration": f"{outcome.bundle.meta['train_images']} / "
-            f"{outcome.bundle.meta['calibration_images']}",
-            "epochs run": outcome.bundle.meta.get("epochs_run", "-"),
-            "score": outcome.bundle.score_kind,
-            "threshold": "-" if thresholds is None else f"{thresholds.default.value:.4g}",
-            "pixel thresholds": ", ".join(f"{k} {v:.3g}" for k, v in pixel.items()),
-            "tracking uri": outcome.tracking_uri,
-            "calibration report": outcome.report or "-",
-            "seconds": round(outcome.seconds, 1),
-        },
-        as_json=as_json,
-    )
+    facts = {
+        "images (C, H, W)": f"{len(images)} x {tuple(images.shape[1:])}",
+        "train / calibration": f"{outcome.n_train} / {outcome.n_calibration}",
+        "epochs run": outcome.bundle.meta.get("epochs_run", "-"),
+        "score": outcome.bundle.score_kind,
+        "threshold": "-" if thresholds is None else f"{thresholds.default.value:.4g}",
+        "pixel thresholds": ", ".join(f"{k} {v:.3g}" for k, v in pixel.items()),
+    }
+    emit("trained (images)", trained_facts(outcome, **facts), as_json=as_json)

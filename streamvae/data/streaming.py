@@ -28,6 +28,11 @@ F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
 
+def is_glob(path: str) -> bool:
+    """Whether ``path`` is a pattern (``*``, ``?``, ``[``) rather than one file or folder."""
+    return any(c in path for c in "*?[")
+
+
 def parquet_files(source: str | Path) -> list[str]:
     """The Parquet files of ``source``: a file, a directory (searched recursively) or a glob.
 
@@ -38,7 +43,7 @@ def parquet_files(source: str | Path) -> list[str]:
     path = Path(text)
     if path.is_dir():
         files = sorted(str(p) for p in path.rglob("*.parquet"))
-    elif any(c in text for c in "*?["):
+    elif is_glob(text):
         files = sorted(glob.glob(text, recursive=True))  # noqa: PTH207 - absolute patterns
     else:
         files = [text] if path.is_file() else []

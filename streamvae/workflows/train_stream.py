@@ -39,6 +39,7 @@ from streamvae.data.streaming import (
     ParquetRows,
     RunningMoments,
     ShuffleBuffer,
+    is_glob,
     row_fraction,
 )
 from streamvae.errors import ConfigError, DataError
@@ -76,7 +77,7 @@ def is_streaming(settings: TrainSettings) -> bool:
     path = settings.data.path
     if path is None:
         return False
-    return settings.data.streaming or Path(path).is_dir() or any(c in path for c in "*?[")
+    return settings.data.streaming or Path(path).is_dir() or is_glob(path)
 
 
 class _Split:
