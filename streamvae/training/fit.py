@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Literal, NamedTuple
 
@@ -295,11 +296,8 @@ def fit(
     if mask is not None and mask.shape != x.shape:
         msg = f"mask must have the shape of the data {x.shape}, got {mask.shape}"
         raise ValueError(msg)
-    device = resolve_device(config.device)
     events = CallbackList(callbacks or [])
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(config.seed)
-        generator = torch.Generator().manual_seed(config.seed)
+    with _seeded(config) as (device, generator):
         n_val = math.floor(x.shape[0] * config.val_fraction)
         perm = torch.randperm(x.shape[0], generator=generator).numpy()
         every = _Data(
@@ -319,6 +317,19 @@ def fit(
         result = _fit_loop(model, train, val, config, events, generator, str(device))
     result.val_rows = np.sort(perm[:n_val]).astype(np.intp)
     return model, result
+
+
+@contextmanager
+def _seeded(config: TrainConfig) -> Iterator[tuple[torch.device, torch.Generator]]:
+    """The training device and a seeded generator, in a forked (then restored) RNG state.
+
+    Everything random inside (initial weights, split, shuffling, samples) follows
+    ``config.seed``; the caller's random state is left as it was.
+    """
+    device = resolve_device(config.device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        yield device, torch.Generator().manual_seed(config.seed)
 
 
 def _tensor(values: npt.NDArray[np.float32], device: torch.device) -> torch.Tensor:
@@ -445,11 +456,8 @@ def fit_stream(
     if n_train < 1:
         msg = "no training rows in the stream"
         raise ValueError(msg)
-    device = resolve_device(config.device)
     events = CallbackList(callbacks or [])
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(config.seed)
-        generator = torch.Generator().manual_seed(config.seed)
+    with _seeded(config) as (device, generator):
         model = build().to(device)
         val_data = _Data(_tensor(val, device), None, None)
         optimizer = _optimizer(model, config)
