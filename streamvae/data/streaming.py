@@ -1,7 +1,8 @@
 """Training data larger than memory: Parquet read batch by batch, and what a stream needs.
 
 - :class:`ParquetRows` reads a Parquet file, a directory or a glob of them in batches of
-  rows (polars' streaming engine: memory bounded by a batch, not the data).
+  rows (polars' streaming engine: memory bounded by a batch, not the data); ``part`` gives
+  each worker of a distributed run its own contiguous share of the rows to read.
 - :class:`RunningMoments` fits the scaler in one pass (mergeable mean and variance, so
   batches or workers combine exactly).
 - :func:`row_fraction` gives every row a seeded number in [0, 1) from its values alone:
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -63,12 +64,16 @@ class ParquetRows:
         label_column: the label column (1 = anomaly), or ``None``.
         batch_rows: rows per batch (the memory a batch takes is about
             ``batch_rows * len(names) * 8`` bytes).
+        offset, length: the rows read, as a slice of all the files' rows in order
+            (``length`` ``None``: to the end); see :meth:`part`.
     """
 
     files: tuple[str, ...]
     names: tuple[str, ...]
     label_column: str | None = None
     batch_rows: int = 65_536
+    offset: int = 0
+    length: int | None = None
 
     @classmethod
     def open(
@@ -105,10 +110,28 @@ class ParquetRows:
             raise DataError(msg)
         return cls(files, names, label, batch_rows)
 
+    def count(self) -> int:
+        """The number of rows of all the files (from their metadata: nothing is read)."""
+        return int(pl.scan_parquet(list(self.files)).select(pl.len()).collect().item())
+
+    def part(self, index: int, parts: int) -> ParquetRows:
+        """Share ``index`` of ``parts`` contiguous, equal (to a row) shares of the rows.
+
+        Worker ``index`` of a distributed run reads only its share: polars skips the row
+        groups before it and stops after it, so the shares together read the data once.
+        """
+        if parts == 1:
+            return self
+        total = self.count()
+        start, end = total * index // parts, total * (index + 1) // parts
+        return replace(self, offset=start, length=end - start)
+
     def batches(self) -> Iterator[tuple[F32, npt.NDArray[np.int8] | None]]:
         """``(features (n, d) float32, labels or None)`` batch after batch, in file order."""
         columns = [*self.names, *([self.label_column] if self.label_column else [])]
         frames = pl.scan_parquet(list(self.files)).select(columns)
+        if self.offset or self.length is not None:
+            frames = frames.slice(self.offset, self.length)
         for frame in frames.collect_batches(chunk_size=self.batch_rows):
             if frame.height == 0:
                 continue
@@ -259,6 +282,11 @@ class BottomK:
         self._held += rows.shape[0]
         if self._held > 2 * self.k:
             self._shrink()
+
+    def merge(self, other: BottomK) -> None:
+        """Offer ``other``'s kept rows (another worker's sample): the union's ``k`` smallest."""
+        for rows, keys in zip(other.rows, other.keys, strict=True):
+            self.add(rows, keys)
 
     def _shrink(self) -> None:
         rows, keys = np.concatenate(self.rows), np.concatenate(self.keys)

@@ -9,6 +9,7 @@ from streamvae.training.fit import (
     epoch_budget,
     fit,
     fit_stream,
+    local_batch_size,
     resolve_device,
 )
 from streamvae.training.schedules import BetaSchedule
@@ -22,5 +23,6 @@ __all__ = [
     "epoch_budget",
     "fit",
     "fit_stream",
+    "local_batch_size",
     "resolve_device",
 ]

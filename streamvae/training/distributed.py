@@ -15,11 +15,14 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import TypeVar, cast
 
 import torch
 import torch.distributed as dist
 
 GROUP_TIMEOUT = timedelta(minutes=30)  # a rank may wait this long for the others
+
+T = TypeVar("T")
 
 
 def world() -> tuple[int, int]:
@@ -82,3 +85,16 @@ def all_mean(values: dict[str, float]) -> dict[str, float]:
         tensor = tensor.to(torch.device("cuda", torch.cuda.current_device()))
     dist.all_reduce(tensor)
     return {k: float(v) / size for k, v in zip(keys, tensor.cpu().tolist(), strict=True)}
+
+
+def all_gather(value: T) -> list[T]:
+    """Every rank's ``value``, in rank order, on every rank (``[value]`` outside a group).
+
+    For small picklable things (counts, moments, bounded samples), not tensors of a batch.
+    """
+    _, size = world()
+    if size == 1:
+        return [value]
+    gathered: list[object] = [None] * size
+    dist.all_gather_object(gathered, value)
+    return cast("list[T]", gathered)

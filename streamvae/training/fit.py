@@ -16,7 +16,7 @@ from torch import nn
 
 from streamvae.models import BaseVAE
 from streamvae.training.callbacks import CallbackList, TrainingCallback
-from streamvae.training.distributed import all_mean, shard, world
+from streamvae.training.distributed import all_gather, all_mean, shard, world
 from streamvae.training.schedules import BetaSchedule
 
 DeviceName = Literal["auto", "cpu", "cuda"]
@@ -251,6 +251,16 @@ def _data_parallel(model: BaseVAE, device: str) -> nn.Module:
     return DistributedDataParallel(model, device_ids=ids)
 
 
+def local_batch_size(config: TrainConfig) -> int:
+    """The mini-batch of this rank: the global ``batch_size`` split over the ranks.
+
+    Under torchrun the ranks' mini-batches together make one of ``batch_size`` rows, so
+    the optimiser steps, and the gradient's noise, are those of one process.
+    """
+    _, size = world()
+    return max(1, config.batch_size // size)
+
+
 def uses_mixed_precision(config: TrainConfig, device: str) -> bool:
     """Whether :func:`fit` autocasts to bfloat16 on ``device``."""
     return config.mixed_precision == "auto" and device.startswith("cuda")
@@ -350,7 +360,7 @@ def _fit_loop(
     # the budget of the whole data set; each of the ``size`` ranks takes its share of every
     # batch, so the optimiser steps, and the global batch, are those of one process
     epochs, patience = epoch_budget(config, train_data.x.shape[0] * size)
-    local = config if size == 1 else replace(config, batch_size=max(1, config.batch_size // size))
+    local = replace(config, batch_size=local_batch_size(config))
     forward = _data_parallel(model, device) if size > 1 else model
 
     def epoch_metrics(epoch: int) -> dict[str, float]:
@@ -445,30 +455,43 @@ def fit_stream(
 ) -> tuple[BaseVAE, FitResult]:
     """:func:`fit` for data that does not fit in memory: mini-batches come from a stream.
 
-    ``batches(epoch)`` yields the epoch's shuffled mini-batches of scaled training rows
-    (``n_train`` in all: it sets the step budget and the beta schedule's progress); ``val``
-    is the in-memory early-stopping sample. Same seeding, budget, early stopping and
-    metrics as :func:`fit` (no condition, no missing values: feature vectors).
+    ``batches(epoch)`` yields the epoch's shuffled mini-batches of scaled training rows,
+    :func:`local_batch_size` rows each (``n_train`` in all); ``val`` is the in-memory
+    early-stopping sample. Same seeding, budget, early stopping and metrics as :func:`fit`
+    (no condition, no missing values: feature vectors).
+
+    Under torchrun each rank streams its own share of the rows (``n_train`` is the share's
+    count; the budget is that of all the ranks' rows) through ``DistributedDataParallel``.
+    Every rank takes the steps of the largest share each epoch (DDP syncs every step): a
+    smaller share starts its stream again for its last few steps, so no row is left out.
+    The validation sample, the same on every rank, is split between them.
 
     Raises:
-        ValueError: no training rows, or a diverging loss.
+        ValueError: no training rows (on some rank), or a diverging loss.
     """
-    if n_train < 1:
-        msg = "no training rows in the stream"
+    counts = all_gather(n_train)
+    if min(counts) < 1:
+        msg = "no training rows in the stream" + ("" if len(counts) == 1 else " of some rank")
         raise ValueError(msg)
+    rank, size = world()
+    local = replace(config, batch_size=local_batch_size(config))
+    steps = max(all_gather(math.ceil(n_train / local.batch_size)))
     events = CallbackList(callbacks or [])
     with _seeded(config) as (device, generator):
         model = build().to(device)
-        val_data = _Data(_tensor(val, device), None, None)
+        forward = _data_parallel(model, str(device)) if size > 1 else model
+        val_part = val if size == 1 else val[shard(val.shape[0], rank, size)]
+        val_data = _Data(_tensor(val_part, device), None, None)
         optimizer = _optimizer(model, config)
-        epochs, patience = epoch_budget(config, n_train)
-        steps = max(1, math.ceil(n_train / config.batch_size))
+        epochs, patience = epoch_budget(config, sum(counts))
 
         def epoch_metrics(epoch: int) -> dict[str, float]:
-            metrics = _stream_epoch(model, batches(epoch), config, optimizer, epoch, epochs, steps)
-            if val.shape[0]:
-                scores = _run_epoch(model, val_data, config, None, generator, epoch, epochs)
-                metrics.update({f"val_{k}": v for k, v in scores.items()})
+            stream = _exactly(steps, lambda: batches(epoch))
+            train = _stream_epoch(model, forward, stream, config, optimizer, epoch, epochs, steps)
+            metrics = _train_metrics(model, all_mean(train))
+            if val_part.shape[0]:
+                scores = _run_epoch(model, val_data, local, None, generator, epoch, epochs)
+                metrics.update({f"val_{k}": v for k, v in all_mean(scores).items()})
             return metrics
 
         result = _early_stopping(
@@ -477,8 +500,30 @@ def fit_stream(
     return model, result
 
 
+def _exactly(
+    steps: int, stream: Callable[[], Iterable[npt.NDArray[np.float32]]]
+) -> Iterator[npt.NDArray[np.float32]]:
+    """``steps`` mini-batches of ``stream()``, started again from its beginning if it ends early.
+
+    Raises:
+        ValueError: the stream yields no mini-batch at all.
+    """
+    made = 0
+    while True:
+        before = made
+        for rows in stream():
+            yield rows
+            made += 1
+            if made == steps:
+                return
+        if made == before:
+            msg = "the training stream yields no mini-batch"
+            raise ValueError(msg)
+
+
 def _stream_epoch(
     model: BaseVAE,
+    forward: nn.Module,
     batches: Iterable[npt.NDArray[np.float32]],
     config: TrainConfig,
     optimizer: torch.optim.Optimizer,
@@ -486,17 +531,16 @@ def _stream_epoch(
     epochs: int,
     steps: int,
 ) -> dict[str, float]:
-    """One pass of :func:`fit_stream` over the epoch's mini-batches; the epoch's metrics."""
+    """One pass of :func:`fit_stream` over the epoch's mini-batches: its means and beta."""
     model.train(True)
     device = next(model.parameters()).device
     totals, seen, step, beta = {"loss": 0.0, "recon_nll": 0.0, "kl": 0.0}, 0, 0, model.beta
     for rows in batches:
         batch = _tensor(rows, device)
         beta = config.beta_schedule.factor((epoch + step / steps) / epochs) * model.beta
-        terms = model.loss(batch, model(batch, None), beta, None)
+        terms = model.loss(batch, forward(batch, None), beta, None)
         _step(model, terms.loss, optimizer, config.grad_clip)
         for key in totals:
             totals[key] += float(getattr(terms, key).detach()) * batch.shape[0]
         seen, step = seen + batch.shape[0], step + 1
-    means = {k: v / max(seen, 1) for k, v in totals.items()}
-    return _train_metrics(model, means | {"beta": beta})
+    return {k: v / max(seen, 1) for k, v in totals.items()} | {"beta": beta}

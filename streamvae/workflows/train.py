@@ -277,17 +277,12 @@ def train(
         ConfigError, DataError: bad settings or data.
     """
     params = flatten(settings.model_dump(mode="json", exclude={"tracking"}))
-    from streamvae.workflows.train_stream import (
-        ONE_PROCESS,
-        is_streaming,
-        open_rows,
-        train_streamed,
-    )
+    from streamvae.workflows.train_stream import is_streaming, open_rows, train_streamed
 
     _, size = world()
+    if size > 1:
+        params["distributed.world_size"] = size
     if table is None and is_streaming(settings):  # Parquet larger than memory
-        if size > 1:
-            raise ConfigError(ONE_PROCESS)
         rows = open_rows(settings)
         head, _ = next(rows.batches())
         return train_in_run(
@@ -296,8 +291,6 @@ def train(
             input_example=_input_example(Table(head, rows.names)),
         )  # fmt: skip
     data = load_training_table(settings) if table is None else table
-    if size > 1:
-        params["distributed.world_size"] = size
     return train_in_run(
         lambda cbs: train_tabular(settings, data, cbs),
         params,
@@ -311,14 +304,16 @@ def train(
 def train_shard(settings: TrainSettings, table: Table | None = None) -> None:
     """A rank other than 0 of a distributed run (``torchrun``): fit alongside rank 0.
 
-    Every rank reads the data and draws the same seeded split; the fit trains each on its
-    shard of the rows and keeps their weights equal. Rank 0 (:func:`train`) alone logs,
-    calibrates and registers; this rank's bundle is dropped.
+    In memory every rank reads the data and draws the same seeded split; the fit trains
+    each on its shard of the rows and keeps their weights equal. Streamed, every rank reads
+    only its share of the Parquet rows (:mod:`streamvae.workflows.train_stream`). Rank 0
+    (:func:`train`) alone logs and registers; this rank's bundle is dropped.
     """
-    from streamvae.workflows.train_stream import ONE_PROCESS, is_streaming
+    from streamvae.workflows.train_stream import is_streaming, open_rows, train_streamed
 
     if table is None and is_streaming(settings):
-        raise ConfigError(ONE_PROCESS)
+        train_streamed(settings, open_rows(settings), [])
+        return
     data = load_training_table(settings) if table is None else table
     build_bundle(settings, data, [])
 

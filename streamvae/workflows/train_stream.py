@@ -17,6 +17,13 @@ few capped samples. Passes over the data:
    epoch, at most 100): a billion-row file is not read 100 times.
 3. **Calibration**: the threshold is calibrated on the scores of a stable sample of at most
    ``CALIBRATION_SCORES`` calibration rows (those of smallest hash), scored batch by batch.
+
+Under ``torchrun`` each rank reads only its contiguous share of the rows
+(:meth:`~streamvae.data.streaming.ParquetRows.part`) in every pass. The ranks' moments,
+counts and samples are gathered and merged in rank order, so the scaler, the split and
+the samples are those of one process, on every rank; each rank trains on its share
+(:func:`~streamvae.training.fit_stream`), scores its share's calibration rows, and the
+kept calibration scores are merged the same way. Rank 0 alone logs and registers.
 """
 
 from __future__ import annotations
@@ -45,7 +52,8 @@ from streamvae.data.streaming import (
 from streamvae.errors import ConfigError, DataError
 from streamvae.models import build_model, config_from_dict
 from streamvae.tracking import Trained
-from streamvae.training import FitResult, TrainingCallback, fit_stream
+from streamvae.training import FitResult, TrainingCallback, fit_stream, local_batch_size
+from streamvae.training.distributed import all_gather, world
 from streamvae.types import NEIGHBOUR_SCORE_KINDS
 from streamvae.workflows.fitting import bundle_of
 from streamvae.workflows.train import (
@@ -69,7 +77,8 @@ SHUFFLE_ROWS = 262_144
 """Rows of the shuffle buffer."""
 STREAM_STEPS = 50_000
 """Optimiser steps of the automatic budget on streamed data."""
-ONE_PROCESS = "torchrun trains data that fits in memory; streamed Parquet trains in one process"
+RANK_SEED = 1_000_003
+"""Seed step between the ranks' shuffle buffers (rank 0 keeps the one-process seed)."""
 
 
 def is_streaming(settings: TrainSettings) -> bool:
@@ -81,7 +90,11 @@ def is_streaming(settings: TrainSettings) -> bool:
 
 
 class _Split:
-    """Pass 1: the scaler, the counts and the samples, from one read of the data."""
+    """Pass 1: the scaler, the counts and the samples, from one read of the data.
+
+    ``rows`` is this rank's share under torchrun: the statistics are then merged over the
+    ranks (the whole data's), while ``n_local`` stays the share's training rows.
+    """
 
     def __init__(self, settings: TrainSettings, rows: ParquetRows) -> None:
         data = settings.data
@@ -108,6 +121,22 @@ class _Split:
             self.n_train += int(train.sum())
             self.n_val += int(val.sum())
             self.n_cal += int((f < self.cal).sum())
+        self.n_local = self.n_train
+        _, size = world()
+        if size > 1:
+            self._merge(all_gather(self))
+
+    def _merge(self, shares: list[_Split]) -> None:
+        """The statistics of all the ranks' shares, merged in rank order (equal on every rank)."""
+        self.moments = RunningMoments()
+        self.val = _merged([s.val for s in shares], VAL_ROWS)
+        self.index = _merged([s.index for s in shares], INDEX_ROWS)
+        for share in shares:
+            self.moments.merge(share.moments)
+        self.n_train = sum(s.n_train for s in shares)
+        self.n_val = sum(s.n_val for s in shares)
+        self.n_cal = sum(s.n_cal for s in shares)
+        self.n_anomalies = sum(s.n_anomalies for s in shares)
 
     def _kept(self, x: F32, y: npt.NDArray[np.int8] | None) -> F32:
         """The rows training may use: the normal ones under ``data.normal_only``."""
@@ -137,6 +166,14 @@ class _Split:
             yield x[cal], f[cal]
 
 
+def _merged(samples: list[BottomK], k: int) -> BottomK:
+    """One sample of the ``k`` smallest keys out of ``samples`` (the ranks', in rank order)."""
+    merged = BottomK(k)
+    for sample in samples:
+        merged.merge(sample)
+    return merged
+
+
 def open_rows(settings: TrainSettings) -> ParquetRows:
     """The Parquet data ``data.path`` names, ready to read batch by batch (schema only).
 
@@ -164,6 +201,8 @@ def train_streamed(
         DataError: non-finite values, too few rows of a role.
     """
     data = settings.data
+    rank, size = world()
+    rows = rows.part(rank, size)
     split = _Split(settings, rows)
     if split.n_train < 10:
         msg = f"need at least 10 normal training rows, got {split.n_train}"
@@ -177,6 +216,8 @@ def train_streamed(
         for x, f in split.calibration_rows(rows):
             if x.shape[0]:
                 scores.add(detector.select(detector.score(x)), f)
+        if size > 1:
+            scores = _merged(all_gather(scores), CALIBRATION_SCORES)
         n_cal = split.n_cal
         kept = scores.result().astype(np.float64)
         if kept.size:
@@ -214,14 +255,16 @@ def _fit(
     if settings.training.epochs is None:  # the automatic budget, in steps on a stream
         epochs = min(100, max(1, math.ceil(STREAM_STEPS / steps)))
         train = replace(train, epochs=epochs, min_steps=0)
-    capacity = max(SHUFFLE_ROWS, 2 * train.batch_size)
+    batch = local_batch_size(train)
+    capacity = max(SHUFFLE_ROWS, 2 * batch)
+    rank, _ = world()
 
     def batches(epoch: int) -> Iterator[F32]:
-        buffer = ShuffleBuffer(capacity, train.batch_size, settings.training.seed + epoch)
-        return buffer.batches(split.train_rows(rows, scaler))
+        seed = settings.training.seed + epoch + RANK_SEED * rank
+        return ShuffleBuffer(capacity, batch, seed).batches(split.train_rows(rows, scaler))
 
     model, result = fit_stream(
-        lambda: build_model(m.name, config), batches, split.n_train, scaler.transform(val),
+        lambda: build_model(m.name, config), batches, split.n_local, scaler.transform(val),
         train, callbacks,
     )  # fmt: skip
     preprocess = TabularPreprocess(FeatureSchema(rows.names), scaler)

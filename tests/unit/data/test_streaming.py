@@ -72,6 +72,31 @@ def test_bottom_k_keeps_the_rows_with_the_smallest_keys():
     assert BottomK(5).result().size == 0
 
 
+def test_merged_bottom_k_samples_are_the_sample_of_the_union():
+    rng = np.random.default_rng(3)
+    rows, keys = rng.normal(size=(3000, 2)), rng.random(3000)
+    shares = [BottomK(50) for _ in range(3)]
+    for i, share in enumerate(shares):  # one worker's rows each
+        share.add(rows[i * 1000 : (i + 1) * 1000], keys[i * 1000 : (i + 1) * 1000])
+    merged = BottomK(50)
+    for share in shares:
+        merged.merge(share)
+    assert np.array_equal(merged.result(), rows[np.argsort(keys)[:50]])
+
+
+def test_parts_of_parquet_rows_read_every_row_once_in_equal_shares(tmp_path):
+    for i, n in enumerate((250, 40, 333)):  # uneven files, several row groups
+        a = np.arange(n, dtype=np.float64) + 1000 * i
+        pl.DataFrame({"a": a}).write_parquet(tmp_path / f"p{i}.parquet", row_group_size=64)
+    rows = ParquetRows.open(tmp_path, batch_rows=50)
+    every = np.concatenate([x for x, _ in rows.batches()])[:, 0]
+    assert rows.count() == every.shape[0] == 623
+    shares = [np.concatenate([x for x, _ in rows.part(r, 3).batches()])[:, 0] for r in range(3)]
+    assert [s.shape[0] for s in shares] == [207, 208, 208]
+    assert np.array_equal(np.concatenate(shares), every), "contiguous shares, in file order"
+    assert rows.part(0, 1) is rows
+
+
 def test_parquet_rows_read_a_directory_or_glob_in_batches(tmp_path):
     parts = tmp_path / "parts"
     parts.mkdir()
