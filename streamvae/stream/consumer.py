@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
@@ -62,17 +62,42 @@ def missing_codecs() -> list[str]:
     return [name for name, present in checks.items() if not present()]
 
 
-class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+class _CommitOnRevoke(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+    """Commits the handled offsets of partitions before they move to another member.
+
+    kafka-python 3 runs rebalance listeners on its IO thread, where a blocking consumer
+    call (a synchronous commit) raises and the error comes out of ``poll``: the commit is
+    awaited there instead. ``before_revoke`` (flushing the outputs) blocks on the producer's
+    own client, which that thread may wait for.
+    """
+
     def __init__(self, source: KafkaMessageSource) -> None:
         self._source = source
 
-    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        self._source.commit_revoked(revoked)
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        offsets = self._source.take_revoked(revoked)
+        if offsets:
+            try:
+                await self._source.commit_offsets_async(offsets)
+            except KafkaError as exc:  # at-least-once: the next owner re-reads them
+                logger.warning(
+                    "offsets of revoked partitions not committed (%s): their next owner "
+                    "re-reads from the last commit", exc,
+                )  # fmt: skip
+        self._source.log_revoked(revoked)
 
-    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+    async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        # evicted from the group: the partitions are someone else's, a commit would fail
+        self._source.take_revoked(lost, commit=False)
+        logger.warning(
+            "partitions lost (evicted from the group) partitions=%s: their next owner "
+            "re-reads from the last commit", sorted((t.topic, t.partition) for t in lost),
+        )  # fmt: skip
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         parts = sorted((tp.topic, tp.partition) for tp in assigned)
         logger.info("partitions assigned partitions=%s", parts)
-        self._source.on_assigned(assigned)
+        self._source.on_assigned(list(assigned))
 
 
 class KafkaMessageSource:
@@ -151,22 +176,41 @@ class KafkaMessageSource:
         else:
             self._consumer.commit(offsets=offsets)
 
-    def commit_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Commit marked offsets of partitions being taken away (rebalance listener).
+    def take_revoked(
+        self, revoked: set[TopicPartition], *, commit: bool = True
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Partitions are being taken away: the marked offsets to commit for them.
 
         ``before_revoke`` runs first, so the caller can flush and mark what it handled.
+        ``commit=False`` (partitions lost): their offsets are dropped.
+
+        Exactly-once: the open transaction holds the outputs of every partition, so it is
+        committed here with all the marked offsets (on the producer's client), lost or not:
+        after an eviction the broker fences the stale generation, the error stops the
+        replica and the transaction is aborted, as exactly-once needs.
         """
         if self._before_revoke is not None:
             self._before_revoke()
-        if self._committer is not None:
-            # the open transaction holds the outputs of every partition: commit them all
-            offsets, self._pending = self._pending, {}
-        else:
-            offsets = {tp: self._pending.pop(tp) for tp in revoked if tp in self._pending}
         for tp in revoked:
             self._next.pop(tp, None)
-        if offsets or self._committer is not None:
+        if self._committer is not None:
+            offsets, self._pending = self._pending, {}
             self._commit(offsets)
+            return {}
+        offsets = {tp: self._pending.pop(tp) for tp in revoked if tp in self._pending}
+        return offsets if commit else {}
+
+    async def commit_offsets_async(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """Commit ``offsets`` from a coroutine on the client's IO thread (the listener's).
+
+        Raises:
+            KafkaError: the commit failed.
+        """
+        await self._consumer.commit_async(offsets=offsets)
+
+    @staticmethod
+    def log_revoked(revoked: set[TopicPartition]) -> None:
+        """One line per revocation (the chaos harness and operators read it)."""
         logger.info(
             "partitions revoked partitions=%s", sorted((t.topic, t.partition) for t in revoked)
         )
