@@ -185,9 +185,9 @@ class KafkaMessageSource:
         ``commit=False`` (partitions lost): their offsets are dropped.
 
         Exactly-once: the open transaction holds the outputs of every partition, so it is
-        committed here with all the marked offsets (on the producer's client), lost or not:
-        after an eviction the broker fences the stale generation, the error stops the
-        replica and the transaction is aborted, as exactly-once needs.
+        committed here with all the marked offsets (on the producer's client, which this
+        thread may wait for), lost or not, as before the listener moved to the IO thread;
+        a failure there comes out of ``poll`` and stops the replica without committing.
         """
         if self._before_revoke is not None:
             self._before_revoke()
