@@ -166,7 +166,11 @@ def file_windows(file: NabFile, settings: NabSettings) -> FileWindows:
 
 
 def file_bundle(
-    file: NabFile, settings: NabSettings, member: int = 0, windows: FileWindows | None = None
+    file: NabFile,
+    settings: NabSettings,
+    member: int = 0,
+    windows: FileWindows | None = None,
+    rows: npt.NDArray[np.intp] | None = None,
 ) -> tuple[ModelBundle, int]:
     """Train the window bundle NAB scores ``file`` with: its probationary windows only.
 
@@ -179,6 +183,8 @@ def file_bundle(
         settings: how NAB runs.
         member: ensemble member (its seed is ``settings.seed + member``).
         windows: :func:`file_windows` of ``file`` when the caller has them already.
+        rows: the ready rows whose windows to learn from instead of the probationary ones
+            (a refit; the scaler stays the probationary part's).
 
     Returns:
         The bundle, and the training epochs run.
@@ -190,7 +196,7 @@ def file_bundle(
         calendar=model_spec(settings.model).conditional,
         stream=settings.stream,
     )
-    learn = win.ready[win.ready < win.probation]
+    learn = win.ready[win.ready < win.probation] if rows is None else rows
     raw, mask, end_ts = win.batch(learn)
     values, mask32 = preprocess.scale([file.name] * learn.size, raw, mask)
     cond = calendar_features(end_ts) if preprocess.calendar else None
