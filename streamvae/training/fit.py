@@ -475,7 +475,7 @@ def fit_stream(
         raise ValueError(msg)
     rank, size = world()
     local = replace(config, batch_size=local_batch_size(config))
-    steps = max(all_gather(math.ceil(n_train / local.batch_size)))
+    steps = max(math.ceil(count / local.batch_size) for count in counts)
     events = CallbackList(callbacks or [])
     with _seeded(config) as (device, generator):
         model = build().to(device)
