@@ -6,8 +6,9 @@ The distance to the k-th nearest normal training row says exactly that. Neither 
 everywhere, so the default tabular score fuses both:
 
 1. each score ``s`` is turned into a *surprise* ``-log p(s)``, ``p`` its survival
-   probability among held-out normal rows (the early-stopping rows: never trained on,
-   never in the neighbour index). Up to the reference 90th percentile ``t`` it is the
+   probability among held-out normal rows (the early-stopping rows: never trained on;
+   their neighbour distances are leave-one-out, each row's own entry in the index left
+   out, see :func:`leave_one_out_distances`). Up to the reference 90th percentile ``t`` it is the
    empirical survival; beyond it an exponential tail ``p = 0.1 * exp(-(s - t) / m)`` with
    ``m`` the mean excess over ``t`` (peaks over threshold, shape 0), so rows beyond every
    reference row are still ranked by how far beyond they are instead of tying;
@@ -39,6 +40,7 @@ from streamvae.scoring.scores import ScoreSet
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 
 TAIL_LEVEL = 0.9
 """Reference quantile where the exponential tail takes over from the empirical survival."""
@@ -181,12 +183,44 @@ class NeighbourIndex:
         return torch.cat(out)
 
 
+def sample_positions(n: int, max_rows: int, seed: int) -> npt.NDArray[np.intp]:
+    """Sorted positions of at most ``max_rows`` of ``n`` rows: all, or a seeded sample.
+
+    >>> sample_positions(3, 5, seed=0).tolist()
+    [0, 1, 2]
+    """
+    if n <= max_rows:
+        return np.arange(n, dtype=np.intp)
+    pick = np.random.default_rng(seed).choice(n, size=max_rows, replace=False)
+    return np.sort(pick).astype(np.intp)
+
+
 def sample_rows(x: F32, max_rows: int, seed: int) -> F32:
     """At most ``max_rows`` rows of ``x``: all of them, or a seeded sample without replacement."""
     if x.shape[0] <= max_rows:
         return x
-    pick = np.random.default_rng(seed).choice(x.shape[0], size=max_rows, replace=False)
-    return x[np.sort(pick)]
+    return x[sample_positions(x.shape[0], max_rows, seed)]
+
+
+def leave_one_out_distances(index: NeighbourIndex, x: torch.Tensor, indexed: BoolArray) -> F64:
+    """k-th neighbour distances of ``x``'s rows, leaving out each indexed row's own entry.
+
+    A row of ``x`` that is also in ``index`` (``indexed``) would find itself at distance 0;
+    its distance is taken to its k-th *other* neighbour (the (k+1)-th counting itself),
+    which is what a new row from the same distribution meets in an index of the other
+    rows. The others are measured as they are.
+
+    Raises:
+        ValueError: an indexed row while the index holds no more than ``k`` rows.
+    """
+    out = np.empty(x.shape[0], dtype=np.float64)
+    mask = torch.from_numpy(np.asarray(indexed, dtype=bool))
+    if mask.any():
+        own = NeighbourIndex(index.rows, index.k + 1, chunk_size=index.chunk_size)
+        out[indexed] = own.distances(x[mask]).double().cpu().numpy()
+    if not mask.all():
+        out[~indexed] = index.distances(x[~mask]).double().cpu().numpy()
+    return out
 
 
 @dataclass(frozen=True, slots=True)

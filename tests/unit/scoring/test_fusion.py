@@ -14,6 +14,8 @@ from streamvae.scoring.fusion import (
     NeighbourIndex,
     ScoreFusion,
     TailModel,
+    leave_one_out_distances,
+    sample_positions,
     sample_rows,
 )
 
@@ -98,6 +100,57 @@ def test_neighbour_index_checks_k():
     with pytest.raises(ValueError, match="k=4"):
         NeighbourIndex(rows, 4)
     assert NeighbourIndex(rows, 1).distances(torch.zeros(0, 2)).shape == (0,)
+
+
+def test_leave_one_out_distances_leave_out_each_indexed_row_and_only_those():
+    rng = np.random.default_rng(6)
+    rows = rng.normal(size=(120, 4)).astype(np.float32)
+    rows[7] = rows[3]  # a duplicate: its leave-one-out distance is 0, as a repeat's would be
+    picked = np.array([3, 7, 10, 50, 119])
+    queries = np.concatenate([rows[picked], rng.normal(size=(6, 4)).astype(np.float32)])
+    indexed = np.array([True] * picked.size + [False] * 6)
+    for k in (1, 3):
+        got = leave_one_out_distances(
+            NeighbourIndex(rows, k, chunk_size=16), torch.from_numpy(queries), indexed
+        )
+        for i, q in enumerate(queries):
+            others = np.delete(rows, picked[i], axis=0) if indexed[i] else rows
+            brute = np.sort(np.sqrt(((others - q) ** 2).sum(axis=1)))[k - 1]
+            assert got[i] == pytest.approx(brute, abs=1e-3)
+    assert got[0] == pytest.approx(got[1])  # rows 3 and 7, each finding the other
+    first = leave_one_out_distances(NeighbourIndex(rows, 1), torch.from_numpy(queries), indexed)
+    assert first[0] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_leave_one_out_reference_distances_calibrate_fresh_rows():
+    """Tails fitted on indexed rows' leave-one-out distances give fresh rows uniform p-values.
+
+    A row's distance to its nearest *other* indexed row is distributed as a fresh row's
+    distance to the index (exchangeability), so the neighbour part stays calibrated with
+    the reference rows inside the index. Measured without leaving out, every reference
+    distance would be 0 and every fresh row maximally surprising.
+    """
+    rng = np.random.default_rng(7)
+    rows = rng.standard_t(5, size=(3000, 3)).astype(np.float32)
+    index = NeighbourIndex(rows, 1)
+    reference = leave_one_out_distances(
+        index, torch.from_numpy(rows[:1500]), np.ones(1500, dtype=bool)
+    )
+    fresh = rng.standard_t(5, size=(1500, 3)).astype(np.float32)
+    p = np.exp(
+        -TailModel.fit(reference).surprise(
+            index.distances(torch.from_numpy(fresh)).double().numpy()
+        )
+    )
+    assert stats.kstest(p, "uniform").pvalue > 0.01
+    naive = index.distances(torch.from_numpy(rows[:1500])).double().numpy()
+    assert float(naive.max()) < 0.01 < float(np.quantile(reference, 0.01))  # 0 up to rounding
+
+
+def test_sample_positions_are_sorted_distinct_and_seeded():
+    a, b = sample_positions(1000, 50, seed=3), sample_positions(1000, 50, seed=3)
+    assert np.array_equal(a, b) and np.array_equal(a, np.unique(a)) and a.size == 50
+    assert not np.array_equal(a, sample_positions(1000, 50, seed=4))
 
 
 def test_sample_rows_keeps_small_sets_and_samples_large_ones_reproducibly():
