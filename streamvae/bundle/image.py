@@ -154,6 +154,7 @@ class ImageDetector:
             raise SchemaMismatchError(msg)
         if sampled is None:
             sampled = self.bundle.score_kind in SAMPLED_SCORE_KINDS
+        images = np.ascontiguousarray(images)  # a column-major batch rounds differently
         parts: list[ScoreSet] = []
         distances: list[npt.NDArray[np.float64]] = []
         fusion: ScoreFusion | None = self.bundle.fusion

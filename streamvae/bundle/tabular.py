@@ -215,7 +215,9 @@ class TabularDetector:
         if sampled is None:
             sampled = self.bundle.score_kind in SAMPLED_SCORE_KINDS
         scaler = self.preprocess.scaler
-        scaled = scaler.transform(np.asarray(raw, dtype=np.float32))
+        # C order whatever the caller's layout: a column-major matrix (pandas' and polars'
+        # to_numpy give one) reaches other GEMM kernels, whose rounding moved scores by 2e-4
+        scaled = np.ascontiguousarray(scaler.transform(np.asarray(raw, dtype=np.float32)))
         parts: list[ScoreSet] = []
         recons: list[F32] = []
         distances: list[npt.NDArray[np.float64]] = []
