@@ -13,11 +13,17 @@ bounded memory and time per point:
    stream goes: a pattern seen once is no longer new the next time, a level shift is
    surprising once and then becomes the series' normal; the frozen model part keeps the
    long-term shape.
-2. **Tail surprise per series** (Ahmad et al. 2017, HTM's anomaly likelihood): each part
-   becomes ``-log10 p`` of a Gaussian tail fitted to the same part's last
-   ``likelihood_window`` values on this series (the value itself is compared with the
-   values before it); ``surprise = 1 - exp(-(-log10 p) / 10)``, monotone, so 0.5 is
-   ``p ~ 1e-3``, 0.9 is ``p ~ 1e-10``. Before ``likelihood_min`` values the part is 0.
+2. **Tail surprise per series** (after HTM's anomaly likelihood, Ahmad et al. 2017, with
+   SPOT's tail, Siffer et al. 2017): each part becomes ``-log10 p``, ``p`` its tail
+   probability among the same part's last ``likelihood_window`` values on this series
+   (the value itself is compared with the values before it): the empirical survival up to
+   their 90th percentile, an exponential tail fitted to the excesses beyond it
+   (:func:`log_tail_probability`). A Gaussian fitted to the same values (HTM's choice)
+   made every burst of a bursty series a one-in-a-billion event: on the 21 NAB development
+   series the empirical tail scored 64.4 / 54.0 / 70.8 (standard / low FP / low FN, mean
+   of three seeds) against 62.9 / 50.3 / 69.4. ``surprise = 1 - exp(-(-log10 p) / 10)``,
+   monotone, so 0.26 is ``p = 1e-3``, 0.5 is ``p ~ 1e-7``. Before ``likelihood_min``
+   values the part is 0.
 3. **Fusion**: the mean of the two parts' surprises.
 4. **One score per incident** (``suppress_points``): the emitted score is the fused score
    only where it exceeds every fused score of the previous ``suppress_points - 1`` points
@@ -25,11 +31,13 @@ bounded memory and time per point:
    only if it gets worse), not one per point. It depends on the past only and on no
    threshold, so any threshold an operator (or NAB's optimiser) picks sees the same rule.
 
-Memory per series: ``novelty_memory + 2 window_len`` scaled points, block summaries of the
-two parts' recent values (:class:`RollingTail`) and a ring of ``suppress_points`` fused
-scores, all float64: with the defaults and 32-point windows about 80 KiB (the point memory
-is held twice as large to append cheaply) and a 65 KB snapshot. Time per point: one
-``novelty_memory x window_len`` distance computation (about 0.1 ms) plus O(1) updates.
+Memory per series: ``novelty_memory + 2 window_len`` scaled points and a ring of
+``suppress_points`` fused scores (float64), and the two parts' last ``likelihood_window``
+values (:class:`RecentValues`, float32): with the defaults and 32-point windows about
+140 KiB (the point memory is held twice as large to append cheaply) and a snapshot of
+about 150 KB. Time per point: one ``novelty_memory x window_len`` distance computation
+(about 0.1 ms) and a quantile of each part's held values (``likelihood_window``, a few
+tens of microseconds).
 """
 
 from __future__ import annotations
@@ -46,10 +54,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 F64 = npt.NDArray[np.float64]
 _LOG10 = math.log(10.0)
-_MIN_SD = 1e-9
 _MAX_SCALED = 1e6  # scaled values beyond a million robust units say nothing more
-TAIL_BLOCK = 72
-"""Values per block summary of a :class:`RollingTail`."""
+TAIL_LEVEL = 0.9
+"""Quantile of a part's recent values where the exponential tail takes over."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,91 +104,85 @@ class StreamScoring:
             raise ValueError(msg)
 
 
-def surprise(z: float) -> float:
-    """``1 - exp(-(-log10 p) / 10)`` for the Gaussian upper-tail ``p`` of ``z``.
+def surprise_of(log_p: float) -> float:
+    """``1 - exp(-(-log10 p) / 10)``: a tail probability as a score in [0, 1].
 
-    >>> round(surprise(0.0), 4), round(surprise(3.0), 4), surprise(-5.0) < 0.01
-    (0.0297, 0.2495, True)
+    Monotone: 0.26 is ``p = 1e-3``, 0.5 is ``p ~ 1e-7``.
+
+    >>> round(surprise_of(math.log(0.1)), 4), round(surprise_of(math.log(1e-3)), 4)
+    (0.0952, 0.2592)
     """
-    log_p = _log_upper_tail(z)
-    return 1.0 - math.exp(log_p / (10.0 * _LOG10))
+    return 1.0 - math.exp(min(log_p, 0.0) / (10.0 * _LOG10))
 
 
-def _log_upper_tail(z: float) -> float:
-    """``log P(Z > z)`` for a standard normal, accurate far into the tail."""
-    if z < 5.0:
-        return math.log(max(0.5 * math.erfc(z / math.sqrt(2.0)), 1e-300))
-    # asymptotic expansion: P(Z > z) ~ phi(z) / z * (1 - 1/z^2 + 3/z^4)
-    return -0.5 * z * z - math.log(z * math.sqrt(2.0 * math.pi)) + math.log1p(-1 / z**2 + 3 / z**4)
+def log_tail_probability(held: F64, value: float) -> float:
+    """``log p``, ``p`` the chance of a value as high as ``value`` among the ``held`` values.
 
+    Up to the held values' ``TAIL_LEVEL`` quantile ``t`` it is the empirical survival
+    ``(#{held >= value} + 1) / (n + 1)``; beyond ``t`` an exponential tail
+    ``(1 - TAIL_LEVEL) exp(-(value - t) / m)``, ``m`` the mean excess of the held values
+    over ``t`` (peaks over threshold with shape 0, as in SPOT, Siffer et al. 2017). Unlike a
+    Gaussian fitted to the same values, it follows a bursty series' heavy tail: a burst of a
+    size the series shows every day is not a one-in-a-billion event.
 
-class RollingTail:
-    """Mean and spread of one part's recent values, in block summaries (bounded state).
-
-    Values are summed in blocks of ``block``; the statistics cover the last
-    ``size // block - 1`` full blocks plus the block being filled, i.e. the latest ``count``
-    values with ``size - 2 block < count < size`` once the stream is that long. The state is
-    ``3 (size // block)`` numbers, whatever ``size`` is.
+    >>> held = np.arange(100.0)
+    >>> [round(math.exp(log_tail_probability(held, v)), 3) for v in (0.0, 50.0, 89.1, 99.0)]
+    [1.0, 0.505, 0.109, 0.016]
     """
+    t = float(np.quantile(held, TAIL_LEVEL))
+    if value <= t:
+        return math.log((np.count_nonzero(held >= value) + 1) / (held.size + 1))
+    excess = held[held > t] - t
+    spread = float(held.max() - held.min())
+    floor = max(spread, abs(t), 1.0) * 1e-6
+    mean_excess = max(float(excess.mean()) if excess.size else floor, floor)
+    return math.log1p(-TAIL_LEVEL) - (value - t) / mean_excess
 
-    __slots__ = ("block", "blocks", "count", "current", "head", "sq", "total")
 
-    def __init__(self, size: int, block: int = TAIL_BLOCK) -> None:
-        self.block = max(1, min(block, size))
-        n_blocks = max(1, size // self.block - 1) if size > self.block else 1
-        self.blocks = np.zeros((n_blocks, 3), np.float64)  # sum, sum of squares, count
+class RecentValues:
+    """The last ``size`` values of one part, in a ring (float32: a tail needs no more)."""
+
+    __slots__ = ("count", "head", "values")
+
+    def __init__(self, size: int) -> None:
+        self.values = np.zeros(size, np.float32)
         self.head = 0
-        self.current = np.zeros(3, np.float64)
         self.count = 0
-        self.total = 0.0
-        self.sq = 0.0
 
-    def z(self, value: float) -> float:
-        """How many standard deviations ``value`` lies above the values held."""
-        mean, sd = self.mean_sd()
-        return (value - mean) / sd
-
-    def mean_sd(self) -> tuple[float, float]:
-        """Mean and (floored) standard deviation of the values held."""
-        mean = self.total / self.count
-        var = max(self.sq / self.count - mean * mean, 0.0)
-        return mean, max(math.sqrt(var), _MIN_SD, 1e-6 * abs(mean))
+    def held(self) -> F64:
+        """The values held, in no particular order, as float64."""
+        return self.values[: self.count].astype(np.float64)
 
     def add(self, value: float) -> None:
-        """Keep ``value``; a full block replaces the oldest one."""
-        self.current += (value, value * value, 1.0)
-        if self.current[2] >= self.block:
-            self.blocks[self.head] = self.current
-            self.head = (self.head + 1) % self.blocks.shape[0]
-            self.current = np.zeros(3, np.float64)
-        self._totals()
+        """Keep ``value``; a full ring forgets its oldest value."""
+        self.values[self.head] = value
+        self.head = (self.head + 1) % self.values.size
+        self.count = min(self.count + 1, self.values.size)
 
-    def _totals(self) -> None:
-        held = self.blocks.sum(axis=0) + self.current
-        self.total, self.sq, self.count = float(held[0]), float(held[1]), int(held[2])
+    def state(self) -> str:
+        """The values held, oldest first, as base64 float32."""
+        ordered = (
+            self.values[: self.count]
+            if self.count < self.values.size
+            else np.roll(self.values, -self.head)
+        )
+        return _encode(ordered, "<f4")
 
-    def state(self) -> list[list[float]]:
-        """The block summaries, oldest first, then the block being filled."""
-        ordered = np.roll(self.blocks, -self.head, axis=0)
-        return [*ordered.tolist(), self.current.tolist()]
-
-    def load(self, state: list[list[float]]) -> None:
+    def load(self, state: object) -> None:
         """Put back :meth:`state`.
 
         Raises:
-            ValueError: another number of blocks, or non-finite / negative values.
+            ValueError: more values than the ring holds, or not base64 of finite float32.
+            TypeError: not text.
         """
-        values = np.asarray(state, np.float64)
-        if values.shape != (self.blocks.shape[0] + 1, 3) or not np.isfinite(values).all():
-            msg = "stream scoring snapshot holds non-finite or misshaped block summaries"
+        values = _decode(state, "<f4")
+        if values.size > self.values.size:
+            msg = "stream scoring snapshot was made with other settings"
             raise ValueError(msg)
-        if (values[:, 2] < 0).any() or values[-1, 2] >= self.block:
-            msg = "stream scoring snapshot holds impossible block counts"
-            raise ValueError(msg)
-        self.blocks[:] = values[:-1]
-        self.current = values[-1].copy()
-        self.head = 0
-        self._totals()
+        self.values[:] = 0.0
+        self.values[: values.size] = values
+        self.count = int(values.size)
+        self.head = self.count % self.values.size
 
 
 class StepScore(NamedTuple):
@@ -214,8 +215,8 @@ class SeriesScorer:
         self.window_len = window_len
         self._points = np.zeros(2 * self._capacity, np.float64)  # linear, compacted when full
         self._n_points = 0
-        self._model = RollingTail(settings.likelihood_window)
-        self._novelty = RollingTail(settings.likelihood_window)
+        self._model = RecentValues(settings.likelihood_window)
+        self._novelty = RecentValues(settings.likelihood_window)
         self._recent = np.zeros(max(settings.suppress_points - 1, 1), np.float64)
         self._recent_head = 0
 
@@ -239,10 +240,11 @@ class SeriesScorer:
         self._points[self._n_points] = newest
         self._n_points += 1
 
-    def _part(self, tail: RollingTail, value: float) -> float:
+    def _part(self, tail: RecentValues, value: float) -> float:
         if not math.isfinite(value):
             return 0.0
-        out = surprise(tail.z(value)) if tail.count >= self.settings.likelihood_min else 0.0
+        ready = tail.count >= self.settings.likelihood_min
+        out = surprise_of(log_tail_probability(tail.held(), value)) if ready else 0.0
         # uncapped on purpose: after an incident the tail widens and the series' aftershocks
         # alert less (capping values at mean + 6 sd cost 3.5-6 NAB points on every seed)
         tail.add(value)
@@ -273,8 +275,9 @@ class SeriesScorer:
     def snapshot(self) -> dict[str, Any]:
         """The state as plain JSON values (restored by :meth:`restore`).
 
-        With the defaults about 65 KB of JSON once the memory is full: the novelty memory
-        (float64, base64) and the suppression ring dominate; the tails are block summaries.
+        With the defaults about 150 KB of JSON once the memory is full: the two parts'
+        recent values (float32, base64), the novelty memory (float64) and the suppression
+        ring.
         """
         points = self._points[: self._n_points][-self._capacity :]
         return {
@@ -313,16 +316,16 @@ class SeriesScorer:
         self._recent_head = 0
 
 
-def _encode(values: F64) -> str:
-    """float64 values as base64 text (exact, a third the size of JSON numbers)."""
-    return base64.b64encode(np.ascontiguousarray(values, "<f8").tobytes()).decode("ascii")
+def _encode(values: F64 | npt.NDArray[np.float32], dtype: str = "<f8") -> str:
+    """Values as base64 text of ``dtype`` (exact, a third the size of JSON numbers)."""
+    return base64.b64encode(np.ascontiguousarray(values, dtype).tobytes()).decode("ascii")
 
 
-def _decode(text: object) -> F64:
+def _decode(text: object, dtype: str = "<f8") -> F64:
     """Inverse of :func:`_encode`.
 
     Raises:
-        ValueError: not base64 of finite float64 values.
+        ValueError: not base64 of finite ``dtype`` values.
         TypeError: not text.
     """
     if not isinstance(text, str):
@@ -333,10 +336,11 @@ def _decode(text: object) -> F64:
     except (ValueError, UnicodeEncodeError) as exc:
         msg = f"stream scoring snapshot array is not base64: {exc}"
         raise ValueError(msg) from exc
-    if len(raw) % 8:
-        msg = "stream scoring snapshot array is not float64"
+    width = np.dtype(dtype).itemsize
+    if len(raw) % width:
+        msg = f"stream scoring snapshot array is not a whole number of {width}-byte floats"
         raise ValueError(msg)
-    values = np.frombuffer(raw, "<f8").astype(np.float64)
+    values = np.frombuffer(raw, dtype).astype(np.float64)
     if not np.isfinite(values).all():
         msg = "stream scoring snapshot holds non-finite values"
         raise ValueError(msg)
@@ -371,9 +375,9 @@ class StreamScorers:
     def memory_bytes(self) -> int:
         """Approximate memory held by the series' stream state."""
         settings, w = self.settings, self.window_len
-        blocks = 2 * 3 * (settings.likelihood_window // TAIL_BLOCK + 1)
-        floats = 2 * (settings.novelty_memory + 2 * w) + settings.suppress_points + blocks
-        return len(self._scorers) * (8 * floats + 600)
+        floats = 2 * (settings.novelty_memory + 2 * w) + settings.suppress_points
+        tails = 2 * 4 * settings.likelihood_window  # float32 rings
+        return len(self._scorers) * (8 * floats + tails + 600)
 
     def step(
         self, series: Sequence[str], residuals: F64, windows: npt.NDArray[np.floating[Any]]
