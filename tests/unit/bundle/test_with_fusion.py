@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
@@ -56,6 +54,4 @@ def test_a_capped_index_samples_every_row_and_leaves_out_only_those_it_holds(pla
 def test_too_few_rows_for_k_is_refused_in_one_line(plain):
     raw = make_normal(12, 6, 0)
     with pytest.raises(ValueError, match="neighbours k=12 needs more than 12 indexed rows"):
-        with_fusion(
-            replace(plain), raw, np.arange(10), score_kind="fused", k=12, max_rows=100, seed=0
-        )
+        with_fusion(plain, raw, np.arange(10), score_kind="fused", k=12, max_rows=100, seed=0)
