@@ -37,13 +37,12 @@ import numpy.typing as npt
 import torch
 
 from streamvae.scoring.scores import ScoreSet
+from streamvae.scoring.tails import TAIL_LEVEL, mean_excess
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
-TAIL_LEVEL = 0.9
-"""Reference quantile where the exponential tail takes over from the empirical survival."""
 GRID = 201
 """Quantiles kept of a component's reference scores (its empirical survival up to ``t``)."""
 ROW_CHUNK = 128
@@ -81,11 +80,7 @@ class TailModel:
         levels = np.linspace(0.0, TAIL_LEVEL, GRID)
         quantiles = np.quantile(ref, levels)
         t = float(quantiles[-1])
-        above = ref[ref > t] - t
-        spread = float(ref[-1] - ref[0])
-        floor = max(spread, abs(t), 1.0) * 1e-6
-        excess = float(above.mean()) if above.size else floor
-        return cls(tuple(float(q) for q in quantiles), t, max(excess, floor))
+        return cls(tuple(float(q) for q in quantiles), t, mean_excess(ref, t))
 
     def surprise(self, scores: F64) -> F64:
         """``-log p(s)``: 0 at the bottom, ``-log 0.1`` at ``t``, linear in ``s`` beyond.

@@ -52,11 +52,11 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
+from streamvae.scoring.tails import TAIL_LEVEL, mean_excess
+
 F64 = npt.NDArray[np.float64]
 _LOG10 = math.log(10.0)
 _MAX_SCALED = 1e6  # scaled values beyond a million robust units say nothing more
-TAIL_LEVEL = 0.9
-"""Quantile of a part's recent values where the exponential tail takes over."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,11 +132,7 @@ def log_tail_probability(held: F64, value: float) -> float:
     t = float(np.quantile(held, TAIL_LEVEL))
     if value <= t:
         return math.log((np.count_nonzero(held >= value) + 1) / (held.size + 1))
-    excess = held[held > t] - t
-    spread = float(held.max() - held.min())
-    floor = max(spread, abs(t), 1.0) * 1e-6
-    mean_excess = max(float(excess.mean()) if excess.size else floor, floor)
-    return math.log1p(-TAIL_LEVEL) - (value - t) / mean_excess
+    return math.log1p(-TAIL_LEVEL) - (value - t) / mean_excess(held, t)
 
 
 class RecentValues:

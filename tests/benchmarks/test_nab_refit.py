@@ -7,7 +7,7 @@ probation-length of points the model is retrained from scratch (same settings an
 on the windows of the series' last ``MEMORY`` points whose fused score stayed below
 ``NORMAL`` (normal-looking), and the next points are scored by the new model through the same
 per-series stream state. Measured on the 21 development series (seed 0, 2 cores, the dCVAE
-of ``bench nab``): frozen 65.3 / 50.3 / 72.7 in 45 s, refit 63.6 / 53.8 / 70.1 in 1,037 s
+of ``bench nab``, with the stream score's earlier Gaussian tail): frozen 65.3 / 50.3 / 72.7 in 45 s, refit 63.6 / 53.8 / 70.1 in 1,037 s
 (the plain VAE: 59.1 / 50.1 / 65.3 against 58.2 / 51.7 / 62.4), so the default stays frozen.
 Writes ``nab_refit.json``; no assertion on the scores.
 """
