@@ -17,6 +17,7 @@ from streamvae.scoring.stream_scores import (
     RecentValues,
     SeriesScorer,
     StreamScoring,
+    decades_of,
     log_tail_probability,
     surprise_of,
 )
@@ -175,6 +176,74 @@ def test_a_long_excursion_scores_once_at_its_onset_unless_it_gets_worse():
     np.testing.assert_allclose([s.fused for s in suppressed], [s.fused for s in every])
 
 
+@pytest.mark.parametrize("decades", [0.0, 1e-3, 3.0, 30.0])
+def test_decades_invert_the_surprise(decades):
+    assert decades_of(surprise_of(-decades * math.log(10.0))) == pytest.approx(decades, rel=1e-6)
+
+
+def _rising_excursion() -> tuple[np.ndarray, np.ndarray]:
+    """A level shift that keeps growing for 300 points: every point is a new high."""
+    values = _series(2_400, seed=12)
+    residuals = np.abs(np.random.default_rng(13).standard_normal(values.size)) * 0.1
+    ramp = np.linspace(0.3, 6.0, 300)
+    values[1_800:2_100] += ramp
+    residuals[1_800:2_100] += ramp
+    return values, residuals
+
+
+def test_a_slowly_worsening_excursion_is_emitted_again_only_when_clearly_worse():
+    values, residuals = _rising_excursion()
+    horizon = 1_000
+    every_high = _run(
+        SeriesScorer(StreamScoring(suppress_points=horizon, escalation_decades=0.0), W),
+        values, residuals,
+    )  # fmt: skip
+    escalating = _run(SeriesScorer(StreamScoring(suppress_points=horizon), W), values, residuals)
+    step = StreamScoring().escalation_decades
+    assert step > 0
+    np.testing.assert_allclose([s.fused for s in escalating], [s.fused for s in every_high])
+    old = [i for i, s in enumerate(every_high) if s.anomaly > 0]
+    new = [i for i, s in enumerate(escalating) if s.anomaly > 0]
+    assert set(new) <= set(old), "the rule only ever holds back a score"
+    offset = 1_800 - W + 1
+    in_excursion_old = [i for i in old if i >= offset]
+    in_excursion_new = [i for i in new if i >= offset]
+    assert len(in_excursion_old) >= 3 * len(in_excursion_new) >= 6, (old, new)
+    # within the horizon every emitted score is at least `step` decades above the one before
+    for a, b in itertools.pairwise(new):
+        if b - a < horizon:
+            gain = decades_of(escalating[b].anomaly) - decades_of(escalating[a].anomaly)
+            assert gain >= step - 1e-12, (a, b, gain)
+    # the excursion's onset is still emitted at once (a point later here: an emitted
+    # background score 20 points before opened an incident) and so is its worst stretch
+    assert 0 <= in_excursion_new[0] - in_excursion_old[0] <= 2
+    top = max(escalating[i].fused for i in range(offset, offset + 300))
+    assert decades_of(max(s.anomaly for s in escalating)) > decades_of(top) - step
+
+
+def test_an_open_incident_survives_a_snapshot():
+    """Restored right after an emitted score, a slightly higher one is still held back."""
+    values, residuals = _rising_excursion()
+    settings = StreamScoring(suppress_points=1_000)
+    straight = _run(SeriesScorer(settings, W), values, residuals)
+    emitted = [i for i, s in enumerate(straight) if s.anomaly > 0 and i >= 1_800 - W + 1]
+    cut = emitted[1] + W  # a point index just after the excursion's second emitted score
+    first = SeriesScorer(settings, W)
+    _run(first, values[:cut], residuals[:cut])
+    snapshot = json.loads(json.dumps(first.snapshot()))
+    assert snapshot["alert"][0] == 0 and snapshot["alert"][1] > 0
+    second = SeriesScorer(settings, W)
+    second.restore(snapshot)
+    resumed = _run(second, values, residuals, start=cut)
+    np.testing.assert_array_equal(
+        [s.anomaly for s in resumed], [s.anomaly for s in straight[cut - W + 1 :]]
+    )
+    forgetful = SeriesScorer(settings, W)
+    forgetful.restore({k: v for k, v in snapshot.items() if k != "alert"})  # an older snapshot
+    reopened = _run(forgetful, values, residuals, start=cut)
+    assert sum(s.anomaly > 0 for s in reopened) > sum(s.anomaly > 0 for s in resumed)
+
+
 def test_a_restored_scorer_continues_exactly_where_the_snapshot_left_off():
     settings = StreamScoring(likelihood_window=700, novelty_memory=400, suppress_points=300)
     values = _series(3_000, seed=7)
@@ -197,6 +266,11 @@ def test_a_malformed_snapshot_is_refused():
         {"model": base64.b64encode(np.array([1.0, np.nan], "<f4").tobytes()).decode()},
         {"points": "not base64!"},
         {"recent": scorer.snapshot()["points"]},
+        {"alert": [1, -2.0]},
+        {"alert": [1]},
+        {"alert": "1, 2"},
+        {"alert": [True, 1.0]},
+        {"alert": [1, math.inf]},
     ):
         with pytest.raises(ValueError, match="stream scoring snapshot"):
             scorer.restore(scorer.snapshot() | bad)
@@ -228,6 +302,9 @@ def test_memory_stays_bounded_on_a_long_stream():
         {"likelihood_min": 1},
         {"novelty_memory": 0},
         {"suppress_points": 0},
+        {"escalation_decades": -0.5},
+        {"escalation_decades": math.inf},
+        {"escalation_decades": math.nan},
     ],
 )
 def test_invalid_settings_are_refused(values):
@@ -249,3 +326,11 @@ def test_wild_inputs_never_put_a_non_finite_value_in_the_state():
         assert all(math.isfinite(v) for v in step[:4]) and 0.0 <= step.anomaly <= 1.0
         assert i < 2 * W + W or math.isfinite(step.novelty)
     SeriesScorer(settings, W).restore(json.loads(json.dumps(scorer.snapshot())))  # all finite
+
+
+def test_settings_written_before_the_escalation_rule_get_its_default():
+    old = {k: v for k, v in StreamScoring().to_dict().items() if k != "escalation_decades"}
+    assert StreamScoring.from_dict(old) == StreamScoring()
+    assert StreamScoring.from_dict(StreamScoring(escalation_decades=1.5).to_dict()) == (
+        StreamScoring(escalation_decades=1.5)
+    )
