@@ -349,6 +349,7 @@ class SeriesScorer:
         if (recent < 0).any():
             msg = "stream scoring snapshot holds negative scores"
             raise ValueError(msg)
+        since_alert, alert_decades = self._restored_alert(snapshot.get("alert"))
         self._model.load(snapshot["model"])
         self._novelty.load(snapshot["novelty"])
         self._points[:] = 0.0
@@ -356,7 +357,7 @@ class SeriesScorer:
         self._n_points = int(points.size)
         self._recent[:] = recent
         self._recent_head = 0
-        self._since_alert, self._alert_decades = self._restored_alert(snapshot.get("alert"))
+        self._since_alert, self._alert_decades = since_alert, alert_decades
 
     def _restored_alert(self, alert: object) -> tuple[int, float]:
         """The snapshot's ``[points since the last emitted score, its evidence]``.
@@ -368,15 +369,20 @@ class SeriesScorer:
         """
         if alert is None:
             return self.settings.suppress_points, 0.0
+        msg = f"stream scoring snapshot alert must be [points, decades], got {alert!r:.80}"
         if (
             not isinstance(alert, list)
             or len(alert) != 2
             or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in alert)
-            or not all(0 <= v < math.inf for v in alert)
         ):
-            msg = f"stream scoring snapshot alert must be [points, decades], got {alert!r}"
             raise ValueError(msg)
-        return min(int(alert[0]), self.settings.suppress_points), float(alert[1])
+        try:
+            since, decades = float(alert[0]), float(alert[1])
+        except OverflowError as exc:  # an integer beyond float range
+            raise ValueError(msg) from exc
+        if not (0.0 <= since < math.inf and 0.0 <= decades < math.inf):
+            raise ValueError(msg)
+        return min(int(since), self.settings.suppress_points), decades
 
 
 def _encode(values: F64 | npt.NDArray[np.float32], dtype: str = "<f8") -> str:

@@ -271,6 +271,8 @@ def test_a_malformed_snapshot_is_refused():
         {"alert": "1, 2"},
         {"alert": [True, 1.0]},
         {"alert": [1, math.inf]},
+        {"alert": [1, 10**400]},
+        {"alert": [math.nan, 1.0]},
     ):
         with pytest.raises(ValueError, match="stream scoring snapshot"):
             scorer.restore(scorer.snapshot() | bad)
