@@ -19,12 +19,15 @@ from streamvae.bundle.tabular import TabularDetector, TabularPreprocess
 from streamvae.scoring.complexity import code_length_bits, complexity_corrected
 from streamvae.scoring.fusion import (
     IMAGE_CHUNK,
+    VIEW_NAMES,
     NeighbourIndex,
+    NeighbourView,
     ScoreFusion,
     TailModel,
     leave_one_out_distances,
     sample_positions,
     sample_rows,
+    view_factors,
 )
 from streamvae.types import ScoreKind
 
@@ -54,7 +57,7 @@ def with_fusion(
     seed: int,
     context: F32 | None = None,
 ) -> ModelBundle:
-    """``bundle`` with a neighbour index and the two tails fitted, scoring ``score_kind``.
+    """``bundle`` with a neighbour index, its views and their tails fitted, scoring ``score_kind``.
 
     The index holds every scaled row the fit was given, the early-stopping rows included
     (at most ``max_rows``, a seeded sample beyond): the nearest-neighbour part sees all
@@ -63,7 +66,9 @@ def with_fusion(
     new record's is; a reference neighbour distance is leave-one-out (the row's own entry
     in the index left out, :func:`leave_one_out_distances`), which is the distance a new
     normal row meets. On the 14 ADBench development sets this raised the mean AUROC from
-    0.854 (index without the early-stopping rows) to 0.856.
+    0.854 (index without the early-stopping rows) to 0.856. The distance is measured under
+    the standardised scaling and each of :data:`VIEW_NAMES` (factors from all the rows
+    given, :func:`view_factors`), each with its tail fitted the same way: 0.856 to 0.866.
 
     Args:
         bundle: a trained tabular bundle.
@@ -95,14 +100,22 @@ def with_fusion(
     reference = TabularDetector(plain).score(
         raw[held_out], None if context is None else context[held_out]
     )
+    queries, indexed = scaled[held_out], np.isin(held_out, picked)
+    views = []
     with torch.inference_mode():
-        distances = leave_one_out_distances(
-            index, torch.from_numpy(scaled[held_out]), np.isin(held_out, picked)
-        )
+        distances = leave_one_out_distances(index, torch.from_numpy(queries), indexed)
+        for name in VIEW_NAMES:
+            factors = view_factors(scaled, name)
+            view_index = NeighbourIndex(index.rows * factors, k)
+            tail = TailModel.fit(
+                leave_one_out_distances(view_index, torch.from_numpy(queries * factors), indexed)
+            )
+            views.append(NeighbourView(name, factors, view_index, tail))
     fusion = ScoreFusion(
         index,
         TailModel.fit(reference.scores.neg_elbo),
         TailModel.fit(distances),
+        views=tuple(views),
     )
     return replace(bundle, score_kind=score_kind, fusion=fusion)
 

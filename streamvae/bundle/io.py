@@ -279,6 +279,9 @@ def _read_fusion(root: Path, config: dict[str, Any], preprocess: Preprocess) -> 
     if "complexity_tail" in config["fusion"] and not kind.complexity:
         msg = f"a complexity tail is for images; this is a {kind.name} model"
         raise ValueError(msg)
+    if config["fusion"].get("views") and kind.complexity:
+        msg = f"neighbour views are for feature rows; this is a {kind.name} model"
+        raise ValueError(msg)
     dim = kind.neighbour_dim(preprocess)
     try:
         rows = np.load(root / NEIGHBOURS, allow_pickle=False)

@@ -221,6 +221,7 @@ class TabularDetector:
         parts: list[ScoreSet] = []
         recons: list[F32] = []
         distances: list[npt.NDArray[np.float64]] = []
+        view_parts: list[list[npt.NDArray[np.float64]]] = []
         fusion = self.bundle.fusion
         with torch.inference_mode():
             for start in range(0, max(scaled.shape[0], 1), self.chunk_size):
@@ -233,13 +234,15 @@ class TabularDetector:
                 recons.append(out.recon.float().cpu().numpy())
                 if fusion is not None:
                     distances.append(fusion.index.distances(x).double().cpu().numpy())
+                    view_parts.append(fusion.view_distances(x))
         expected = scaler.inverse_transform(np.concatenate(recons))
         scores = concat_score_sets(parts)
         precision = self._feature_precision()
         if precision is not None:
             scores = replace(scores, per_feature=scores.per_feature * precision)
         if fusion is not None:
-            scores = fusion.complete(scores, np.concatenate(distances))
+            views = [np.concatenate(chunks) for chunks in zip(*view_parts, strict=True)]
+            scores = fusion.complete(scores, np.concatenate(distances), view_distances=views)
         return Scored(scores, expected)
 
     def _feature_precision(self) -> npt.NDArray[np.float64] | None:

@@ -12,7 +12,7 @@ everywhere, so the default tabular score fuses both:
    empirical survival; beyond it an exponential tail ``p = 0.1 * exp(-(s - t) / m)`` with
    ``m`` the mean excess over ``t`` (peaks over threshold, shape 0), so rows beyond every
    reference row are still ranked by how far beyond they are instead of tying;
-2. the fused score is the sum of the two surprises: ``-log`` of the product of the two
+2. the fused score is the sum of the surprises: ``-log`` of the product of the
    p-values, i.e. Fisher's combination (halved). The threshold is then calibrated on the
    fused score like any other, so the components need not be independent.
 
@@ -21,14 +21,25 @@ Image models also fit the tail of the complexity-corrected likelihood
 the corrected score does not (but misses images more complex than normal), so the
 likelihood's surprise is the larger of the two (see :meth:`ScoreFusion.fuse`).
 
+A distance between feature rows depends on how each feature is scaled, and no one scaling
+suits every data set: standardising lets a near-constant feature's rare values dominate
+(optdigits' blank pixels), min-max scaling lets one outlying training value shrink a
+feature, the interquartile range suits skewed features. So a tabular fusion measures the
+neighbour distance under three scalings of the training rows, each with its own tail:
+standardised (the model's own scaling), min-max and interquartile range (*views*,
+:class:`NeighbourView`, :func:`view_factors`), and adds the three surprises to the ELBO's.
+On the 14 ADBench development sets (seeds 0-2) that raised the mean AUROC from 0.856
+(ELBO + standardised distance) to 0.866; see the README for the table.
+
 The neighbour index holds at most ``max_rows`` scaled training rows (a seeded sample when
-there are more), so memory is ``max_rows * d * 4`` bytes and a query costs one
-``(n, max_rows)`` distance matrix, whatever the size of the training data.
+there are more), so memory is ``max_rows * d * 4`` bytes per view and a query costs one
+``(n, max_rows)`` distance matrix per view, whatever the size of the training data.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -218,6 +229,79 @@ def leave_one_out_distances(index: NeighbourIndex, x: torch.Tensor, indexed: Boo
     return out
 
 
+VIEW_NAMES = ("minmax", "iqr")
+"""The scalings a tabular fusion measures the neighbour distance under, beside the model's
+standardised one: min-max range and interquartile range of the training rows."""
+
+
+def view_factors(scaled: F32, name: str) -> F32:
+    """Per-feature factors that turn standardised rows into the ``name`` scaling.
+
+    The factor of feature ``j`` is ``1 / s_j``, ``s_j`` the feature's spread among the
+    (standardised) training rows ``scaled``: its range (``minmax``) or interquartile range
+    (``iqr``); a feature whose spread is 0 falls back to its standard deviation, then to
+    1. Offsets do not change distances, so scaling by the factors is the whole change.
+
+    >>> rows = np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0], [3.0, 1.0]], np.float32)
+    >>> view_factors(rows, "minmax").tolist(), view_factors(rows, "iqr").tolist()
+    ([0.3333333432674408, 1.0], [0.6666666865348816, 1.0])
+
+    Raises:
+        ValueError: an unknown view name.
+    """
+    x = np.asarray(scaled, dtype=np.float64)
+    if name == "minmax":
+        spread = x.max(axis=0) - x.min(axis=0)
+    elif name == "iqr":
+        q75, q25 = np.quantile(x, [0.75, 0.25], axis=0)
+        spread = q75 - q25
+    else:
+        msg = f"unknown neighbour view {name!r}: expected one of {', '.join(VIEW_NAMES)}"
+        raise ValueError(msg)
+    fallback = np.where(x.std(axis=0) > 1e-12, x.std(axis=0), 1.0)
+    spread = np.where(spread > 1e-12, spread, fallback)
+    return (1.0 / spread).astype(np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class NeighbourView:
+    """The neighbour distance under another scaling of the features, and its tail.
+
+    Attributes:
+        name: the scaling (one of :data:`VIEW_NAMES`).
+        factors: ``(d,)`` per-feature factors from the model's standardised units.
+        index: the fusion's indexed rows times ``factors``.
+        tail: survival of this distance among held-out normals.
+    """
+
+    name: str
+    factors: F32
+    index: NeighbourIndex
+    tail: TailModel
+
+    @classmethod
+    def over(cls, base: NeighbourIndex, name: str, factors: F32, tail: TailModel) -> NeighbourView:
+        """The view of ``base``'s rows under ``factors``.
+
+        Raises:
+            ValueError: ``factors`` not one finite positive value per feature.
+        """
+        f = np.asarray(factors, dtype=np.float32)
+        if f.shape != (base.rows.shape[1],) or not (np.isfinite(f).all() and (f > 0).all()):
+            msg = f"neighbour view {name!r} needs {base.rows.shape[1]} positive factors"
+            raise ValueError(msg)
+        rows = base.rows * f
+        return cls(name, f, NeighbourIndex(rows, base.k, chunk_size=base.chunk_size), tail)
+
+    def distances(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n,)`` k-th neighbour distances of standardised rows ``x`` in this scaling."""
+        return self.index.distances(x * torch.from_numpy(self.factors).to(x.device, x.dtype))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values (the rows are the fusion's, times the factors)."""
+        return {"name": self.name, "factors": self.factors.tolist(), "tail": self.tail.to_dict()}
+
+
 @dataclass(frozen=True, slots=True)
 class ScoreFusion:
     """What the fused score needs: the neighbour index and the components' tails.
@@ -228,38 +312,63 @@ class ScoreFusion:
         neighbour_tail: survival of the neighbour distance among held-out normals.
         complexity_tail: image models only: survival of the complexity-corrected
             likelihood (:mod:`streamvae.scoring.complexity`), a third surprise.
+        views: tabular models: the neighbour distance under other scalings, each a
+            further surprise (none in bundles written before views existed).
     """
 
     index: NeighbourIndex
     elbo_tail: TailModel
     neighbour_tail: TailModel
     complexity_tail: TailModel | None = None
+    views: tuple[NeighbourView, ...] = ()
 
-    def fuse(self, neg_elbo: F64, neighbour_distance: F64, corrected: F64 | None = None) -> F64:
+    def view_distances(self, x: torch.Tensor) -> list[F64]:
+        """Each view's ``(n,)`` neighbour distances of standardised rows ``x``."""
+        return [view.distances(x).double().cpu().numpy() for view in self.views]
+
+    def fuse(
+        self,
+        neg_elbo: F64,
+        neighbour_distance: F64,
+        corrected: F64 | None = None,
+        view_distances: Sequence[F64] = (),
+    ) -> F64:
         """The fused score per row (higher is more anomalous).
 
-        ``-log p_elbo - log p_neighbour``; with a complexity tail the likelihood's part is
+        ``-log p_elbo - log p_neighbour`` plus each view's ``-log p`` of its distance
+        (:meth:`view_distances`); with a complexity tail the likelihood's part is
         the larger of the ELBO's and the complexity-corrected likelihood's surprises (the
         smaller p-value, Tippett's rule): the two fail in opposite directions, the ELBO on
         images simpler than normal, the corrected likelihood on images more complex than
         normal (noise, an added mark), so either one being surprised is enough.
 
         Raises:
-            ValueError: ``corrected`` missing while the fusion has a complexity tail.
+            ValueError: ``corrected`` missing while the fusion has a complexity tail, or
+                not one distance array per view.
         """
+        if len(view_distances) != len(self.views):
+            msg = f"this fusion has {len(self.views)} views, got {len(view_distances)} distances"
+            raise ValueError(msg)
         likelihood = self.elbo_tail.surprise(neg_elbo)
         if self.complexity_tail is not None:
             if corrected is None:
                 msg = "this fusion also needs the complexity-corrected likelihood"
                 raise ValueError(msg)
             likelihood = np.maximum(likelihood, self.complexity_tail.surprise(corrected))
-        return likelihood + self.neighbour_tail.surprise(neighbour_distance)
+        fused = likelihood + self.neighbour_tail.surprise(neighbour_distance)
+        for view, distances in zip(self.views, view_distances, strict=True):
+            fused = fused + view.tail.surprise(distances)
+        return fused
 
     def complete(
-        self, scores: ScoreSet, neighbour_distance: F64, corrected: F64 | None = None
+        self,
+        scores: ScoreSet,
+        neighbour_distance: F64,
+        corrected: F64 | None = None,
+        view_distances: Sequence[F64] = (),
     ) -> ScoreSet:
         """``scores`` with the ``neighbour`` distance and the ``fused`` score filled in."""
-        fused = self.fuse(scores.neg_elbo, neighbour_distance, corrected)
+        fused = self.fuse(scores.neg_elbo, neighbour_distance, corrected, view_distances)
         return replace(scores, neighbour=neighbour_distance, fused=fused)
 
     def to_dict(self) -> dict[str, Any]:
@@ -271,6 +380,8 @@ class ScoreFusion:
         }
         if self.complexity_tail is not None:
             values["complexity_tail"] = self.complexity_tail.to_dict()
+        if self.views:
+            values["views"] = [view.to_dict() for view in self.views]
         return values
 
     @classmethod
@@ -279,9 +390,20 @@ class ScoreFusion:
     ) -> ScoreFusion:
         """Inverse of :meth:`to_dict` plus the indexed rows (queried ``chunk_size`` at a time)."""
         complexity = values.get("complexity_tail")
+        index = NeighbourIndex(rows, int(values["k"]), chunk_size=chunk_size)
+        views = tuple(
+            NeighbourView.over(
+                index,
+                str(view["name"]),
+                np.asarray(view["factors"], dtype=np.float32),
+                TailModel.from_dict(view["tail"]),
+            )
+            for view in values.get("views", ())
+        )
         return cls(
-            NeighbourIndex(rows, int(values["k"]), chunk_size=chunk_size),
+            index,
             TailModel.from_dict(values["elbo_tail"]),
             TailModel.from_dict(values["neighbour_tail"]),
             None if complexity is None else TailModel.from_dict(complexity),
+            views,
         )

@@ -182,6 +182,7 @@ def test_a_column_major_matrix_scores_the_same_bits(fused_bundle):
         ("missing_rows", "cannot read neighbours.npy"),
         ("no_fusion", "needs the model's neighbour index"),
         ("complexity_tail", "a complexity tail is for images"),
+        ("bad_view", "positive factors"),
     ],
 )
 def test_a_broken_neighbour_index_is_refused(tmp_path, fused_bundle, breakage, message):
@@ -194,6 +195,9 @@ def test_a_broken_neighbour_index_is_refused(tmp_path, fused_bundle, breakage, m
         config = json.loads((path / "config.json").read_text())
         if breakage == "no_fusion":
             del config["fusion"]
+        elif breakage == "bad_view":
+            view = config["fusion"]["views"][0]
+            view["factors"] = [-1.0] * len(view["factors"])
         else:
             config["fusion"]["complexity_tail"] = config["fusion"]["elbo_tail"]
         (path / "config.json").write_text(json.dumps(config))

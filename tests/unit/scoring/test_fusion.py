@@ -12,11 +12,13 @@ from scipy import stats
 from streamvae.scoring.fusion import (
     TAIL_LEVEL,
     NeighbourIndex,
+    NeighbourView,
     ScoreFusion,
     TailModel,
     leave_one_out_distances,
     sample_positions,
     sample_rows,
+    view_factors,
 )
 
 
@@ -176,6 +178,56 @@ def test_fusion_round_trips_and_adds_the_two_surprises():
         fusion.fuse(a, b), fusion.elbo_tail.surprise(a) + fusion.neighbour_tail.surprise(b)
     )
     assert again.index.k == 2
+
+
+def test_view_factors_are_the_inverse_spreads_with_a_fallback_for_flat_features():
+    rng = np.random.default_rng(6)
+    rows = rng.normal(size=(200, 4)).astype(np.float32)
+    rows[:, 1] = 0.0  # constant: no spread at all
+    rows[:150, 2] = 1.0  # its IQR is 0 but it varies: falls back to the standard deviation
+    f = view_factors(rows, "minmax")
+    assert f[0] == pytest.approx(1.0 / float(rows[:, 0].max() - rows[:, 0].min()))
+    assert f[1] == 1.0
+    g = view_factors(rows, "iqr")
+    q75, q25 = np.quantile(rows[:, 3].astype(np.float64), [0.75, 0.25])
+    assert g[3] == pytest.approx(1.0 / (q75 - q25), rel=1e-6)
+    assert g[2] == pytest.approx(1.0 / float(rows[:, 2].astype(np.float64).std()), rel=1e-6)
+    assert g[1] == 1.0
+    with pytest.raises(ValueError, match="unknown neighbour view 'rank'"):
+        view_factors(rows, "rank")
+
+
+def test_a_fusion_with_views_round_trips_and_one_without_reads_as_before():
+    rng = np.random.default_rng(7)
+    rows = rng.normal(size=(40, 3)).astype(np.float32)
+    index = NeighbourIndex(rows, 1)
+    factors = np.array([0.5, 2.0, 1.0], np.float32)
+    view = NeighbourView.over(index, "minmax", factors, TailModel.fit(rng.gamma(2, size=100)))
+    fusion = ScoreFusion(
+        index,
+        TailModel.fit(rng.normal(size=100)),
+        TailModel.fit(rng.gamma(2, size=100)),
+        views=(view,),
+    )
+    x = torch.from_numpy(rng.normal(size=(5, 3)).astype(np.float32))
+    brute = np.sqrt(((x.numpy()[:, None] * factors - rows[None] * factors) ** 2).sum(-1)).min(1)
+    np.testing.assert_allclose(fusion.view_distances(x)[0], brute, rtol=1e-5)
+    again = ScoreFusion.from_parts(fusion.to_dict(), rows)
+    a, b, c = np.array([0.0, 3.0]), np.array([1.0, 9.0]), np.array([0.5, 4.0])
+    np.testing.assert_allclose(again.fuse(a, b, view_distances=[c]), fusion.fuse(a, b, None, [c]))
+    np.testing.assert_allclose(
+        fusion.fuse(a, b, None, [c]),
+        fusion.elbo_tail.surprise(a) + fusion.neighbour_tail.surprise(b) + view.tail.surprise(c),
+    )
+    older = {k: v for k, v in fusion.to_dict().items() if k != "views"}
+    before = ScoreFusion.from_parts(older, rows)  # a bundle written before views existed
+    assert before.views == ()
+    np.testing.assert_allclose(
+        before.fuse(a, b), fusion.elbo_tail.surprise(a) + fusion.neighbour_tail.surprise(b)
+    )
+    bad = fusion.to_dict() | {"views": [view.to_dict() | {"factors": [1.0, -1.0, 1.0]}]}
+    with pytest.raises(ValueError, match="needs 3 positive factors"):
+        ScoreFusion.from_parts(bad, rows)
 
 
 def test_an_image_fusion_takes_the_larger_likelihood_surprise_and_round_trips_it():
