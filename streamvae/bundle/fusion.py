@@ -106,7 +106,7 @@ def with_fusion(
         distances = leave_one_out_distances(index, torch.from_numpy(queries), indexed)
         for name in VIEW_NAMES:
             factors = view_factors(scaled, name)
-            view_index = NeighbourIndex(index.rows * factors, k)
+            view_index = index.rescaled(factors)
             tail = TailModel.fit(
                 leave_one_out_distances(view_index, torch.from_numpy(queries * factors), indexed)
             )

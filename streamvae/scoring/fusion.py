@@ -158,6 +158,10 @@ class NeighbourIndex:
         """Memory held by the reference rows."""
         return int(self.rows.nbytes)
 
+    def rescaled(self, factors: F32) -> NeighbourIndex:
+        """The same rows with feature ``j`` multiplied by ``factors[j]`` (same k and chunks)."""
+        return NeighbourIndex(self.rows * factors, self.k, chunk_size=self.chunk_size)
+
     def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """``(rows^T (d, m), |rows|^2 (m,))`` on ``device``, made once."""
         key = str(device)
@@ -258,7 +262,8 @@ def view_factors(scaled: F32, name: str) -> F32:
     else:
         msg = f"unknown neighbour view {name!r}: expected one of {', '.join(VIEW_NAMES)}"
         raise ValueError(msg)
-    fallback = np.where(x.std(axis=0) > 1e-12, x.std(axis=0), 1.0)
+    std = x.std(axis=0)
+    fallback = np.where(std > 1e-12, std, 1.0)
     spread = np.where(spread > 1e-12, spread, fallback)
     return (1.0 / spread).astype(np.float32)
 
@@ -290,8 +295,7 @@ class NeighbourView:
         if f.shape != (base.rows.shape[1],) or not (np.isfinite(f).all() and (f > 0).all()):
             msg = f"neighbour view {name!r} needs {base.rows.shape[1]} positive factors"
             raise ValueError(msg)
-        rows = base.rows * f
-        return cls(name, f, NeighbourIndex(rows, base.k, chunk_size=base.chunk_size), tail)
+        return cls(name, f, base.rescaled(f), tail)
 
     def distances(self, x: torch.Tensor) -> torch.Tensor:
         """``(n,)`` k-th neighbour distances of standardised rows ``x`` in this scaling."""
