@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -104,7 +105,7 @@ def _rank_scaling(train: F64) -> Callable[[F64], F64]:
     return apply
 
 
-def _parts(path, seed: int) -> Parts:
+def _parts(path: Path, seed: int) -> Parts:
     det, table, split, result = train_novelty(path, seed)
     settings = default_settings()
     raw = table.features[split.train].astype(np.float64)
@@ -157,11 +158,12 @@ def _distance(p: Parts, scaling: str, stat: Callable[[F64], F64]) -> F64:
 SCALINGS = ("standardised", *VIEW_NAMES)
 
 
-def _sum(p: Parts, stat: Callable[[F64], F64], scalings=SCALINGS) -> F64:
+def _sum(p: Parts, stat: Callable[[F64], F64], scalings: tuple[str, ...] = SCALINGS) -> F64:
     return sum((_distance(p, s, stat) for s in scalings), np.zeros(p.y.size))
 
 
 def first(d: F64) -> F64:
+    """The nearest of each row's K distances."""
     return d[:, 0]
 
 
